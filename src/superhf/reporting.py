@@ -1,0 +1,68 @@
+"""Where a run's numbers go: one console line per iteration, metrics.jsonl, completions.jsonl,
+and any accelerate tracker (`report_to`). Every line is flushed as it is written, so a crash
+loses nothing already logged.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+from typing import Any
+
+METRICS_FILE = "metrics.jsonl"
+COMPLETIONS_FILE = "completions.jsonl"
+
+
+def _jsonable(value: Any) -> Any:
+    if isinstance(value, float) and not math.isfinite(value):
+        return None  # JSON has no NaN; null reads as "not measured"
+    return value
+
+
+def format_metrics(metrics: dict[str, Any], max_iterations: int) -> str:
+    """The one console line a person reads per iteration."""
+
+    def get(key: str) -> float:
+        value = metrics.get(key)
+        return float("nan") if value is None else float(value)
+
+    return (
+        f"iter {metrics['iteration']:>3}/{max_iterations} | "
+        f"reward {get('reward'):+.3f} ± {get('reward_std'):.3f} "
+        f"(kept {get('reward_kept'):+.3f}) | kl {get('kl'):.4f} | "
+        f"loss {get('loss'):.3f} (sft {get('loss/sft'):.3f}, kl {get('loss/kl'):.3f}) | "
+        f"len {get('completions/mean_length'):.1f} | "
+        f"{get('step_time'):.1f}s (gen {get('time/generate'):.1f}, "
+        f"score {get('time/score'):.1f}, tune {get('time/fine_tune'):.1f}) | "
+        f"{get('tokens_per_second'):.0f} tok/s"
+    )
+
+
+class RunLogger:
+    """Writes a new run's logs (an existing metrics.jsonl in output_dir is replaced)."""
+
+    def __init__(self, output_dir: str | Path):
+        self.output_dir = Path(output_dir)
+        self.output_dir.mkdir(parents=True, exist_ok=True)
+        self._metrics = open(self.output_dir / METRICS_FILE, "w", encoding="utf-8")  # noqa: SIM115
+        self._completions = open(self.output_dir / COMPLETIONS_FILE, "w", encoding="utf-8")  # noqa: SIM115
+
+    def log_metrics(self, metrics: dict[str, Any]) -> None:
+        line = json.dumps({k: _jsonable(v) for k, v in metrics.items()})
+        self._metrics.write(line + "\n")
+        self._metrics.flush()
+
+    def log_completions(self, rows: list[dict[str, Any]]) -> None:
+        for row in rows:
+            self._completions.write(json.dumps(row, ensure_ascii=False) + "\n")
+        self._completions.flush()
+
+    def close(self) -> None:
+        self._metrics.close()
+        self._completions.close()
+
+
+def read_metrics(output_dir: str | Path) -> list[dict[str, Any]]:
+    path = Path(output_dir) / METRICS_FILE
+    return [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines() if line]
