@@ -275,9 +275,16 @@ def _check_types(config: SuperHFConfig) -> None:
             raise ConfigError(
                 f"{f.name} must be {_type_name(tp)}, got {value!r} ({type(value).__name__})."
             )
-        if tp is float or (typing.get_origin(tp) is not None and float in typing.get_args(tp)):
-            if isinstance(value, int):
-                setattr(config, f.name, float(value))
+        if (
+            isinstance(value, int)
+            and not isinstance(value, bool)
+            and float
+            in (
+                tp,
+                *typing.get_args(tp),
+            )
+        ):
+            setattr(config, f.name, float(value))
 
 
 # --- YAML and the command line --------------------------------------------------------------

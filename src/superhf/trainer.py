@@ -175,8 +175,8 @@ class SuperHFTrainer:
                     batch,
                     iteration,
                     logger,
-                    status=lambda s: progress.update(
-                        task, description=f"iteration {iteration}: {s}"
+                    status=lambda s, i=iteration: progress.update(
+                        task, description=f"iteration {i}: {s}"
                     ),
                 )
                 metrics["num_prompts_seen"] = start + len(batch)
