@@ -358,7 +358,7 @@ def parse_train_args(argv: list[str], prog: str = "superhf train") -> SuperHFCon
         if flags:
             raise _unknown_keys_error(flags, "the command line")
         raise ConfigError(f"Unexpected argument(s): {' '.join(unknown)}.")
-    given = {a.split("=")[0].lstrip("-") for a in rest if a.startswith("--")}
+    given = {a.split("=")[0].lstrip("-").replace("-", "_") for a in rest if a.startswith("--")}
     given |= {g.removeprefix("no_") for g in given}
     values = dict(file_values)
     for f in dataclasses.fields(SuperHFConfig):

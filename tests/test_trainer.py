@@ -1,0 +1,182 @@
+"""The whole loop on a tiny random-init Llama: it learns, repeats with a seed, writes its outputs."""
+
+from __future__ import annotations
+
+import collections
+import json
+
+import pytest
+import torch
+
+from superhf.config import SuperHFConfig
+from superhf.generation import generate_completions
+from superhf.trainer import SuperHFTrainer
+from tests.conftest import make_tiny_llama
+
+ROWS = [{"prompt": f"Question {i}: tell me about topic {i}."} for i in range(200)]
+
+
+def _config(tmp_path, **overrides) -> SuperHFConfig:
+    values = dict(
+        num_generations=8,
+        max_completion_length=8,
+        prompts_per_iteration=8,
+        max_iterations=8,
+        per_device_train_batch_size=4,
+        learning_rate=3e-3,
+        warmup_steps=0,
+        lr_scheduler_type="constant",
+        top_k=20,
+        use_peft=False,
+        beta=0.0,
+        output_dir=str(tmp_path / "run"),
+        seed=0,
+    )
+    return SuperHFConfig(**{**values, **overrides})
+
+
+def test_reward_for_one_token_rises(tmp_path, tokenizer):
+    model = make_tiny_llama(len(tokenizer))
+    config = _config(tmp_path)
+    # The token the untrained model samples most often; the reward is its share of a completion.
+    torch.manual_seed(0)
+    samples, _ = generate_completions(model, tokenizer, [r["prompt"] for r in ROWS[:8]], config)
+    counts = collections.Counter(
+        t for s in samples for t in tokenizer(s.text, add_special_tokens=False)["input_ids"]
+    )
+    target = counts.most_common(1)[0][0]
+
+    def prefers_token(prompts, completions, **kw):
+        ids = [tokenizer(c, add_special_tokens=False)["input_ids"] for c in completions]
+        return [sum(t == target for t in row) / max(len(row), 1) for row in ids]
+
+    trainer = SuperHFTrainer(
+        model=model,
+        reward_funcs=prefers_token,
+        args=config,
+        processing_class=tokenizer,
+        train_dataset=ROWS,
+    )
+    rewards = [m["reward"] for m in trainer.train()]
+    first, last = sum(rewards[:2]) / 2, sum(rewards[-3:]) / 3
+    assert last > first + 0.03, rewards
+
+
+def _length_reward(prompts, completions, **kw):
+    return [float(len(c)) / 40 for c in completions]
+
+
+def test_same_seed_same_metrics(tmp_path, tiny_model_dir):
+    runs = []
+    for name in ("a", "b"):
+        config = _config(
+            tmp_path / name,
+            max_iterations=2,
+            use_peft=True,
+            beta=0.35,
+            model_name_or_path=str(tiny_model_dir),
+            learning_rate=1e-2,
+        )
+        history = SuperHFTrainer(
+            reward_funcs=_length_reward, args=config, train_dataset=ROWS
+        ).train()
+        runs.append(
+            [{k: v for k, v in m.items() if "time" not in k and "second" not in k} for m in history]
+        )
+    assert runs[0] == runs[1]
+    assert runs[0][1]["kl"] > 0  # the adapter moved away from the reference
+
+
+def test_outputs_are_written_and_loadable(tmp_path, tiny_model_dir):
+    config = _config(
+        tmp_path,
+        max_iterations=2,
+        use_peft=True,
+        beta=0.35,
+        model_name_or_path=str(tiny_model_dir),
+        report_to=["tensorboard"],
+    )
+    SuperHFTrainer(reward_funcs=_length_reward, args=config, train_dataset=ROWS).train()
+    run = tmp_path / "run"
+    metrics = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
+    assert [m["iteration"] for m in metrics] == [1, 2]
+    for key in (
+        "reward",
+        "reward_std",
+        "reward_max",
+        "reward_kept",
+        "rewards/_length_reward/mean",
+        "kl",
+        "loss",
+        "loss/sft",
+        "loss/kl",
+        "completions/mean_length",
+        "completions/clipped_ratio",
+        "time/generate",
+        "time/score",
+        "time/fine_tune",
+        "tokens_per_second",
+        "learning_rate",
+        "num_skipped_minibatches",
+    ):
+        assert key in metrics[0], key
+    kept = [json.loads(line) for line in (run / "completions.jsonl").read_text().splitlines()]
+    assert len(kept) == 2 * 8 and {"prompt", "completion", "reward", "iteration"} <= set(kept[0])
+    assert list(run.rglob("events.out.tfevents*"))
+    from peft import AutoPeftModelForCausalLM
+
+    model = AutoPeftModelForCausalLM.from_pretrained(run)
+    assert any("lora" in n for n, _ in model.named_parameters())
+
+
+def test_full_fine_tuning_uses_a_frozen_reference(tmp_path, tiny_model_dir):
+    config = _config(tmp_path, max_iterations=2, beta=0.1, model_name_or_path=str(tiny_model_dir))
+    trainer = SuperHFTrainer(reward_funcs=_length_reward, args=config, train_dataset=ROWS)
+    assert trainer.reference is not None
+    history = trainer.train()
+    assert history[-1]["kl"] > 0 and history[-1]["loss/kl"] > 0
+    assert all(not p.requires_grad for p in trainer.reference.parameters())
+    from transformers import AutoModelForCausalLM
+
+    assert AutoModelForCausalLM.from_pretrained(tmp_path / "run").num_parameters() > 0
+
+
+def test_beta_zero_full_fine_tuning_loads_no_reference(tmp_path, tiny_model_dir):
+    config = _config(tmp_path, max_iterations=1, beta=0.0, model_name_or_path=str(tiny_model_dir))
+    trainer = SuperHFTrainer(reward_funcs=_length_reward, args=config, train_dataset=ROWS)
+    assert trainer.reference is None
+
+
+def test_non_finite_minibatches_are_skipped_not_applied(tmp_path, tiny_model_dir):
+    from superhf.generation import Completion
+
+    config = _config(tmp_path, max_iterations=1, model_name_or_path=str(tiny_model_dir))
+    trainer = SuperHFTrainer(reward_funcs=_length_reward, args=config, train_dataset=ROWS)
+    samples = [Completion(i % 2, f"answer {i}", 3, False) for i in range(8)]
+    with torch.no_grad():
+        trainer.model.model.norm.weight[0] = float("nan")  # every forward now gives NaN
+    before = {n: p.detach().clone() for n, p in trainer.model.named_parameters()}
+    metrics = trainer.fine_tune(samples, trainer.prompts[:2])
+    assert metrics["num_skipped_minibatches"] == 2  # 8 samples / minibatch 4
+    for name, param in trainer.model.named_parameters():
+        assert torch.equal(param.detach().nan_to_num(), before[name].nan_to_num()), name
+
+
+def test_bad_dataset_fails_before_the_model_loads(tmp_path):
+    config = _config(tmp_path, model_name_or_path="/no/such/model/anywhere")
+    from superhf.data import DatasetError
+
+    with pytest.raises(DatasetError, match="no `prompt` column"):
+        SuperHFTrainer(
+            reward_funcs=_length_reward,
+            args=config,
+            train_dataset=[{"text": "x"}],
+            processing_class=_tok(),
+        )
+
+
+def _tok():
+    from superhf.config import EMBEDDED_MODEL
+    from superhf.models import load_tokenizer
+
+    return load_tokenizer(EMBEDDED_MODEL)
