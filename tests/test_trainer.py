@@ -1,4 +1,4 @@
-"""The whole loop on a tiny random-init Llama: it learns, repeats with a seed, writes its outputs."""
+"""The whole loop on a tiny random-init Llama: it learns, repeats, writes its outputs."""
 
 from __future__ import annotations
 

@@ -116,6 +116,28 @@ def load_reward_func(spec: str, batch_size: int = 32, device: str = "cpu") -> Re
     return _import_callable(spec)
 
 
+def load_reward_funcs(
+    specs: Sequence[str | RewardFunc],
+    weights: Sequence[float] | None = None,
+    batch_size: int = 32,
+    device: str = "cpu",
+) -> tuple[list[RewardFunc], list[float]]:
+    """Load every spec; `default` becomes its components (relevance, toxicity, repetition),
+    each weighted, so that each is logged on its own."""
+    weights = list(weights) if weights is not None else [1.0] * len(specs)
+    funcs: list[RewardFunc] = []
+    func_weights: list[float] = []
+    for spec, weight in zip(specs, weights, strict=True):
+        func = load_reward_func(spec, batch_size, device) if isinstance(spec, str) else spec
+        if spec == "default":
+            funcs += func.reward_funcs()
+            func_weights += [weight * w for w in func.reward_weights()]
+        else:
+            funcs.append(func)
+            func_weights.append(weight)
+    return funcs, func_weights
+
+
 def reward_func_name(func: RewardFunc) -> str:
     return getattr(func, "__name__", None) or type(func).__name__
 

@@ -36,7 +36,7 @@ from superhf.generation import Completion, generate_completions
 from superhf.loss import build_training_batch, superhf_loss
 from superhf.models import load_model, load_tokenizer, make_reference, prepare_policy
 from superhf.reporting import RunLogger, format_metrics
-from superhf.rewards import RewardFunc, RewardScorer, load_reward_func
+from superhf.rewards import RewardFunc, RewardScorer, load_reward_funcs
 
 RewardSpec = str | RewardFunc
 
@@ -112,12 +112,10 @@ class SuperHFTrainer:
                 f"reward_weights has {len(args.reward_weights)} values for {len(specs)} "
                 "reward functions: give one weight per reward function."
             )
-        device = str(self.accelerator.device)
-        funcs = [
-            load_reward_func(s, args.reward_batch_size, device) if isinstance(s, str) else s
-            for s in specs
-        ]
-        self.scorer = RewardScorer(funcs, args.reward_weights, args.length_penalty)
+        funcs, weights = load_reward_funcs(
+            specs, args.reward_weights, args.reward_batch_size, str(self.accelerator.device)
+        )
+        self.scorer = RewardScorer(funcs, weights, args.length_penalty)
 
         # The model: seeded first so that LoRA's initialisation repeats with the seed.
         set_seed(args.seed)

