@@ -3,9 +3,15 @@
 from __future__ import annotations
 
 import pytest
+import torch
 
 from superhf.config import SuperHFConfig
-from superhf.generation import generate_completions, stop_token_ids, trim_completion
+from superhf.generation import (
+    NucleusSampler,
+    generate_completions,
+    stop_token_ids,
+    trim_completion,
+)
 from tests.conftest import make_tiny_llama
 
 
@@ -61,3 +67,24 @@ def test_empty_completions_are_dropped_and_counted(tiny, tokenizer):
 
 def test_stop_ids_include_tokenizer_eos(tiny, tokenizer):
     assert tokenizer.eos_token_id in stop_token_ids(tiny, tokenizer)
+
+
+@pytest.mark.parametrize(
+    ("temperature", "top_k", "top_p"),
+    [(1.0, 0, 0.95), (0.7, 0, 0.5), (1.0, 50, 0.95), (1.3, 7, 1.0)],
+)
+def test_nucleus_sampler_keeps_the_same_tokens_as_transformers(temperature, top_k, top_p):
+    from transformers import TemperatureLogitsWarper, TopKLogitsWarper, TopPLogitsWarper
+
+    torch.manual_seed(0)
+    # peaked rows (nucleus inside the candidates) and flat rows (the full-sort fallback)
+    scores = torch.cat([torch.randn(6, 5000) * 4, torch.randn(2, 5000) * 0.1])
+    ids = torch.zeros(8, 1, dtype=torch.long)
+    expected = TemperatureLogitsWarper(temperature)(ids, scores.clone())
+    if top_k:
+        expected = TopKLogitsWarper(top_k)(ids, expected)
+    if top_p < 1:
+        expected = TopPLogitsWarper(top_p)(ids, expected)
+    got = NucleusSampler(temperature, top_k, top_p, candidates=256)(ids, scores.clone())
+    assert torch.equal(torch.isfinite(got), torch.isfinite(expected))
+    torch.testing.assert_close(got.softmax(-1), expected.softmax(-1))

@@ -180,3 +180,20 @@ def _tok():
     from superhf.models import load_tokenizer
 
     return load_tokenizer(EMBEDDED_MODEL)
+
+
+def test_held_out_scorer_is_logged_and_never_drives_training(tmp_path, tiny_model_dir):
+    def test_reward(prompts, completions, **kw):
+        return [-float(len(c)) for c in completions]  # the opposite of the training reward
+
+    config = _config(
+        tmp_path, max_iterations=3, eval_steps=2, model_name_or_path=str(tiny_model_dir)
+    )
+    history = SuperHFTrainer(
+        reward_funcs=_length_reward, test_reward_func=test_reward, args=config, train_dataset=ROWS
+    ).train()
+    assert ["eval_test_reward" in m for m in history] == [False, True, False]
+    m = history[1]
+    assert m["eval_train_reward"] == pytest.approx(m["reward_kept"])
+    # the kept samples are the longest (training reward), so the test reward is at its worst
+    assert m["eval_test_reward"] == pytest.approx(-40 * m["eval_train_reward"])

@@ -49,6 +49,33 @@ def train(ctx: typer.Context) -> None:
     console.print(f"Done. Model, metrics.jsonl and completions.jsonl are in {config.output_dir}")
 
 
+reward_app = typer.Typer(help="Reward models: train them on human preference pairs.")
+app.add_typer(reward_app, name="reward")
+
+
+@reward_app.command("train", context_settings=_PASSTHROUGH)
+def reward_train(ctx: typer.Context) -> None:
+    """Train a Bradley-Terry reward model; `superhf reward train --help` lists every setting."""
+    from superhf.config import ConfigError, parse_config_args
+    from superhf.data import DatasetError
+    from superhf.reward_modeling import RewardTrainingConfig, train_reward_model
+
+    try:
+        config = parse_config_args(
+            RewardTrainingConfig,
+            list(ctx.args),
+            prog="superhf reward train",
+            description="Train a reward model (one logit) with the Bradley-Terry loss on "
+            "preference pairs. Settings come from the defaults, then --config FILE (YAML), "
+            "then the command line.",
+        )
+        train_reward_model(config)
+    except (ConfigError, DatasetError) as err:
+        console.print(f"[bold red]error:[/bold red] {err}")
+        raise typer.Exit(2) from None
+    console.print(f"Done. Use it with: superhf train --reward_funcs {config.output_dir}")
+
+
 def main() -> None:
     app()
 

