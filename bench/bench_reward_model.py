@@ -59,7 +59,7 @@ def main() -> None:
             split="first-half",
             max_length=cli.max_length,
             use_peft=lora,
-            learning_rate=2e-4 if lora else 5e-5,
+            learning_rate=2e-4,
             output_dir=out_dir,
         )
         start = time.perf_counter()

@@ -156,3 +156,19 @@ def test_lora_reward_model_is_saved_merged(tmp_path, tiny_model_dir):
 
     model = AutoModelForSequenceClassification.from_pretrained(tmp_path / "rm")
     assert not any("lora" in n for n, _ in model.named_parameters())
+
+
+def test_length_grouped_order_is_a_permutation_of_similar_length_batches():
+    import random
+
+    from superhf.reward_modeling import length_grouped_order
+
+    pairs = [("x" * n, "y") for n in random.Random(0).sample(range(1, 1000), 400)]
+    order = length_grouped_order(pairs, 4, random.Random(1))
+    assert sorted(order) == list(range(400))
+    spreads = [
+        max(len(pairs[i][0]) for i in order[k : k + 4])
+        - min(len(pairs[i][0]) for i in order[k : k + 4])
+        for k in range(0, 400, 4)
+    ]
+    assert sum(spreads) / len(spreads) < 100  # random batches would spread ~500

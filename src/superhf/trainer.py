@@ -196,6 +196,15 @@ class SuperHFTrainer:
                     )
                 progress.update(task, advance=1, description="iterations")
         logger.close()
+        if len(history) >= 2:
+            k = max(1, len(history) // 4)
+            first, last = (
+                _mean([m["reward"] for m in part]) for part in (history[:k], history[-k:])
+            )
+            self.console.print(
+                f"Mean reward: first {k} iterations {first:+.3f}, last {k} {last:+.3f}. "
+                "Each iteration has new prompts, so compare runs on the same seed."
+            )
         self.save_model()
         self.accelerator.end_training()
         return history
