@@ -75,7 +75,12 @@ class RewardTrainingConfig:
     )
     per_device_train_batch_size: int = config_field(8, "Pairs per optimizer step.", "training")
     per_device_eval_batch_size: int = config_field(32, "Pairs per evaluation batch.", "training")
-    learning_rate: float = config_field(5e-5, "AdamW learning rate.", "training")
+    learning_rate: float = config_field(
+        2e-4,
+        "AdamW learning rate (suits the default MiniLM backbone; lower it for full "
+        "fine-tuning of larger models).",
+        "training",
+    )
     weight_decay: float = config_field(0.0, "AdamW weight decay.", "training")
     warmup_ratio: float = config_field(0.1, "Share of steps spent warming up (linear).", "training")
     margin: float = config_field(
