@@ -21,11 +21,12 @@ def tiny(tokenizer):
 
 
 def test_all_samples_of_a_prompt_come_from_one_call_with_num_return_sequences(tiny, tokenizer):
-    calls = []
+    calls, samplers = [], []
     original = tiny.generate
 
     def spy(*args, **kwargs):
         calls.append((kwargs["input_ids"].shape[0], kwargs["generation_config"]))
+        samplers.append(kwargs["logits_processor"][0])
         return original(*args, **kwargs)
 
     tiny.generate = spy
@@ -40,7 +41,9 @@ def test_all_samples_of_a_prompt_come_from_one_call_with_num_return_sequences(ti
     # 8 sequences per call / 4 samples = 2 prompts per call; each prompt appears once per call
     assert [rows for rows, _ in calls] == [2, 1]
     assert all(gc.num_return_sequences == 4 for _, gc in calls)
-    assert all(gc.top_k == 0 and gc.top_p == 0.95 and gc.do_sample for _, gc in calls)
+    # transformers' own warpers are off (top_k=0 explicitly); NucleusSampler applies the config
+    assert all(gc.top_k == 0 and gc.top_p == 1.0 and gc.do_sample for _, gc in calls)
+    assert all((s.top_p, s.top_k, s.temperature) == (0.95, 0, 1.0) for s in samplers)
     counts = [sum(c.prompt_index == i for c in completions) for i in range(3)]
     assert sum(counts) + stats.num_empty == 12
     assert stats.num_sampled_tokens > 0 and stats.seconds > 0

@@ -44,7 +44,7 @@ def train(ctx: typer.Context) -> None:
         trainer = SuperHFTrainer(args=config)
         trainer.train()
     except (ConfigError, DatasetError, RewardError) as err:
-        console.print(f"[bold red]error:[/bold red] {err}")
+        console.print(f"[bold red]error:[/bold red] {err}", soft_wrap=True)
         raise typer.Exit(2) from None
     console.print(f"Done. Model, metrics.jsonl and completions.jsonl are in {config.output_dir}")
 
@@ -71,7 +71,7 @@ def reward_train(ctx: typer.Context) -> None:
         )
         train_reward_model(config)
     except (ConfigError, DatasetError) as err:
-        console.print(f"[bold red]error:[/bold red] {err}")
+        console.print(f"[bold red]error:[/bold red] {err}", soft_wrap=True)
         raise typer.Exit(2) from None
     console.print(f"Done. Use it with: superhf train --reward_funcs {config.output_dir}")
 
