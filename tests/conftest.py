@@ -25,8 +25,9 @@ def tokenizer():
     return load_tokenizer(EMBEDDED_MODEL)
 
 
-def make_tiny_llama(vocab_size: int, seed: int = 0):
-    from transformers import LlamaConfig, LlamaForCausalLM
+def make_tiny_llama(vocab_size: int, seed: int = 0, head: str = "causal-lm", **config_kwargs):
+    """A 2-layer Llama with random weights: `head` is "causal-lm" or "sequence-classification"."""
+    from transformers import LlamaConfig, LlamaForCausalLM, LlamaForSequenceClassification
 
     torch.manual_seed(seed)
     config = LlamaConfig(
@@ -41,7 +42,10 @@ def make_tiny_llama(vocab_size: int, seed: int = 0):
         bos_token_id=1,
         eos_token_id=2,
         pad_token_id=2,
+        **config_kwargs,
     )
+    if head == "sequence-classification":
+        return LlamaForSequenceClassification(config)
     return LlamaForCausalLM(config)
 
 

@@ -8,25 +8,15 @@ import pytest
 import torch
 
 from superhf.rewards import RewardError, RewardModel, RewardScorer, load_reward_func
+from tests.conftest import make_tiny_llama
 
 
 @pytest.fixture(scope="module")
 def tiny_reward_model_dir(tmp_path_factory, tokenizer):
-    from transformers import LlamaConfig, LlamaForSequenceClassification
-
-    torch.manual_seed(0)
-    config = LlamaConfig(
-        vocab_size=len(tokenizer),
-        hidden_size=32,
-        intermediate_size=64,
-        num_hidden_layers=2,
-        num_attention_heads=4,
-        num_key_value_heads=2,
-        num_labels=1,
-        pad_token_id=tokenizer.pad_token_id,
-    )
+    model = make_tiny_llama(len(tokenizer), head="sequence-classification", num_labels=1)
+    model.config.pad_token_id = tokenizer.pad_token_id
     path = tmp_path_factory.mktemp("tiny-rm")
-    LlamaForSequenceClassification(config).save_pretrained(path)
+    model.save_pretrained(path)
     tokenizer.save_pretrained(path)
     return path
 
