@@ -197,3 +197,16 @@ def test_held_out_scorer_is_logged_and_never_drives_training(tmp_path, tiny_mode
     assert m["eval_train_reward"] == pytest.approx(m["reward_kept"])
     # the kept samples are the longest (training reward), so the test reward is at its worst
     assert m["eval_test_reward"] == pytest.approx(-40 * m["eval_train_reward"])
+
+
+def test_too_few_prompts_is_a_config_error(tmp_path):
+    from superhf.config import ConfigError
+
+    config = _config(tmp_path, model_name_or_path="/no/such/model/anywhere")
+    with pytest.raises(ConfigError, match="lower prompts_per_iteration"):
+        SuperHFTrainer(
+            reward_funcs=_length_reward,
+            args=config,
+            train_dataset=ROWS[:3],
+            processing_class=_tok(),
+        )

@@ -29,7 +29,7 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from transformers import PreTrainedModel, PreTrainedTokenizerBase, get_scheduler
 
-from superhf.config import SuperHFConfig
+from superhf.config import ConfigError, SuperHFConfig
 from superhf.data import Prompt, load_prompt_dataset, prepare_prompts
 from superhf.filtering import top_k_per_prompt
 from superhf.generation import Completion, generate_completions
@@ -101,7 +101,7 @@ class SuperHFTrainer:
                 )
             self.num_iterations = min(self.num_iterations, args.max_iterations)
         if self.num_iterations == 0:
-            raise ValueError(
+            raise ConfigError(
                 f"prompts_per_iteration={args.prompts_per_iteration} but only "
                 f"{len(self.prompts)} usable prompts: lower prompts_per_iteration."
             )
@@ -109,7 +109,7 @@ class SuperHFTrainer:
         specs = reward_funcs if reward_funcs is not None else args.reward_funcs
         specs = [specs] if isinstance(specs, str) or callable(specs) else list(specs)
         if args.reward_weights is not None and len(args.reward_weights) != len(specs):
-            raise ValueError(
+            raise ConfigError(
                 f"reward_weights has {len(args.reward_weights)} values for {len(specs)} "
                 "reward functions: give one weight per reward function."
             )
