@@ -43,3 +43,10 @@ def test_bad_input_exits_2_with_one_clear_line(args, message, tmp_path):
     assert result.returncode == 2
     assert message in result.stderr.replace("\n", " ")
     assert "Traceback" not in result.stderr
+
+
+def test_missing_model_folder_is_named(tmp_path):
+    result = _superhf("train", "--model_name_or_path", str(tmp_path / "nope"))
+    assert result.returncode == 2
+    assert "model_name_or_path: no such folder" in result.stderr
+    assert "Traceback" not in result.stderr

@@ -23,7 +23,7 @@ from transformers import (
     PreTrainedTokenizerBase,
 )
 
-from superhf.config import EMBEDDED_MODEL, SuperHFConfig
+from superhf.config import EMBEDDED_MODEL, ConfigError, SuperHFConfig
 
 _GGUF_FILE = "SmolLM2-135M-Instruct.Q4_1.gguf"
 
@@ -71,7 +71,16 @@ def resolve_model_path(name_or_path: str) -> str:
 
 def load_tokenizer(name_or_path: str) -> PreTrainedTokenizerBase:
     """Tokenizer with a pad token (EOS when it has none) and left padding for generation."""
-    tokenizer = AutoTokenizer.from_pretrained(resolve_model_path(name_or_path))
+    path = resolve_model_path(name_or_path)
+    if path.startswith((".", "/", "~")) and not Path(path).expanduser().is_dir():
+        raise ConfigError(f"model_name_or_path: no such folder {path!r}.")
+    try:
+        tokenizer = AutoTokenizer.from_pretrained(path)
+    except (OSError, ValueError) as err:
+        raise ConfigError(
+            f"model_name_or_path: cannot load {path!r} ({err}). Give a local folder, a hub id "
+            "(needs network, or HF_HUB_OFFLINE=1 with a filled cache), or the embedded default."
+        ) from err
     if tokenizer.pad_token is None:
         tokenizer.pad_token = tokenizer.eos_token
     tokenizer.padding_side = "left"
