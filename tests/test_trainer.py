@@ -162,15 +162,24 @@ def test_non_finite_minibatches_are_skipped_not_applied(tmp_path, tiny_model_dir
         assert torch.equal(param.detach().nan_to_num(), before[name].nan_to_num()), name
 
 
-def test_bad_dataset_fails_before_the_model_loads(tmp_path):
-    config = _config(tmp_path, model_name_or_path="/no/such/model/anywhere")
-    from superhf.data import DatasetError
+@pytest.mark.parametrize(
+    ("rows", "error", "message"),
+    [
+        ([{"text": "x"}], "DatasetError", "no `prompt` column"),
+        (ROWS[:3], "ConfigError", "lower prompts_per_iteration"),
+    ],
+)
+def test_bad_prompts_fail_before_the_model_loads(tmp_path, rows, error, message):
+    import superhf.config
+    import superhf.data
 
-    with pytest.raises(DatasetError, match="no `prompt` column"):
+    expected = getattr(superhf.data, error, None) or getattr(superhf.config, error)
+    config = _config(tmp_path, model_name_or_path="/no/such/model/anywhere")
+    with pytest.raises(expected, match=message):
         SuperHFTrainer(
             reward_funcs=_length_reward,
             args=config,
-            train_dataset=[{"text": "x"}],
+            train_dataset=rows,
             processing_class=_tok(),
         )
 
@@ -197,16 +206,3 @@ def test_held_out_scorer_is_logged_and_never_drives_training(tmp_path, tiny_mode
     assert m["eval_train_reward"] == pytest.approx(m["reward_kept"])
     # the kept samples are the longest (training reward), so the test reward is at its worst
     assert m["eval_test_reward"] == pytest.approx(-40 * m["eval_train_reward"])
-
-
-def test_too_few_prompts_is_a_config_error(tmp_path):
-    from superhf.config import ConfigError
-
-    config = _config(tmp_path, model_name_or_path="/no/such/model/anywhere")
-    with pytest.raises(ConfigError, match="lower prompts_per_iteration"):
-        SuperHFTrainer(
-            reward_funcs=_length_reward,
-            args=config,
-            train_dataset=ROWS[:3],
-            processing_class=_tok(),
-        )

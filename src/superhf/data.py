@@ -78,23 +78,29 @@ def embedded_prompts() -> Dataset:
     )
 
 
-def load_prompt_dataset(name: str, config: str | None = None, split: str = "train") -> Dataset:
-    """A hub dataset, a local file or the embedded prompts, as a `datasets.Dataset`."""
-    if name == EMBEDDED_DATASET:
-        return embedded_prompts()
+def load_any_dataset(name: str, config: str | None = None, split: str = "train") -> Dataset:
+    """A hub dataset, or a local .jsonl/.json/.csv/.parquet file (.jsonl.gz and .json.gz too)."""
     path = Path(name)
-    if path.suffix in _LOCAL_FORMATS or path.exists():
+    suffix = Path(path.stem).suffix if path.suffix == ".gz" else path.suffix
+    if suffix in _LOCAL_FORMATS or path.exists():
         if not path.is_file():
             raise DatasetError(f"dataset_name: no such file {name!r}.")
-        if path.suffix not in _LOCAL_FORMATS:
+        if suffix not in _LOCAL_FORMATS:
             raise DatasetError(
                 f"dataset_name: cannot read {name!r}; use a {', '.join(_LOCAL_FORMATS)} file."
             )
         try:
-            return load_dataset(_LOCAL_FORMATS[path.suffix], data_files=str(path), split="train")
+            return load_dataset(_LOCAL_FORMATS[suffix], data_files=str(path), split="train")
         except Exception as err:  # datasets raises many types for malformed files
             raise DatasetError(f"dataset_name: could not read {name!r}: {err}") from err
     return load_dataset(name, config, split=split)
+
+
+def load_prompt_dataset(name: str, config: str | None = None, split: str = "train") -> Dataset:
+    """A hub dataset, a local file or the embedded prompts, as a `datasets.Dataset`."""
+    if name == EMBEDDED_DATASET:
+        return embedded_prompts()
+    return load_any_dataset(name, config, split)
 
 
 def first_human_turn(transcript: str) -> str | None:

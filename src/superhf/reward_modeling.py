@@ -24,7 +24,7 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
 from superhf.config import ConfigError, check_types, config_field
-from superhf.data import DatasetError
+from superhf.data import DatasetError, load_any_dataset
 
 EMBEDDED_MINILM = "embedded:all-MiniLM-L6-v2"
 
@@ -226,25 +226,7 @@ def load_pairs(
 
 def read_rows(name: str, config: str | None = None, split: str = "train") -> list[dict[str, Any]]:
     """Rows of a hub dataset or a local file (gzip-compressed JSON lines included)."""
-    path = Path(name)
-    if name.endswith((".jsonl.gz", ".json.gz")) or path.suffix in (
-        ".jsonl",
-        ".json",
-        ".csv",
-        ".parquet",
-    ):
-        if not path.is_file():
-            raise DatasetError(f"dataset_name: no such file {name!r}.")
-        from datasets import load_dataset
-
-        kind = {".csv": "csv", ".parquet": "parquet"}.get(path.suffix, "json")
-        try:
-            return load_dataset(kind, data_files=str(path), split="train").to_list()
-        except Exception as err:  # datasets raises many types for malformed files
-            raise DatasetError(f"dataset_name: could not read {name!r}: {err}") from err
-    from datasets import load_dataset
-
-    return load_dataset(name, config, split=split).to_list()
+    return load_any_dataset(name, config, split).to_list()
 
 
 # --- model -----------------------------------------------------------------------------------
