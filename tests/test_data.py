@@ -71,8 +71,17 @@ def test_missing_or_unreadable_file(tmp_path):
 
 
 def test_embedded_prompts_are_real_and_conversational():
-    ds = embedded_prompts()
-    assert len(ds) > 1500
+    ds = embedded_prompts("all")
+    assert len(ds) > 1500  # 1,561 distinct prompts
     sources = {s.split("/")[0] for s in ds["source"]}
     assert sources == {"donotanswer", "realtoxicityprompts"}
     assert ds[0]["prompt"][0]["role"] == "user"
+
+
+def test_embedded_test_split_is_held_out_from_train():
+    train, test = embedded_prompts("train"), embedded_prompts("test")
+    texts = lambda d: {m[0]["content"] for m in d["prompt"]}  # noqa: E731
+    assert len(train) + len(test) == len(embedded_prompts("all"))
+    assert 120 < len(test) < 200  # 149
+    assert {s.split("/")[0] for s in test["source"]} == {"donotanswer", "realtoxicityprompts"}
+    assert not texts(train) & texts(test)

