@@ -186,6 +186,29 @@ class SuperHFConfig:
         False, "bfloat16 autocast (mixed precision) through accelerate.", "training"
     )
     seed: int = config_field(66, "Seed for prompt order, sampling and initialisation.", "training")
+    max_skipped_minibatches: int = config_field(
+        10,
+        "Minibatches with a NaN or inf loss or gradient are skipped and counted; the run "
+        "stops (after saving a checkpoint) once this many have been skipped in all.",
+        "training",
+    )
+
+    # --- checkpoints ---------------------------------------------------------------------
+    save_steps: int = config_field(
+        5,
+        "Write a checkpoint (weights, optimizer, scheduler, random states, prompt position, "
+        "metrics) every this many iterations, and at the end.",
+        "checkpoints",
+    )
+    save_total_limit: int | None = config_field(
+        2, "Keep only the newest this many checkpoints (unset: keep all).", "checkpoints"
+    )
+    resume_from_checkpoint: str | None = config_field(
+        None,
+        "Continue a run: its folder (the newest valid checkpoint is used) or one "
+        "checkpoint-N folder. `superhf train --resume RUN_DIR` also reads the run's settings.",
+        "checkpoints",
+    )
 
     # --- output --------------------------------------------------------------------------
     output_dir: str = config_field(
@@ -219,12 +242,18 @@ class SuperHFConfig:
             "gradient_accumulation_steps",
             "logging_steps",
             "eval_steps",
+            "save_steps",
+            "max_skipped_minibatches",
             "lora_r",
             "lora_alpha",
         ]
         for name in positive:
             if getattr(self, name) < 1:
                 raise ConfigError(f"{name} must be >= 1, got {getattr(self, name)}.")
+        if self.save_total_limit is not None and self.save_total_limit < 1:
+            raise ConfigError(
+                f"save_total_limit must be >= 1 or unset, got {self.save_total_limit}."
+            )
         if self.max_iterations is not None and self.max_iterations < 1:
             raise ConfigError(f"max_iterations must be >= 1 or unset, got {self.max_iterations}.")
         if self.num_kept_per_prompt > self.num_generations:
@@ -401,6 +430,21 @@ def parse_config_args(cls: type, argv: list[str], prog: str, description: str) -
 
 
 def parse_train_args(argv: list[str]) -> SuperHFConfig:
+    """`superhf train` flags; `--resume RUN_DIR` takes the run's saved settings, then overrides."""
+    pre = argparse.ArgumentParser(add_help=False, allow_abbrev=False)
+    pre.add_argument("--resume", default=None)
+    known, argv = pre.parse_known_args(argv)
+    if known.resume is not None:
+        saved = Path(known.resume) / "config.yaml"
+        if not saved.is_file():
+            raise ConfigError(
+                f"--resume: {known.resume!r} is not a run folder (no config.yaml in it); "
+                "give the output_dir of an earlier `superhf train`."
+            )
+        # The run's folder and saved settings first, so that the user's flags override them.
+        argv = ["--output_dir", known.resume, *argv, "--resume_from_checkpoint", known.resume]
+        if "--config" not in argv:
+            argv = ["--config", str(saved), *argv]
     return parse_config_args(
         SuperHFConfig,
         argv,

@@ -108,8 +108,14 @@ def generate_completions(
     tokenizer: PreTrainedTokenizerBase,
     prompt_texts: list[str],
     config: SuperHFConfig,
+    batch_size: int | None = None,
 ) -> tuple[list[Completion], GenerationStats]:
-    """Sample `num_generations` completions for each prompt; empty ones are dropped and counted."""
+    """Sample `num_generations` completions for each prompt; empty ones are dropped and counted.
+
+    `batch_size` (default `config.generation_batch_size`) caps the sequences per `generate`
+    call; below `num_generations` a prompt's samples are split over several calls (the trainer
+    halves it after running out of memory).
+    """
     start = time.perf_counter()
     n = config.num_generations
     stop_ids = stop_token_ids(model, tokenizer)
@@ -129,17 +135,24 @@ def generate_completions(
     )
     encoded = [tokenizer(t, add_special_tokens=False)["input_ids"] for t in prompt_texts]
     order = sorted(range(len(prompt_texts)), key=lambda i: len(encoded[i]))
-    per_call = max(1, config.generation_batch_size // n)
+    batch_size = batch_size or config.generation_batch_size
+    # Each call: (prompt indices, samples per prompt). Whole prompts share a call when they fit.
+    if batch_size >= n:
+        per_call = batch_size // n
+        calls = [(order[i : i + per_call], n) for i in range(0, len(order), per_call)]
+    else:
+        sizes = [min(batch_size, n - done) for done in range(0, n, batch_size)]
+        calls = [([i], size) for i in order for size in sizes]
     device = next(model.parameters()).device
     was_training = model.training
     model.eval()
     stats = GenerationStats()
     completions: list[Completion] = []
     tokenizer.padding_side = "left"
-    for offset in range(0, len(order), per_call):
-        group = order[offset : offset + per_call]
+    for group, samples in calls:
         batch = tokenizer.pad({"input_ids": [encoded[i] for i in group]}, return_tensors="pt")
         batch = {k: v.to(device) for k, v in batch.items()}
+        generation_config.num_return_sequences = samples
         out = model.generate(
             **batch,
             generation_config=generation_config,
@@ -154,7 +167,7 @@ def generate_completions(
             if not text.strip():
                 stats.num_empty += 1
                 continue
-            completions.append(Completion(group[row // n], text, num_tokens, clipped))
+            completions.append(Completion(group[row // samples], text, num_tokens, clipped))
     model.train(was_training)
     completions.sort(key=lambda c: c.prompt_index)  # stable: sample order within a prompt kept
     stats.seconds = time.perf_counter() - start

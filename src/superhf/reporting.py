@@ -40,13 +40,33 @@ def format_metrics(metrics: dict[str, Any], max_iterations: int) -> str:
 
 
 class RunLogger:
-    """Writes a new run's logs (an existing metrics.jsonl in output_dir is replaced)."""
+    """Writes a run's logs. A new run replaces any metrics.jsonl in output_dir; a resumed run
+    rewrites the metrics its checkpoint holds and cuts completions.jsonl back to the checkpoint.
+    """
 
-    def __init__(self, output_dir: str | Path):
+    def __init__(
+        self,
+        output_dir: str | Path,
+        resumed_metrics: list[dict[str, Any]] | None = None,
+        completions_bytes: int | None = None,
+    ):
         self.output_dir = Path(output_dir)
         self.output_dir.mkdir(parents=True, exist_ok=True)
         self._metrics = open(self.output_dir / METRICS_FILE, "w", encoding="utf-8")  # noqa: SIM115
-        self._completions = open(self.output_dir / COMPLETIONS_FILE, "w", encoding="utf-8")  # noqa: SIM115
+        for metrics in resumed_metrics or []:
+            self.log_metrics(metrics)
+        completions = self.output_dir / COMPLETIONS_FILE
+        if completions_bytes is None or not completions.exists():
+            self._completions = open(completions, "w", encoding="utf-8")  # noqa: SIM115
+        else:
+            with open(completions, "r+b") as f:
+                f.truncate(min(completions_bytes, completions.stat().st_size))
+            self._completions = open(completions, "a", encoding="utf-8")  # noqa: SIM115
+
+    @property
+    def completions_bytes(self) -> int:
+        """Where completions.jsonl ends now (a checkpoint records it)."""
+        return self._completions.tell()
 
     def log_metrics(self, metrics: dict[str, Any]) -> None:
         line = json.dumps({k: _jsonable(v) for k, v in metrics.items()})

@@ -12,12 +12,18 @@ steps once per iteration; nothing carries over between iterations.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
+import gc
+import json
 import math
 import random
+import signal
 import statistics
+import threading
 import time
 from collections.abc import Callable, Sequence
+from pathlib import Path
 from typing import Any
 
 import torch
@@ -27,8 +33,16 @@ from accelerate.utils import set_seed
 from datasets import Dataset
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+from safetensors.torch import load_file, save_file
 from transformers import PreTrainedModel, PreTrainedTokenizerBase, get_scheduler
 
+from superhf.checkpoint import (
+    CheckpointError,
+    find_resume_checkpoint,
+    rng_state,
+    save_checkpoint,
+    set_rng_state,
+)
 from superhf.config import ConfigError, SuperHFConfig
 from superhf.data import Prompt, load_prompt_dataset, prepare_prompts
 from superhf.filtering import top_k_per_prompt
@@ -39,6 +53,10 @@ from superhf.reporting import RunLogger, format_metrics
 from superhf.rewards import RewardFunc, RewardScorer, load_reward_funcs
 
 RewardSpec = str | RewardFunc
+
+
+class TrainingError(RuntimeError):
+    """The run cannot go on (too many non-finite steps, out of memory at batch size 1)."""
 
 
 def _mean(values: Sequence[float]) -> float:
@@ -70,8 +88,13 @@ class SuperHFTrainer:
             mixed_precision="bf16" if args.bf16 else "no",
             log_with=args.report_to or None,
             project_dir=args.output_dir,
-            gradient_accumulation_steps=args.gradient_accumulation_steps,
         )
+        # Gradient accumulation is done by fine_tune itself (so that it can split minibatches
+        # after running out of memory); these shrink on OOM and are saved in checkpoints.
+        self.generation_batch_size = args.generation_batch_size
+        self.train_micro_batch_size = args.per_device_train_batch_size
+        self.num_skipped_total = 0
+        self.stop_signal: int | None = None  # set by SIGINT/SIGTERM during train()
         model = model if model is not None else args.model_name_or_path
         if isinstance(model, str) and model != args.model_name_or_path:
             self.args = args = dataclasses.replace(args, model_name_or_path=model)
@@ -148,23 +171,45 @@ class SuperHFTrainer:
         self.reference = reference.to(self.accelerator.device) if reference is not None else None
 
     # ------------------------------------------------------------------------------------------
-    def train(self) -> list[dict[str, Any]]:
-        """Run every iteration; returns the logged metrics (also in output_dir/metrics.jsonl)."""
+    def train(self, resume_from_checkpoint: str | bool | None = None) -> list[dict[str, Any]]:
+        """Run every iteration; returns the logged metrics (also in output_dir/metrics.jsonl).
+
+        `resume_from_checkpoint`: a run folder (its newest valid checkpoint), a checkpoint
+        folder, or True for output_dir; default `args.resume_from_checkpoint`. SIGINT and
+        SIGTERM finish the current iteration, save a checkpoint and return early.
+        """
         args = self.args
         order = list(range(len(self.prompts)))
         random.Random(args.seed).shuffle(order)
+        resume = args.resume_from_checkpoint
+        if resume_from_checkpoint is not None:
+            resume = args.output_dir if resume_from_checkpoint is True else resume_from_checkpoint
+        history: list[dict[str, Any]] = []
+        completions_bytes = None
+        if resume:
+            checkpoint = find_resume_checkpoint(resume, warn=self._warn)
+            state = self._load_checkpoint(checkpoint)
+            if state["prompt_order"] != order:
+                raise CheckpointError(
+                    f"{checkpoint} was written for other prompts: dataset_name, "
+                    "max_prompt_length and seed must match the run being resumed."
+                )
+            history, completions_bytes = state["history"], state["completions_bytes"]
+            self.console.print(
+                f"Resuming from {checkpoint}: {state['iteration']} of {self.num_iterations} "
+                "iterations done."
+            )
         if self.accelerator.is_main_process:
             self.accelerator.init_trackers("superhf", config=_flat_config(args))
-        logger = RunLogger(args.output_dir)
+        logger = RunLogger(args.output_dir, history, completions_bytes)
         with open(f"{args.output_dir}/config.yaml", "w", encoding="utf-8") as f:
-            yaml.safe_dump(args.to_dict(), f, sort_keys=False)
+            yaml.safe_dump({**args.to_dict(), "resume_from_checkpoint": None}, f, sort_keys=False)
         self.console.print(
             f"SuperHF: {len(self.prompts)} prompts ({self.prompt_stats.num_too_long} too long "
             f"and {self.prompt_stats.num_empty} empty dropped), {self.num_iterations} "
             f"iterations of {args.prompts_per_iteration} prompts x {args.num_generations} "
             f"samples, rewards: {', '.join(self.scorer.names)} -> {args.output_dir}"
         )
-        history: list[dict[str, Any]] = []
         progress = Progress(
             TextColumn("[bold]{task.description}"),
             BarColumn(),
@@ -173,41 +218,175 @@ class SuperHFTrainer:
             console=self.console,
             transient=False,
         )
-        with progress:
-            task = progress.add_task("iterations", total=self.num_iterations)
-            for iteration in range(1, self.num_iterations + 1):
-                start = (iteration - 1) * args.prompts_per_iteration
-                batch = [self.prompts[i] for i in order[start : start + args.prompts_per_iteration]]
-                metrics = self.step(
-                    batch,
-                    iteration,
-                    logger,
-                    status=lambda s, i=iteration: progress.update(
-                        task, description=f"iteration {i}: {s}"
-                    ),
+        first = len(history) + 1
+        saved: Path | None = None
+        self.stop_signal = None
+        restore_handlers = self._catch_stop_signals()
+        try:
+            with progress:
+                task = progress.add_task(
+                    "iterations", total=self.num_iterations, completed=first - 1
                 )
-                metrics["num_prompts_seen"] = start + len(batch)
-                history.append(metrics)
-                logger.log_metrics(metrics)
-                self.accelerator.log(_numeric(metrics), step=iteration)
-                if iteration % args.logging_steps == 0 or iteration == self.num_iterations:
-                    progress.console.print(
-                        format_metrics(metrics, self.num_iterations), soft_wrap=True
+                for iteration in range(first, self.num_iterations + 1):
+                    start = (iteration - 1) * args.prompts_per_iteration
+                    batch = [
+                        self.prompts[i] for i in order[start : start + args.prompts_per_iteration]
+                    ]
+                    metrics = self.step(
+                        batch,
+                        iteration,
+                        logger,
+                        status=lambda s, i=iteration: progress.update(
+                            task, description=f"iteration {i}: {s}"
+                        ),
                     )
-                progress.update(task, advance=1, description="iterations")
-        logger.close()
+                    metrics["num_prompts_seen"] = start + len(batch)
+                    history.append(metrics)
+                    logger.log_metrics(metrics)
+                    self.accelerator.log(_numeric(metrics), step=iteration)
+                    if iteration % args.logging_steps == 0 or iteration == self.num_iterations:
+                        progress.console.print(
+                            format_metrics(metrics, self.num_iterations), soft_wrap=True
+                        )
+                    progress.update(task, advance=1, description="iterations")
+                    too_many_skipped = self.num_skipped_total >= args.max_skipped_minibatches
+                    if (
+                        iteration % args.save_steps == 0
+                        or iteration == self.num_iterations
+                        or self.stop_signal is not None
+                        or too_many_skipped
+                    ):
+                        status = f"iteration {iteration}: saving a checkpoint"
+                        progress.update(task, description=status)
+                        saved = self._save_checkpoint(iteration, order, history, logger)
+                        progress.update(task, description="iterations")
+                    if too_many_skipped:
+                        raise TrainingError(
+                            f"{self.num_skipped_total} minibatches had a NaN or inf loss or "
+                            f"gradient (max_skipped_minibatches={args.max_skipped_minibatches}); "
+                            f"stopped after iteration {iteration}. Lower learning_rate or check "
+                            "the rewards; the weights were never updated with a non-finite value"
+                            + (f" and are saved in {saved}." if saved else ".")
+                        )
+                    if self.stop_signal is not None:
+                        break
+        finally:
+            restore_handlers()
+            logger.close()
+        if self.stop_signal is not None:
+            name = signal.Signals(self.stop_signal).name
+            where = f" in {saved}" if saved else ""
+            self.console.print(
+                f"[yellow]Stopped by {name} after iteration {len(history)} of "
+                f"{self.num_iterations}; saved{where}. Continue with: "
+                f"superhf train --resume {args.output_dir}[/yellow]",
+                soft_wrap=True,
+            )
+            return history
         if len(history) >= 2:
             k = max(1, len(history) // 4)
-            first, last = (
+            first_mean, last_mean = (
                 _mean([m["reward"] for m in part]) for part in (history[:k], history[-k:])
             )
             self.console.print(
-                f"Mean reward: first {k} iterations {first:+.3f}, last {k} {last:+.3f}. "
-                "Each iteration has new prompts, so compare runs on the same seed."
+                f"Mean reward: first {k} iterations {first_mean:+.3f}, last {k} "
+                f"{last_mean:+.3f}. Each iteration has new prompts, so compare runs on the "
+                "same seed."
             )
         self.save_model()
         self.accelerator.end_training()
         return history
+
+    def _warn(self, message: str) -> None:
+        self.console.print(f"[yellow]{message}[/yellow]", soft_wrap=True)
+
+    def _catch_stop_signals(self) -> Callable[[], None]:
+        """SIGINT/SIGTERM set `stop_signal`; the loop saves and stops after the iteration."""
+        if threading.current_thread() is not threading.main_thread():
+            return lambda: None
+
+        def handler(signum: int, frame: Any) -> None:
+            if self.stop_signal is not None:
+                raise KeyboardInterrupt  # a second signal: stop now, the last checkpoint stays
+            self.stop_signal = signum
+            self._warn(
+                f"{signal.Signals(signum).name}: finishing this iteration, then saving a "
+                "checkpoint (send it again to stop at once)."
+            )
+
+        previous = {sig: signal.signal(sig, handler) for sig in (signal.SIGINT, signal.SIGTERM)}
+
+        def restore() -> None:
+            for sig, old in previous.items():
+                signal.signal(sig, old)
+
+        return restore
+
+    # --- checkpoints ----------------------------------------------------------------------------
+    def _trainable_parameters(self) -> dict[str, torch.nn.Parameter]:
+        model = self.accelerator.unwrap_model(self.model)
+        return {n: p for n, p in model.named_parameters() if p.requires_grad}
+
+    def _save_checkpoint(
+        self,
+        iteration: int,
+        order: list[int],
+        history: list[dict[str, Any]],
+        logger: RunLogger,
+    ) -> Path | None:
+        """Everything an exact resume needs; a failed save warns and leaves older ones intact."""
+        if not self.accelerator.is_main_process:
+            return None
+        state = {
+            "iteration": iteration,
+            "num_iterations": self.num_iterations,
+            "prompt_order": order,
+            "history": history,
+            "completions_bytes": logger.completions_bytes,
+            "num_skipped_total": self.num_skipped_total,
+            "generation_batch_size": self.generation_batch_size,
+            "train_micro_batch_size": self.train_micro_batch_size,
+        }
+
+        def write(folder: Path) -> None:
+            tensors = {
+                n: p.detach().cpu().contiguous() for n, p in self._trainable_parameters().items()
+            }
+            save_file(tensors, folder / "trainable.safetensors")
+            if self.uses_adapter:  # small, and loadable by `superhf eval` and peft
+                self.accelerator.unwrap_model(self.model).save_pretrained(folder)
+            torch.save(self.optimizer.state_dict(), folder / "optimizer.pt")
+            torch.save(self.scheduler.state_dict(), folder / "scheduler.pt")
+            torch.save(rng_state(), folder / "rng.pt")
+            (folder / "trainer_state.json").write_text(json.dumps(state), encoding="utf-8")
+
+        try:
+            return save_checkpoint(
+                self.args.output_dir, iteration, write, self.args.save_total_limit
+            )
+        except CheckpointError as err:
+            self._warn(f"Checkpoint not saved: {err} Training goes on.")
+            return None
+
+    def _load_checkpoint(self, folder: Path) -> dict[str, Any]:
+        tensors = load_file(folder / "trainable.safetensors")
+        params = self._trainable_parameters()
+        if set(tensors) != set(params):
+            raise CheckpointError(
+                f"{folder} holds other trainable weights than this model: model_name_or_path, "
+                "use_peft and the lora_* settings must match the run being resumed."
+            )
+        with torch.no_grad():
+            for name, param in params.items():
+                param.copy_(tensors[name])
+        self.optimizer.load_state_dict(torch.load(folder / "optimizer.pt", weights_only=True))
+        self.scheduler.load_state_dict(torch.load(folder / "scheduler.pt", weights_only=True))
+        set_rng_state(torch.load(folder / "rng.pt", weights_only=False))
+        state = json.loads((folder / "trainer_state.json").read_text(encoding="utf-8"))
+        self.num_skipped_total = state["num_skipped_total"]
+        self.generation_batch_size = state["generation_batch_size"]
+        self.train_micro_batch_size = state["train_micro_batch_size"]
+        return state
 
     def step(
         self,
@@ -221,10 +400,22 @@ class SuperHFTrainer:
         t0 = time.perf_counter()
         status("generating")
         policy = self.accelerator.unwrap_model(self.model)
-        with self.accelerator.autocast():
-            completions, gen = generate_completions(
-                policy, self.tokenizer, [p.text for p in prompts], args
-            )
+        num_oom_retries = 0
+        while True:
+            try:
+                with self.accelerator.autocast():
+                    completions, gen = generate_completions(
+                        policy,
+                        self.tokenizer,
+                        [p.text for p in prompts],
+                        args,
+                        batch_size=self.generation_batch_size,
+                    )
+                break
+            except RuntimeError as err:
+                self._after_oom(err, "generation_batch_size", self.generation_batch_size)
+                self.generation_batch_size //= 2
+                num_oom_retries += 1
         t1 = time.perf_counter()
         status("scoring")
         sample_prompts = [prompts[c.prompt_index] for c in completions]
@@ -241,6 +432,8 @@ class SuperHFTrainer:
         t2 = time.perf_counter()
         status("fine-tuning")
         train_metrics = self.fine_tune([completions[i] for i in kept], prompts)
+        self.num_skipped_total += train_metrics["num_skipped_minibatches"]
+        num_oom_retries += train_metrics.pop("num_oom_retries")
         self.scheduler.step()
         t3 = time.perf_counter()
 
@@ -273,6 +466,10 @@ class SuperHFTrainer:
             "num_completions": len(completions),
             "num_kept": len(kept),
             "tokens_per_second": gen.num_sampled_tokens / gen.seconds if gen.seconds else 0.0,
+            "num_skipped_minibatches_total": self.num_skipped_total,
+            "num_oom_retries": num_oom_retries,
+            "generation_batch_size": self.generation_batch_size,
+            "train_micro_batch_size": self.train_micro_batch_size,
             "time/generate": t1 - t0,
             "time/score": t2 - t1,
             "time/fine_tune": t3 - t2,
@@ -295,57 +492,119 @@ class SuperHFTrainer:
         return metrics
 
     def fine_tune(self, samples: list[Completion], prompts: list[Prompt]) -> dict[str, float]:
-        """One pass over the kept samples in minibatches; non-finite minibatches are skipped."""
-        args, acc = self.args, self.accelerator
+        """One pass over the kept samples: an optimizer step per `gradient_accumulation_steps`
+        minibatches. A step with a non-finite loss or gradient is skipped (its minibatches
+        counted); running out of memory halves the micro-batch and redoes the step.
+        """
+        args = self.args
         self.model.train()
-        tokenize = self.tokenizer
         prompt_ids = {
-            i: tokenize(p.text, add_special_tokens=False)["input_ids"]
+            i: self.tokenizer(p.text, add_special_tokens=False)["input_ids"]
             for i, p in enumerate(prompts)
         }
+        encoded = [
+            (
+                prompt_ids[s.prompt_index],
+                self.tokenizer(s.text, add_special_tokens=False)["input_ids"],
+            )
+            for s in samples
+        ]
+        size = args.per_device_train_batch_size
+        minibatches = [encoded[i : i + size] for i in range(0, len(encoded), size)]
+        accumulation = args.gradient_accumulation_steps
         totals: dict[str, list[float]] = {"loss": [], "loss/sft": [], "loss/kl": [], "kl": []}
         grad_norms: list[float] = []
-        skipped = 0
-        size = args.per_device_train_batch_size
-        for start in range(0, len(samples), size):
-            chunk = samples[start : start + size]
-            batch = build_training_batch(
-                [prompt_ids[s.prompt_index] for s in chunk],
-                [tokenize(s.text, add_special_tokens=False)["input_ids"] for s in chunk],
-                self.tokenizer,
-            ).to(acc.device)
-            keep = batch.logits_to_keep()
-            labels = batch.labels[:, -keep:]
-            with acc.accumulate(self.model), acc.autocast():
-                logits = self.model(**batch.model_inputs(), logits_to_keep=keep).logits
-                ref_logits = self.reference_logits(batch, keep)
-                out = superhf_loss(logits, labels, ref_logits, args.beta)
-                if not torch.isfinite(out.loss):
-                    skipped += 1
-                    self.optimizer.zero_grad()
-                    continue
-                acc.backward(out.loss)
-                if acc.sync_gradients:
-                    norm = acc.clip_grad_norm_(self.model.parameters(), float("inf"))
-                    if norm is not None and not torch.isfinite(norm):
-                        skipped += 1
-                        self.optimizer.zero_grad()
-                        continue
-                    if norm is not None:
-                        grad_norms.append(float(norm))
-                self.optimizer.step()
-                self.optimizer.zero_grad()
-            for key, value in (
-                ("loss", out.loss),
-                ("loss/sft", out.sft_loss),
-                ("loss/kl", out.kl_loss),
-                ("kl", out.kl),
-            ):
-                totals[key].append(float(value.detach()))
+        skipped = oom_retries = 0
+        for start in range(0, len(minibatches), accumulation):
+            group = minibatches[start : start + accumulation]
+            while True:
+                try:
+                    stats, norm = self._optimizer_step(group)
+                    break
+                except RuntimeError as err:
+                    self._after_oom(err, "per_device_train_batch_size", self.train_micro_batch_size)
+                    self.train_micro_batch_size //= 2
+                    oom_retries += 1
+            if norm is None:
+                skipped += len(group)
+                continue
+            grad_norms.append(norm)
+            for minibatch_stats in stats:
+                for key, value in minibatch_stats.items():
+                    totals[key].append(value)
         metrics = {key: _mean(values) for key, values in totals.items()}
         metrics["grad_norm"] = _mean(grad_norms)
         metrics["num_skipped_minibatches"] = skipped
+        metrics["num_oom_retries"] = oom_retries
         return metrics
+
+    def _optimizer_step(
+        self, group: list[list[tuple[list[int], list[int]]]]
+    ) -> tuple[list[dict[str, float]], float | None]:
+        """Accumulate the gradients of `group`'s minibatches, then step; the grad norm, or None
+        if the step was skipped as non-finite.
+
+        Each minibatch may be split into micro-batches of `train_micro_batch_size`; their
+        losses are weighted so that the gradient equals the whole minibatch's: the token-mean
+        CE by the micro-batch's share of completion tokens, the KL (a sum over examples) as is.
+        """
+        acc = self.accelerator
+        self.optimizer.zero_grad()
+        micro = self.train_micro_batch_size
+        pieces = [
+            (m, mb[i : i + micro]) for m, mb in enumerate(group) for i in range(0, len(mb), micro)
+        ]
+        tokens = [sum(len(c) + 1 for _, c in mb) for mb in group]  # completion + EOS
+        stats = [dict.fromkeys(("loss", "loss/sft", "loss/kl", "kl"), 0.0) for _ in group]
+        for j, (m, piece) in enumerate(pieces):
+            batch = build_training_batch(
+                [p for p, _ in piece], [c for _, c in piece], self.tokenizer
+            ).to(acc.device)
+            keep = batch.logits_to_keep()
+            sync = j == len(pieces) - 1
+            with contextlib.nullcontext() if sync else acc.no_sync(self.model), acc.autocast():
+                logits = self.model(**batch.model_inputs(), logits_to_keep=keep).logits
+                ref_logits = self.reference_logits(batch, keep)
+                out = superhf_loss(logits, batch.labels[:, -keep:], ref_logits, self.args.beta)
+                weight = sum(len(c) + 1 for _, c in piece) / tokens[m]
+                loss = (out.sft_loss * weight + out.kl_loss) / len(group)
+                if not torch.isfinite(loss):
+                    self.optimizer.zero_grad()
+                    return [], None
+                acc.backward(loss)
+            share = len(piece) / len(group[m])
+            stats[m]["loss/sft"] += float(out.sft_loss.detach()) * weight
+            stats[m]["loss/kl"] += float(out.kl_loss.detach())
+            stats[m]["kl"] += float(out.kl) * share
+        for s in stats:
+            s["loss"] = s["loss/sft"] + s["loss/kl"]
+        norm = acc.clip_grad_norm_(self.model.parameters(), float("inf"))
+        if norm is not None and not torch.isfinite(norm):
+            self.optimizer.zero_grad()
+            return [], None
+        self.optimizer.step()
+        self.optimizer.zero_grad()
+        return stats, float(norm) if norm is not None else float("nan")
+
+    def _after_oom(self, err: RuntimeError, setting: str, size: int) -> None:
+        """Re-raise anything but out-of-memory; otherwise free memory and say what halves."""
+        message = str(err).lower()
+        if not (
+            isinstance(err, torch.OutOfMemoryError)
+            or "out of memory" in message
+            or "can't allocate memory" in message
+        ):
+            raise err
+        self.optimizer.zero_grad()
+        gc.collect()
+        if torch.cuda.is_available():
+            torch.cuda.empty_cache()
+        if size <= 1:
+            raise TrainingError(
+                f"out of memory even with one sequence per batch ({setting}): lower "
+                "max_completion_length or max_prompt_length, use bf16, or a smaller model."
+            ) from err
+        self._warn(f"Out of memory: {setting} in use halved from {size} to {size // 2}; retrying.")
 
     @torch.no_grad()
     def reference_logits(self, batch, keep: int) -> torch.Tensor | None:
