@@ -65,8 +65,8 @@ def test_missing_or_unreadable_file(tmp_path):
     with pytest.raises(DatasetError, match="no such file"):
         load_prompt_dataset(str(tmp_path / "nope.jsonl"))
     bad = tmp_path / "bad.jsonl"
-    bad.write_text("{not json\n")
-    with pytest.raises(DatasetError, match="could not read"):
+    bad.write_text('{"prompt": "fine"}\n{not json\n')
+    with pytest.raises(DatasetError, match="line 2 of .* is not valid JSON"):
         load_prompt_dataset(str(bad))
 
 

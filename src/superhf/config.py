@@ -20,6 +20,7 @@ import argparse
 import copy
 import dataclasses
 import difflib
+import math
 import types
 import typing
 from dataclasses import dataclass, field
@@ -230,6 +231,11 @@ class SuperHFConfig:
 
     def validate(self) -> None:
         """Reject impossible values before anything heavy loads."""
+        for f in dataclasses.fields(self):
+            value = getattr(self, f.name)
+            values = value if isinstance(value, list) else [value]
+            if any(isinstance(v, float) and not math.isfinite(v) for v in values):
+                raise ConfigError(f"{f.name} must be a finite number, got {value!r}.")
         positive = [
             "num_generations",
             "max_completion_length",

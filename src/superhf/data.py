@@ -10,6 +10,7 @@ Accepted forms (TRL's conventions plus the paper's):
 
 from __future__ import annotations
 
+import gzip
 import importlib.util
 import json
 import zlib
@@ -100,11 +101,68 @@ def load_any_dataset(name: str, config: str | None = None, split: str = "train")
             raise DatasetError(
                 f"dataset_name: cannot read {name!r}; use a {', '.join(_LOCAL_FORMATS)} file."
             )
+        if suffix in (".jsonl", ".json", ".csv"):
+            data = _read_utf8(path)
+            if suffix == ".jsonl":
+                return _json_lines_dataset(data, name)
         try:
             return load_dataset(_LOCAL_FORMATS[suffix], data_files=str(path), split="train")
         except Exception as err:  # datasets raises many types for malformed files
             raise DatasetError(f"dataset_name: could not read {name!r}: {err}") from err
     return load_dataset(name, config, split=split)
+
+
+def _read_utf8(path: Path) -> str:
+    raw = gzip.decompress(path.read_bytes()) if path.suffix == ".gz" else path.read_bytes()
+    try:
+        return raw.decode("utf-8")
+    except UnicodeDecodeError as err:
+        line = raw[: err.start].count(b"\n") + 1
+        raise DatasetError(
+            f"dataset_name: line {line} of {str(path)!r} is not valid UTF-8 (byte "
+            f"{raw[err.start]:#04x}); save the file as UTF-8."
+        ) from None
+
+
+def _json_lines_dataset(text: str, name: str) -> Dataset:
+    """JSON lines parsed here, so that a bad line or a column of mixed types is named."""
+    rows: list[dict[str, Any]] = []
+    numbers: list[int] = []
+    for number, line in enumerate(text.splitlines(), 1):
+        if not line.strip():
+            continue
+        try:
+            row = json.loads(line)
+        except json.JSONDecodeError as err:
+            raise DatasetError(
+                f"dataset_name: line {number} of {name!r} is not valid JSON ({err.msg}, "
+                f"column {err.colno})."
+            ) from None
+        if not isinstance(row, dict):
+            raise DatasetError(
+                f"dataset_name: line {number} of {name!r} is a JSON {type(row).__name__}; "
+                "each line must be an object of column: value."
+            )
+        rows.append(row)
+        numbers.append(number)
+    if not rows:
+        raise DatasetError(f"dataset_name: {name!r} has no rows.")
+    columns = list(dict.fromkeys(key for row in rows for key in row))
+    first_type: dict[str, tuple[str, int]] = {}
+    for row, number in zip(rows, numbers, strict=True):
+        for key, value in row.items():
+            kind = "number" if isinstance(value, int | float) else type(value).__name__
+            if value is None or first_type.setdefault(key, (kind, number))[0] == kind:
+                continue
+            seen, where = first_type[key]
+            raise DatasetError(
+                f"dataset_name: column {key!r} is a {kind} on line {number} of {name!r} but a "
+                f"{seen} on line {where}; give each column one type."
+            )
+    try:
+        return Dataset.from_dict({key: [row.get(key) for row in rows] for key in columns})
+    except Exception as err:  # pyarrow: nested values of mixed types
+        raise DatasetError(f"dataset_name: could not read {name!r}: {err}") from err
 
 
 def load_prompt_dataset(name: str, config: str | None = None, split: str = "train") -> Dataset:
@@ -129,7 +187,12 @@ def _is_conversation(value: Any) -> bool:
     return (
         isinstance(value, list)
         and len(value) > 0
-        and all(isinstance(m, dict) and "role" in m and "content" in m for m in value)
+        and all(
+            isinstance(m, dict)
+            and isinstance(m.get("role"), str)
+            and isinstance(m.get("content"), str)
+            for m in value
+        )
     )
 
 
@@ -138,7 +201,7 @@ def render_prompt(value: Any, tokenizer: PreTrainedTokenizerBase) -> str | None:
     if isinstance(value, str):
         return value if value.strip() else None
     if _is_conversation(value):
-        if not any(str(m["content"]).strip() for m in value):
+        if not any(m["content"].strip() for m in value):
             return None
         if tokenizer.chat_template is None:
             raise DatasetError(
@@ -170,7 +233,8 @@ def prepare_prompts(
             value = row["prompt"]
             text = render_prompt(value, tokenizer)
         else:
-            value = first_human_turn(row["chosen"]) if isinstance(row["chosen"], str) else None
+            chosen = row.get("chosen")
+            value = first_human_turn(chosen) if isinstance(chosen, str) else None
             text = f"{HH_HUMAN} {value}{HH_ASSISTANT}" if value else None
         if text is None:
             stats.num_empty += 1
