@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import collections
 import json
+import math
 
 import pytest
 import torch
@@ -166,7 +167,8 @@ def test_non_finite_minibatches_are_skipped_not_applied(tmp_path, tiny_model_dir
     ("rows", "error", "message"),
     [
         ([{"text": "x"}], "DatasetError", "no `prompt` column"),
-        (ROWS[:3], "ConfigError", "lower prompts_per_iteration"),
+        (ROWS[:12], "ConfigError", "lower num_eval_prompts"),
+        (ROWS[:20], "ConfigError", "lower prompts_per_iteration"),
     ],
 )
 def test_bad_prompts_fail_before_the_model_loads(tmp_path, rows, error, message):
@@ -191,18 +193,38 @@ def _tok():
     return load_tokenizer(EMBEDDED_MODEL)
 
 
-def test_held_out_scorer_is_logged_and_never_drives_training(tmp_path, tiny_model_dir):
+def test_held_out_evaluation_is_logged_and_never_drives_training(tmp_path, tiny_model_dir):
     def test_reward(prompts, completions, **kw):
         return [-float(len(c)) for c in completions]  # the opposite of the training reward
 
-    config = _config(
-        tmp_path, max_iterations=3, eval_steps=2, model_name_or_path=str(tiny_model_dir)
-    )
-    history = SuperHFTrainer(
-        reward_funcs=_length_reward, test_reward_func=test_reward, args=config, train_dataset=ROWS
-    ).train()
-    assert ["eval_test_reward" in m for m in history] == [False, True, False]
-    m = history[1]
-    assert m["eval_train_reward"] == pytest.approx(m["reward_kept"])
-    # the kept samples are the longest (training reward), so the test reward is at its worst
-    assert m["eval_test_reward"] == pytest.approx(-40 * m["eval_train_reward"])
+    runs = {}
+    for name, test, eval_steps in (("with", test_reward, 1), ("without", None, 2)):
+        config = _config(
+            tmp_path / name,
+            max_iterations=3,
+            eval_steps=eval_steps,
+            num_eval_prompts=8,
+            model_name_or_path=str(tiny_model_dir),
+        )
+        trainer = SuperHFTrainer(
+            reward_funcs=_length_reward, test_reward_func=test, args=config, train_dataset=ROWS
+        )
+        runs[name] = trainer.train()
+    with_test, without = runs["with"], runs["without"]
+    assert ["eval_meteor" in m for m in without] == [False, True, True]  # every 2nd, and the end
+    for m in with_test:  # the same held-out completions under two opposite rewards
+        assert m["eval_test_reward"] == pytest.approx(-40 * m["eval_reward"])
+        assert 0 <= m["eval_meteor_ci_low"] <= m["eval_meteor"] <= m["eval_meteor_ci_high"] <= 1
+    assert math.isnan(without[1]["eval_test_reward"])
+    # Neither the test scorer nor how often evaluation runs changes training.
+    for a, b in zip(with_test, without, strict=True):
+        assert (a["reward"], a["loss"], a["grad_norm"]) == (b["reward"], b["loss"], b["grad_norm"])
+    # The held-out prompts are never trained on.
+    run = tmp_path / "with" / "run"
+    held_out = {
+        json.loads(x)["prompt"] for x in (run / "eval_prompts.jsonl").read_text().splitlines()
+    }
+    trained = {
+        json.loads(x)["prompt"] for x in (run / "completions.jsonl").read_text().splitlines()
+    }
+    assert len(held_out) == 8 and trained and not held_out & trained

@@ -54,6 +54,8 @@ def train(ctx: typer.Context) -> None:
         raise typer.Exit(1) from None
     if trainer.stop_signal is not None:  # stopped by SIGINT/SIGTERM after saving
         raise typer.Exit(128 + trainer.stop_signal)
+    if trainer.stop_reason is not None:  # stop_on_reward_hacking: saved, not finished
+        raise typer.Exit(3)
     console.print(f"Done. Model, metrics.jsonl and completions.jsonl are in {config.output_dir}")
 
 

@@ -132,16 +132,6 @@ class SuperHFConfig:
         None, "One weight per reward function (default: all 1.0).", "rewards"
     )
     reward_batch_size: int = config_field(32, "Samples per reward-model forward pass.", "rewards")
-    test_reward_model: str | None = config_field(
-        None,
-        "Held-out scorer that never drives training (the paper's test RM): a reward model "
-        "folder, hub id, or `module:function`. Scored on the kept completions every "
-        "eval_steps iterations, logged as eval_test_reward beside eval_train_reward.",
-        "rewards",
-    )
-    eval_steps: int = config_field(
-        1, "Score the held-out test_reward_model every this many iterations.", "rewards"
-    )
     length_penalty: float = config_field(
         0.0, "Paper option: score -= length_penalty * log(characters in completion).", "rewards"
     )
@@ -192,6 +182,41 @@ class SuperHFConfig:
         "Minibatches with a NaN or inf loss or gradient are skipped and counted; the run "
         "stops (after saving a checkpoint) once this many have been skipped in all.",
         "training",
+    )
+
+    # --- evaluation during training ----------------------------------------------------------
+    num_eval_prompts: int = config_field(
+        16,
+        "Prompts held out from training (drawn with the seed) and answered every eval_steps "
+        "iterations with the paper's eval sampling (temperature 0.7, top_p 0.95); their "
+        "train reward, test reward and METEOR similarity are logged as eval_*. 0 = off.",
+        "evaluation",
+    )
+    eval_steps: int = config_field(
+        5,
+        "Evaluate on the held-out prompts every this many iterations (and at the end).",
+        "evaluation",
+    )
+    test_reward_model: str | None = config_field(
+        None,
+        "Held-out scorer that never drives training (the paper's test RM): a reward model "
+        "folder, hub id, or `module:function`. Logged as eval_test_reward.",
+        "evaluation",
+    )
+    meteor_threshold: float = config_field(
+        0.4,
+        "The reward-hacking monitor warns when METEOR similarity between answers to "
+        "different held-out prompts exceeds this (mode collapse).",
+        "evaluation",
+    )
+    reward_hacking_window: int = config_field(
+        4,
+        "The monitor warns when, over this many evaluations, train reward trends up while "
+        "test reward trends down by more than 2 standard errors.",
+        "evaluation",
+    )
+    stop_on_reward_hacking: bool = config_field(
+        False, "Save a checkpoint and stop when the monitor warns.", "evaluation"
     )
 
     # --- checkpoints ---------------------------------------------------------------------
@@ -248,6 +273,7 @@ class SuperHFConfig:
             "gradient_accumulation_steps",
             "logging_steps",
             "eval_steps",
+            "reward_hacking_window",
             "save_steps",
             "max_skipped_minibatches",
             "lora_r",
@@ -275,9 +301,23 @@ class SuperHFConfig:
             raise ConfigError(f"temperature must be > 0, got {self.temperature}.")
         if not 0 < self.top_p <= 1:
             raise ConfigError(f"top_p must be in (0, 1], got {self.top_p}.")
-        for name in ("top_k", "warmup_steps", "weight_decay", "lora_dropout", "length_penalty"):
+        for name in (
+            "top_k",
+            "warmup_steps",
+            "weight_decay",
+            "lora_dropout",
+            "length_penalty",
+            "num_eval_prompts",
+        ):
             if getattr(self, name) < 0:
                 raise ConfigError(f"{name} must be >= 0, got {getattr(self, name)}.")
+        if not 0 <= self.meteor_threshold <= 1:
+            raise ConfigError(f"meteor_threshold must be in [0, 1], got {self.meteor_threshold}.")
+        if self.reward_hacking_window < 2:
+            raise ConfigError(
+                f"reward_hacking_window must be >= 2 (a trend needs two evaluations), got "
+                f"{self.reward_hacking_window}."
+            )
         if not self.reward_funcs:
             raise ConfigError("reward_funcs is empty: give at least one reward (e.g. `default`).")
         if self.reward_weights is not None and len(self.reward_weights) != len(self.reward_funcs):

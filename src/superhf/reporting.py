@@ -68,6 +68,11 @@ class RunLogger:
         """Where completions.jsonl ends now (a checkpoint records it)."""
         return self._completions.tell()
 
+    def write_rows(self, name: str, rows: list[dict[str, Any]]) -> None:
+        """A small JSON-lines file written whole (e.g. the held-out prompts)."""
+        text = "".join(json.dumps(row, ensure_ascii=False) + "\n" for row in rows)
+        (self.output_dir / name).write_text(text, encoding="utf-8")
+
     def log_metrics(self, metrics: dict[str, Any]) -> None:
         line = json.dumps({k: _jsonable(v) for k, v in metrics.items()})
         self._metrics.write(line + "\n")

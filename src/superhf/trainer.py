@@ -45,10 +45,12 @@ from superhf.checkpoint import (
 )
 from superhf.config import ConfigError, SuperHFConfig
 from superhf.data import Prompt, load_prompt_dataset, prepare_prompts
+from superhf.evaluation import EvalConfig, generate_and_score
 from superhf.filtering import top_k_per_prompt
 from superhf.generation import Completion, generate_completions
 from superhf.loss import build_training_batch, superhf_loss
 from superhf.models import load_model, load_tokenizer, make_reference, prepare_policy
+from superhf.monitor import RewardHackingMonitor
 from superhf.reporting import RunLogger, format_metrics
 from superhf.rewards import RewardFunc, RewardScorer, load_reward_funcs
 
@@ -95,6 +97,7 @@ class SuperHFTrainer:
         self.train_micro_batch_size = args.per_device_train_batch_size
         self.num_skipped_total = 0
         self.stop_signal: int | None = None  # set by SIGINT/SIGTERM during train()
+        self.stop_reason: str | None = None  # why train() returned early, if it did
         model = model if model is not None else args.model_name_or_path
         if isinstance(model, str) and model != args.model_name_or_path:
             self.args = args = dataclasses.replace(args, model_name_or_path=model)
@@ -113,20 +116,31 @@ class SuperHFTrainer:
         self.prompts, self.prompt_stats = prepare_prompts(
             train_dataset, self.tokenizer, args.max_prompt_length, source=args.dataset_name
         )
-        self.num_iterations = len(self.prompts) // args.prompts_per_iteration
+        # One shuffle: the last num_eval_prompts are held out for evaluation, never trained on.
+        order = list(range(len(self.prompts)))
+        random.Random(args.seed).shuffle(order)
+        if args.num_eval_prompts >= len(order):
+            raise ConfigError(
+                f"num_eval_prompts={args.num_eval_prompts} but only {len(order)} usable prompts: "
+                "lower num_eval_prompts (0 turns evaluation off)."
+            )
+        split = len(order) - args.num_eval_prompts
+        self.prompt_order = order[:split]
+        self.eval_prompts = [self.prompts[i] for i in order[split:]]
+        self.num_iterations = len(self.prompt_order) // args.prompts_per_iteration
         if args.max_iterations is not None:
             if args.max_iterations > self.num_iterations:
                 self.console.print(
                     f"[yellow]max_iterations={args.max_iterations} needs "
                     f"{args.max_iterations * args.prompts_per_iteration} prompts; only "
-                    f"{len(self.prompts)} are usable, so the run stops after "
+                    f"{len(self.prompt_order)} are usable for training, so the run stops after "
                     f"{self.num_iterations} iterations.[/yellow]"
                 )
             self.num_iterations = min(self.num_iterations, args.max_iterations)
         if self.num_iterations == 0:
             raise ConfigError(
                 f"prompts_per_iteration={args.prompts_per_iteration} but only "
-                f"{len(self.prompts)} usable prompts: lower prompts_per_iteration."
+                f"{len(self.prompt_order)} usable training prompts: lower prompts_per_iteration."
             )
 
         specs = reward_funcs if reward_funcs is not None else args.reward_funcs
@@ -179,8 +193,7 @@ class SuperHFTrainer:
         SIGTERM finish the current iteration, save a checkpoint and return early.
         """
         args = self.args
-        order = list(range(len(self.prompts)))
-        random.Random(args.seed).shuffle(order)
+        order = self.prompt_order
         resume = args.resume_from_checkpoint
         if resume_from_checkpoint is not None:
             resume = args.output_dir if resume_from_checkpoint is True else resume_from_checkpoint
@@ -199,9 +212,17 @@ class SuperHFTrainer:
                 f"Resuming from {checkpoint}: {state['iteration']} of {self.num_iterations} "
                 "iterations done."
             )
+        self.monitor = RewardHackingMonitor(args.reward_hacking_window, args.meteor_threshold)
+        for metrics in history:  # the monitor is a function of the metrics: replay them
+            self.monitor.update(metrics)
         if self.accelerator.is_main_process:
             self.accelerator.init_trackers("superhf", config=_flat_config(args))
         logger = RunLogger(args.output_dir, history, completions_bytes)
+        if self.eval_prompts:
+            logger.write_rows(
+                "eval_prompts.jsonl",
+                [{"prompt": p.prompt, "text": p.text} for p in self.eval_prompts],
+            )
         with open(f"{args.output_dir}/config.yaml", "w", encoding="utf-8") as f:
             yaml.safe_dump({**args.to_dict(), "resume_from_checkpoint": None}, f, sort_keys=False)
         self.console.print(
@@ -221,6 +242,7 @@ class SuperHFTrainer:
         first = len(history) + 1
         saved: Path | None = None
         self.stop_signal = None
+        self.stop_reason: str | None = None
         restore_handlers = self._catch_stop_signals()
         try:
             with progress:
@@ -241,6 +263,7 @@ class SuperHFTrainer:
                         ),
                     )
                     metrics["num_prompts_seen"] = start + len(batch)
+                    metrics["reward_hacking"] = warning = self.monitor.update(metrics)
                     history.append(metrics)
                     logger.log_metrics(metrics)
                     self.accelerator.log(_numeric(metrics), step=iteration)
@@ -249,11 +272,15 @@ class SuperHFTrainer:
                             format_metrics(metrics, self.num_iterations), soft_wrap=True
                         )
                     progress.update(task, advance=1, description="iterations")
+                    if warning:
+                        self._warn(f"Reward hacking? {warning}.")
+                        if args.stop_on_reward_hacking:
+                            self.stop_reason = "the reward-hacking monitor (stop_on_reward_hacking)"
                     too_many_skipped = self.num_skipped_total >= args.max_skipped_minibatches
                     if (
                         iteration % args.save_steps == 0
                         or iteration == self.num_iterations
-                        or self.stop_signal is not None
+                        or self.stop_reason is not None
                         or too_many_skipped
                     ):
                         status = f"iteration {iteration}: saving a checkpoint"
@@ -268,16 +295,15 @@ class SuperHFTrainer:
                             "the rewards; the weights were never updated with a non-finite value"
                             + (f" and are saved in {saved}." if saved else ".")
                         )
-                    if self.stop_signal is not None:
+                    if self.stop_reason is not None:
                         break
         finally:
             restore_handlers()
             logger.close()
-        if self.stop_signal is not None:
-            name = signal.Signals(self.stop_signal).name
+        if self.stop_reason is not None:
             where = f" in {saved}" if saved else ""
             self.console.print(
-                f"[yellow]Stopped by {name} after iteration {len(history)} of "
+                f"[yellow]Stopped by {self.stop_reason} after iteration {len(history)} of "
                 f"{self.num_iterations}; saved{where}. Continue with: "
                 f"superhf train --resume {args.output_dir}[/yellow]",
                 soft_wrap=True,
@@ -309,6 +335,7 @@ class SuperHFTrainer:
             if self.stop_signal is not None:
                 raise KeyboardInterrupt  # a second signal: stop now, the last checkpoint stays
             self.stop_signal = signum
+            self.stop_reason = signal.Signals(signum).name
             self._warn(
                 f"{signal.Signals(signum).name}: finishing this iteration, then saving a "
                 "checkpoint (send it again to stop at once)."
@@ -438,15 +465,9 @@ class SuperHFTrainer:
         t3 = time.perf_counter()
 
         rewards = scores.total
-        if self.test_scorer is not None and iteration % args.eval_steps == 0:
-            kept_prompts = [sample_prompts[i].prompt for i in kept]
-            test = self.test_scorer(kept_prompts, [completions[i].text for i in kept])
-            eval_metrics = {
-                "eval_test_reward": _mean(test.total),
-                "eval_train_reward": _mean([rewards[i] for i in kept]),
-            }
-        else:
-            eval_metrics = {}
+        evaluate = iteration % args.eval_steps == 0 or iteration == self.num_iterations
+        eval_metrics = self.evaluate() if self.eval_prompts and evaluate else {}
+        t4 = time.perf_counter()
         lengths = [c.num_tokens for c in completions]
         metrics: dict[str, Any] = {
             "iteration": iteration,
@@ -473,7 +494,8 @@ class SuperHFTrainer:
             "time/generate": t1 - t0,
             "time/score": t2 - t1,
             "time/fine_tune": t3 - t2,
-            "step_time": t3 - t0,
+            "time/eval": t4 - t3,
+            "step_time": t4 - t0,
             **eval_metrics,
         }
         if logger is not None and args.log_completions:
@@ -490,6 +512,26 @@ class SuperHFTrainer:
                 ]
             )
         return metrics
+
+    def evaluate(self) -> dict[str, float]:
+        """The held-out prompts, answered with the paper's eval sampling, scored, compared.
+
+        Its random stream is its own (forked and seeded), so evaluating never changes training.
+        """
+        policy = self.accelerator.unwrap_model(self.model)
+        config = EvalConfig.from_train_config(self.args)
+        with self.accelerator.autocast():
+            results = generate_and_score(
+                policy,
+                self.tokenizer,
+                self.eval_prompts,
+                config,
+                self.scorer,
+                self.test_scorer,
+                meteor_pairs=200,
+                seed=self.args.seed,
+            )
+        return {f"eval_{key}": value for key, value in results.items()}
 
     def fine_tune(self, samples: list[Completion], prompts: list[Prompt]) -> dict[str, float]:
         """One pass over the kept samples: an optimizer step per `gradient_accumulation_steps`
