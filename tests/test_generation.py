@@ -1,4 +1,4 @@
-"""Generation: one generate call per group of prompts with num_return_sequences; trimming."""
+"""Generation: each prompt computed once and shared by its samples; exact sampling; trimming."""
 
 from __future__ import annotations
 
@@ -20,33 +20,68 @@ def tiny(tokenizer):
     return make_tiny_llama(len(tokenizer)).eval()
 
 
-def test_all_samples_of_a_prompt_come_from_one_call_with_num_return_sequences(tiny, tokenizer):
-    calls, samplers = [], []
-    original = tiny.generate
+def test_each_prompt_is_computed_once_and_shared_by_its_samples(tiny, tokenizer, monkeypatch):
+    import superhf.generation
 
-    def spy(*args, **kwargs):
-        calls.append((kwargs["input_ids"].shape[0], kwargs["generation_config"]))
-        samplers.append(kwargs["logits_processor"][0])
-        return original(*args, **kwargs)
+    calls, prompt_rows = [], []
+    original = superhf.generation.sample_shared_prompts
+    forward = tiny.forward
 
-    tiny.generate = spy
-    try:
-        config = SuperHFConfig(
-            num_generations=4, max_completion_length=6, generation_batch_size=8, stop_sequences=[]
-        )
-        prompts = ["Hello there", "A much longer prompt about many things", "Hi"]
-        completions, stats = generate_completions(tiny, tokenizer, prompts, config)
-    finally:
-        del tiny.generate
-    # 8 sequences per call / 4 samples = 2 prompts per call; each prompt appears once per call
-    assert [rows for rows, _ in calls] == [2, 1]
-    assert all(gc.num_return_sequences == 4 for _, gc in calls)
-    # transformers' own warpers are off (top_k=0 explicitly); NucleusSampler applies the config
-    assert all(gc.top_k == 0 and gc.top_p == 1.0 and gc.do_sample for _, gc in calls)
-    assert all((s.top_p, s.top_k, s.temperature) == (0.95, 0, 1.0) for s in samplers)
+    def spy(model, prompts, samples, *args):
+        calls.append((len(prompts), samples, args[1]))
+        return original(model, prompts, samples, *args)
+
+    def spy_forward(*args, **kwargs):
+        if kwargs.get("logits_to_keep") == 1:  # the prompt pass
+            prompt_rows.append(kwargs["input_ids"].shape[0])
+        return forward(*args, **kwargs)
+
+    monkeypatch.setattr(superhf.generation, "sample_shared_prompts", spy)
+    monkeypatch.setattr(tiny, "forward", spy_forward)
+    config = SuperHFConfig(
+        num_generations=4, max_completion_length=6, generation_batch_size=8, stop_sequences=[]
+    )
+    prompts = ["Hello there", "A much longer prompt about many things", "Hi"]
+    completions, stats = generate_completions(tiny, tokenizer, prompts, config)
+    # 8 sequences per call / 4 samples = 2 prompts per call, each prompt's pass run once
+    assert [(p, s) for p, s, _ in calls] == [(2, 4), (1, 4)]
+    assert prompt_rows == [2, 1]
+    assert all((s.top_p, s.top_k, s.temperature) == (0.95, 0, 1.0) for _, _, s in calls)
     counts = [sum(c.prompt_index == i for c in completions) for i in range(3)]
     assert sum(counts) + stats.num_empty == 12
     assert stats.num_sampled_tokens > 0 and stats.seconds > 0
+
+
+def test_decode_loop_matches_transformers_generate_greedily(tiny, tokenizer):
+    """Top-k 1 makes sampling greedy: the shared-prompt loop (left padding, shared KV cache,
+    positions from the mask) must pick exactly the tokens `generate` picks."""
+    from transformers import GenerationConfig
+
+    from superhf.generation import sample_shared_prompts
+
+    texts = ["Hi", "A much longer prompt about many different things", "Tell me more"]
+    encoded = [tokenizer(t, add_special_tokens=False)["input_ids"] for t in texts]
+    eos = tokenizer.eos_token_id
+    ours = sample_shared_prompts(tiny, encoded, 2, 12, NucleusSampler(1.0, 1, 1.0), [eos], eos)
+    tokenizer.padding_side = "left"
+    batch = tokenizer.pad({"input_ids": encoded}, return_tensors="pt")
+    greedy = GenerationConfig(
+        do_sample=False, max_new_tokens=12, pad_token_id=eos, eos_token_id=eos
+    )
+    theirs = tiny.generate(**batch, generation_config=greedy)[:, batch["input_ids"].shape[1] :]
+    for i, row in enumerate(theirs.tolist()):
+        expected = row[: row.index(eos) + 1] if eos in row else row
+        assert ours[2 * i] == ours[2 * i + 1] == expected
+
+
+def test_samples_of_one_prompt_differ_and_stop_at_eos(tiny, tokenizer):
+    from superhf.generation import sample_shared_prompts
+
+    torch.manual_seed(0)
+    eos = tokenizer.eos_token_id
+    rows = sample_shared_prompts(tiny, [[1, 2, 3]], 8, 10, NucleusSampler(1.0, 0, 1.0), [eos], eos)
+    assert len(rows) == 8 and len({tuple(r) for r in rows}) > 1
+    assert all(len(r) <= 10 and eos not in r[:-1] for r in rows)
 
 
 def test_trim_at_eos_and_turn_delimiters(tokenizer):

@@ -261,37 +261,40 @@ def test_out_of_memory_in_fine_tuning_halves_the_micro_batch_and_keeps_the_gradi
 
 
 def test_out_of_memory_in_generation_halves_the_batch_and_keeps_every_sample(
-    tmp_path, tiny_model_dir
+    tmp_path, tiny_model_dir, monkeypatch
 ):
     config = _config(tmp_path, tiny_model_dir, num_generations=4, generation_batch_size=16)
     trainer = SuperHFTrainer(reward_funcs=_length_reward, args=config, train_dataset=PROMPTS)
-    policy = trainer.accelerator.unwrap_model(trainer.model)
-    generate = policy.generate
+    import superhf.generation
 
-    def limited(*args, **kwargs):
-        if kwargs["input_ids"].shape[0] * kwargs["generation_config"].num_return_sequences > 2:
+    sample = superhf.generation.sample_shared_prompts
+
+    def limited(model, prompts, samples, *args):
+        if len(prompts) * samples > 2:
             raise RuntimeError("DefaultCPUAllocator: can't allocate memory: you tried to allocate")
-        return generate(*args, **kwargs)
+        return sample(model, prompts, samples, *args)
 
-    policy.generate = limited
+    monkeypatch.setattr(superhf.generation, "sample_shared_prompts", limited)
     metrics = trainer.step(trainer.prompts[:4], 1)
     assert trainer.generation_batch_size == 2
     assert metrics["num_oom_retries"] == 3  # 16 -> 8 -> 4 -> 2
     assert metrics["num_completions"] + metrics["completions/num_empty"] == 16
 
 
-def test_other_runtime_errors_are_not_taken_for_out_of_memory(tmp_path, tiny_model_dir):
+def test_other_runtime_errors_are_not_taken_for_out_of_memory(
+    tmp_path, tiny_model_dir, monkeypatch
+):
     trainer = SuperHFTrainer(
         reward_funcs=_length_reward,
         args=_config(tmp_path, tiny_model_dir),
         train_dataset=PROMPTS,
     )
-    policy = trainer.accelerator.unwrap_model(trainer.model)
+    import superhf.generation
 
     def broken(*args, **kwargs):
         raise RuntimeError("shape mismatch")
 
-    policy.generate = broken
+    monkeypatch.setattr(superhf.generation, "sample_shared_prompts", broken)
     with pytest.raises(RuntimeError, match="shape mismatch"):
         trainer.step(trainer.prompts[:4], 1)
 
