@@ -93,3 +93,9 @@ def test_paper_yaml_has_the_paper_settings():
     assert (config.temperature, config.top_p, config.max_completion_length) == (1.0, 0.95, 64)
     assert (config.prompts_per_iteration, config.per_device_train_batch_size) == (2, 2)
     assert config.seed == 66 and config.warmup_steps == 32 and config.bf16
+
+
+def test_reward_model_flag_is_short_for_reward_funcs():
+    from superhf.config import parse_train_args
+
+    assert parse_train_args(["--reward_model", "runs/rm"]).reward_funcs == ["runs/rm"]

@@ -216,6 +216,11 @@ def test_held_out_evaluation_is_logged_and_never_drives_training(tmp_path, tiny_
         assert m["eval_test_reward"] == pytest.approx(-40 * m["eval_reward"])
         assert 0 <= m["eval_meteor_ci_low"] <= m["eval_meteor"] <= m["eval_meteor_ci_high"] <= 1
     assert math.isnan(without[1]["eval_test_reward"])
+    # ... and on the kept (trained-on) completions, beside their train reward
+    for m in with_test:
+        assert m["eval_kept_reward"] == pytest.approx(m["reward_kept"])
+        assert m["eval_kept_test_reward"] == pytest.approx(-40 * m["reward_kept"])
+    assert "eval_kept_test_reward" not in without[1]
     # Neither the test scorer nor how often evaluation runs changes training.
     for a, b in zip(with_test, without, strict=True):
         assert (a["reward"], a["loss"], a["grad_norm"]) == (b["reward"], b["loss"], b["grad_norm"])

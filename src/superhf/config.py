@@ -476,10 +476,16 @@ def parse_config_args(cls: type, argv: list[str], prog: str, description: str) -
 
 
 def parse_train_args(argv: list[str]) -> SuperHFConfig:
-    """`superhf train` flags; `--resume RUN_DIR` takes the run's saved settings, then overrides."""
+    """`superhf train` flags; `--resume RUN_DIR` takes the run's saved settings, then overrides.
+
+    `--reward_model PATH` is short for `--reward_funcs PATH` (one reward model).
+    """
     pre = argparse.ArgumentParser(add_help=False, allow_abbrev=False)
     pre.add_argument("--resume", default=None)
+    pre.add_argument("--reward_model", default=None)  # alias: --reward_funcs PATH
     known, argv = pre.parse_known_args(argv)
+    if known.reward_model is not None:
+        argv = [*argv, "--reward_funcs", known.reward_model]
     if known.resume is not None:
         saved = Path(known.resume) / "config.yaml"
         if not saved.is_file():
@@ -496,5 +502,6 @@ def parse_train_args(argv: list[str]) -> SuperHFConfig:
         argv,
         prog="superhf train",
         description="Align a causal language model with SuperHF. Settings come from the "
-        "defaults, then --config FILE (YAML), then the command line.",
+        "defaults, then --config FILE (YAML), then the command line. --resume RUN_DIR "
+        "continues a run; --reward_model PATH is short for --reward_funcs PATH.",
     )

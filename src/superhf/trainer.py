@@ -467,6 +467,12 @@ class SuperHFTrainer:
         rewards = scores.total
         evaluate = iteration % args.eval_steps == 0 or iteration == self.num_iterations
         eval_metrics = self.evaluate() if self.eval_prompts and evaluate else {}
+        if self.test_scorer is not None and evaluate:
+            # The held-out scorer on what was trained on, beside the train reward of the same.
+            kept_prompts = [sample_prompts[i].prompt for i in kept]
+            test = self.test_scorer(kept_prompts, [completions[i].text for i in kept])
+            eval_metrics["eval_kept_test_reward"] = _mean(test.total)
+            eval_metrics["eval_kept_reward"] = _mean([scores.total[i] for i in kept])
         t4 = time.perf_counter()
         lengths = [c.num_tokens for c in completions]
         metrics: dict[str, Any] = {
