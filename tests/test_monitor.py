@@ -85,6 +85,7 @@ def test_stop_on_reward_hacking_saves_and_stops(tmp_path, tiny_model_dir, monkey
         top_k=20,
         stop_on_reward_hacking=True,
         output_dir=str(tmp_path / "run"),
+        eval_on_start=False,
     )
     rows = [{"prompt": f"Question {i}: what about topic {i}?"} for i in range(64)]
     trainer = SuperHFTrainer(

@@ -43,7 +43,8 @@ def test_two_quickstart_iterations_write_every_output(tmp_path):
     assert result.returncode == 0, result.stderr[-3000:]
     assert "iter   2/2" in result.stdout
     metrics = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
-    assert [m["iteration"] for m in metrics] == [1, 2]
+    assert [m["iteration"] for m in metrics] == [0, 1, 2]  # 0: the starting policy, evaluated
+    metrics = metrics[1:]
     for name in ("relevance", "toxicity_penalty", "repetition_penalty"):
         assert f"rewards/{name}/mean" in metrics[0]
     assert all(m["num_completions"] > 0 and m["tokens_per_second"] > 0 for m in metrics)

@@ -92,7 +92,8 @@ def _metrics(run: Path) -> list[dict]:
 
 def _assert_same_run(run: Path, reference: Path) -> None:
     got, expected = _metrics(run), _metrics(reference)
-    assert [m["iteration"] for m in got] == [m["iteration"] for m in expected] == list(range(1, 7))
+    # iteration 0 is the evaluation of the starting policy
+    assert [m["iteration"] for m in got] == [m["iteration"] for m in expected] == list(range(7))
     for a, b in zip(got, expected, strict=True):
         assert a.keys() == b.keys()
         for key in a:
@@ -123,17 +124,18 @@ def setup(tmp_path_factory, tiny_model_dir):
 def test_sigkill_mid_iteration_then_resume_gives_the_same_run(setup, tmp_path):
     model_dir, prompts, reference = setup
     run, marker = tmp_path / "run", tmp_path / "paused"
-    # Call 5 is iteration 5's scoring: checkpoint-4 exists, iteration 5 is half done.
+    # Call 1 scores the start evaluation, call k + 1 iteration k's samples: call 6 pauses in
+    # iteration 5, after checkpoint-4.
     process = _start(
         _settings(model_dir, prompts, run),
-        SUPERHF_TEST_PAUSE_AT="5",
+        SUPERHF_TEST_PAUSE_AT="6",
         SUPERHF_TEST_MARKER=str(marker),
     )
     _wait_for(marker, process)
     process.send_signal(signal.SIGKILL)
     process.wait(timeout=30)
     assert [p.name for p in list_checkpoints(run)] == ["checkpoint-2", "checkpoint-4"]
-    assert len(_metrics(run)) == 4
+    assert len(_metrics(run)) == 5  # the start evaluation and iterations 1-4
 
     code, output = _finish(_start(["--resume", str(run)]))
     assert code == 0, output
@@ -146,7 +148,7 @@ def test_sigterm_saves_then_resume_gives_the_same_run(setup, tmp_path):
     run, marker = tmp_path / "run", tmp_path / "paused"
     process = _start(
         _settings(model_dir, prompts, run),
-        SUPERHF_TEST_PAUSE_AT="3",
+        SUPERHF_TEST_PAUSE_AT="4",  # iteration 3
         SUPERHF_TEST_PAUSE_SECONDS="2",
         SUPERHF_TEST_MARKER=str(marker),
     )
@@ -195,6 +197,7 @@ def _config(tmp_path, model_dir, **overrides) -> SuperHFConfig:
         learning_rate=1e-2,
         output_dir=str(tmp_path / "run"),
         seed=0,
+        eval_on_start=False,
     )
     return SuperHFConfig(**{**values, **overrides})
 

@@ -32,6 +32,7 @@ def _config(tmp_path, **overrides) -> SuperHFConfig:
         beta=0.0,
         output_dir=str(tmp_path / "run"),
         seed=0,
+        eval_on_start=False,
     )
     return SuperHFConfig(**{**values, **overrides})
 
@@ -96,11 +97,13 @@ def test_outputs_are_written_and_loadable(tmp_path, tiny_model_dir):
         beta=0.35,
         model_name_or_path=str(tiny_model_dir),
         report_to=["tensorboard"],
+        eval_on_start=True,
     )
     SuperHFTrainer(reward_funcs=_length_reward, args=config, train_dataset=ROWS).train()
     run = tmp_path / "run"
-    metrics = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
+    start, *metrics = [json.loads(x) for x in (run / "metrics.jsonl").read_text().splitlines()]
     assert [m["iteration"] for m in metrics] == [1, 2]
+    assert start["iteration"] == 0 and "eval_reward" in start and "reward" not in start
     for key in (
         "reward",
         "reward_std",

@@ -197,6 +197,12 @@ class SuperHFConfig:
         "Evaluate on the held-out prompts every this many iterations (and at the end).",
         "evaluation",
     )
+    eval_on_start: bool = config_field(
+        True,
+        "Evaluate the starting policy too (logged as iteration 0), for a before/after "
+        "comparison on the same held-out prompts.",
+        "evaluation",
+    )
     test_reward_model: str | None = config_field(
         None,
         "Held-out scorer that never drives training (the paper's test RM): a reward model "

@@ -214,7 +214,8 @@ class SuperHFTrainer:
             )
         self.monitor = RewardHackingMonitor(args.reward_hacking_window, args.meteor_threshold)
         for metrics in history:  # the monitor is a function of the metrics: replay them
-            self.monitor.update(metrics)
+            if metrics["iteration"] > 0:
+                self.monitor.update(metrics)
         if self.accelerator.is_main_process:
             self.accelerator.init_trackers("superhf", config=_flat_config(args))
         logger = RunLogger(args.output_dir, history, completions_bytes)
@@ -239,7 +240,13 @@ class SuperHFTrainer:
             console=self.console,
             transient=False,
         )
-        first = len(history) + 1
+        first = history[-1]["iteration"] + 1 if history else 1
+        if first == 1 and self.eval_prompts and args.eval_on_start:
+            self.console.print("Evaluating the starting policy on the held-out prompts ...")
+            baseline = {"iteration": 0, **self.evaluate()}
+            history.append(baseline)
+            logger.log_metrics(baseline)
+            self.accelerator.log(_numeric(baseline), step=0)
         saved: Path | None = None
         self.stop_signal = None
         self.stop_reason: str | None = None
@@ -301,23 +308,33 @@ class SuperHFTrainer:
             restore_handlers()
             logger.close()
         if self.stop_reason is not None:
-            where = f" in {saved}" if saved else ""
+            where, done = (f" in {saved}" if saved else ""), history[-1]["iteration"]
             self.console.print(
-                f"[yellow]Stopped by {self.stop_reason} after iteration {len(history)} of "
+                f"[yellow]Stopped by {self.stop_reason} after iteration {done} of "
                 f"{self.num_iterations}; saved{where}. Continue with: "
                 f"superhf train --resume {args.output_dir}[/yellow]",
                 soft_wrap=True,
             )
             return history
-        if len(history) >= 2:
-            k = max(1, len(history) // 4)
+        trained = [m for m in history if m["iteration"] > 0]
+        if len(trained) >= 2:
+            k = max(1, len(trained) // 4)
             first_mean, last_mean = (
-                _mean([m["reward"] for m in part]) for part in (history[:k], history[-k:])
+                _mean([m["reward"] for m in part]) for part in (trained[:k], trained[-k:])
             )
             self.console.print(
                 f"Mean reward: first {k} iterations {first_mean:+.3f}, last {k} "
                 f"{last_mean:+.3f}. Each iteration has new prompts, so compare runs on the "
                 "same seed."
+            )
+        evals = [m for m in history if "eval_reward" in m]
+        if len(evals) >= 2:
+            start, end = evals[0], evals[-1]
+            self.console.print(
+                f"Held-out prompts (the same {len(self.eval_prompts)} each time): reward "
+                f"{start['eval_reward']:+.3f} at iteration {start['iteration']}, "
+                f"{end['eval_reward']:+.3f} at iteration {end['iteration']}; METEOR "
+                f"{start['eval_meteor']:.3f} -> {end['eval_meteor']:.3f}."
             )
         self.save_model()
         self.accelerator.end_training()
