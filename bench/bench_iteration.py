@@ -74,7 +74,9 @@ def main() -> None:
     parser.add_argument("--out", default="bench/results/cpu.json")
     cli = parser.parse_args()
 
-    config = SuperHFConfig(max_iterations=cli.iterations + 1, output_dir="/tmp/superhf-bench")
+    config = SuperHFConfig(
+        max_iterations=cli.iterations + 1, num_eval_prompts=0, output_dir="/tmp/superhf-bench"
+    )
     trainer = SuperHFTrainer(args=config)
     prompts, _ = prepare_prompts(embedded_prompts(), trainer.tokenizer, config.max_prompt_length)
     prompts = prompts[: (cli.iterations + 1) * config.prompts_per_iteration]
