@@ -30,6 +30,7 @@ from tqdm.auto import tqdm
 from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
 from superhf.data import DatasetError, load_any_dataset
+from superhf.generation import left_pad
 
 LETTERS = ("A", "B", "C", "D")
 NUM_BINS = 10
@@ -413,13 +414,7 @@ def letter_probabilities(
             range(0, len(prompts), batch_size), desc=desc, disable=not progress, unit="batch"
         ):
             batch = prompts[start : start + batch_size]
-            width = max(len(p) for p in batch)
-            input_ids = torch.full((len(batch), width), pad_id, dtype=torch.long)
-            mask = torch.zeros((len(batch), width), dtype=torch.long)
-            for row, ids in enumerate(batch):
-                input_ids[row, width - len(ids) :] = torch.tensor(ids)
-                mask[row, width - len(ids) :] = 1
-            positions = (mask.cumsum(dim=1) - 1).clamp(min=0)
+            input_ids, mask, positions = left_pad(batch, pad_id)
             logits = model(
                 input_ids=input_ids.to(device),
                 attention_mask=mask.to(device),
