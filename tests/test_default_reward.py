@@ -171,13 +171,18 @@ def test_empty_answer_gets_minimum_possible_score(reward: DefaultReward):
     floor = -sum(w for w in reward.reward_weights()[1:])  # relevance >= 0, penalties >= -1
     assert reward(["Hi?", "Hi?"], ["", " \n "]) == [floor, floor]
     parts = reward.components(["Hi?"], [""])
-    assert parts == {"relevance": [0.0], "toxicity_penalty": [-1.0], "repetition_penalty": [-1.0]}
+    assert parts == {
+        "relevance": [0.0],
+        "toxicity_penalty": [-1.0],
+        "repetition_penalty": [-1.0],
+        "unfinished_penalty": [-1.0],
+    }
 
 
 def test_scores_are_finite_and_in_range(scores: dict[str, dict[str, float]]):
     for per_prompt in scores.values():
         for s in per_prompt.values():
-            assert math.isfinite(s) and -2.0 <= s <= 1.0
+            assert math.isfinite(s) and -3.0 <= s <= 1.0
 
 
 def test_score_does_not_depend_on_batch(reward: DefaultReward):
@@ -217,7 +222,12 @@ def test_conversation_prompts_and_completions(reward: DefaultReward):
 
 def test_components_are_named_callables_and_sum_to_total(reward: DefaultReward):
     funcs, weights = reward.reward_funcs(), reward.reward_weights()
-    assert [f.__name__ for f in funcs] == ["relevance", "toxicity_penalty", "repetition_penalty"]
+    assert [f.__name__ for f in funcs] == [
+        "relevance",
+        "toxicity_penalty",
+        "repetition_penalty",
+        "unfinished_penalty",
+    ]
     assert len(weights) == len(funcs) and all(w > 0 for w in weights)
     prompts = [PROMPTS[k] for k in KEYS]
     answers = [HELPFUL[k] for k in KEYS[:4]] + [TOXIC[k] for k in KEYS[4:]]
@@ -225,7 +235,21 @@ def test_components_are_named_callables_and_sum_to_total(reward: DefaultReward):
     expected = [sum(w * p[i] for w, p in zip(weights, parts, strict=True)) for i in range(8)]
     assert reward(prompts, answers) == pytest.approx(expected, abs=1e-12)
     assert all(0.0 <= x <= 1.0 for x in parts[0])
-    assert all(-1.0 <= x <= 0.0 for x in parts[1] + parts[2])
+    assert all(-1.0 <= x <= 0.0 for x in parts[1] + parts[2] + parts[3])
+
+
+@pytest.mark.parametrize("key", KEYS)
+def test_answer_cut_off_mid_sentence_is_penalised(reward: DefaultReward, key: str):
+    """What max_completion_length does to a rambling answer: cut in the middle of a sentence."""
+    words = HELPFUL[key].split()
+    cut = " ".join(words[: len(words) // 2 + 1])
+    if cut.endswith((".", ",", ";", ":")):
+        cut = " ".join(words[: len(words) // 2 + 2])
+    [finished], [unfinished] = (
+        reward.unfinished_penalty([PROMPTS[key]], [a]) for a in (HELPFUL[key], cut)
+    )
+    assert finished == 0.0, finished
+    assert unfinished < -0.3, (cut, unfinished)
 
 
 def test_loop_after_a_normal_start_is_penalised(reward: DefaultReward):

