@@ -146,15 +146,23 @@ def sample_shared_prompts(
     mask = mask.repeat_interleave(n, dim=0)
     positions = mask.sum(-1, keepdim=True)
     stops = torch.tensor(stop_ids, device=device)
+    rows = torch.arange(len(mask), device=device)  # original row of each sequence still running
     done = torch.zeros(len(mask), dtype=torch.bool, device=device)
-    tokens: list[torch.Tensor] = []
+    tokens = torch.full((len(mask), max_new_tokens), pad_id, dtype=torch.long, device=device)
     for step in range(max_new_tokens):
         probs = torch.softmax(sampler(mask, logits), dim=-1)
         token = torch.multinomial(probs, 1).squeeze(1).masked_fill(done, pad_id)
-        tokens.append(token)
+        tokens[rows, step] = token
         done |= torch.isin(token, stops)
         if done.all() or step == max_new_tokens - 1:
             break
+        if 4 * int(done.sum()) >= len(done):
+            # A quarter of the rows have stopped: drop them from the batch (and the cache)
+            # instead of computing padding for them until the longest one ends.
+            running = (~done).nonzero().squeeze(1)
+            cache.batch_select_indices(running)
+            rows, mask, positions = rows[running], mask[running], positions[running]
+            token, done = token[running], done[running]
         mask = torch.cat([mask, torch.ones_like(token)[:, None]], dim=1)
         out = model(
             input_ids=token[:, None],
@@ -164,8 +172,7 @@ def sample_shared_prompts(
             use_cache=True,
         )
         logits, positions = out.logits[:, -1].float(), positions + 1
-    rows = torch.stack(tokens, dim=1).tolist()
-    return [_until_stop(row, stop_ids) for row in rows]
+    return [_until_stop(row, stop_ids) for row in tokens.tolist()]
 
 
 def _until_stop(row: list[int], stop_ids: list[int]) -> list[int]:
