@@ -74,6 +74,46 @@ def test_decode_loop_matches_transformers_generate_greedily(tiny, tokenizer):
         assert ours[2 * i] == ours[2 * i + 1] == expected
 
 
+def test_rows_that_stop_leave_the_batch_without_changing_the_others(tokenizer, monkeypatch):
+    """Greedy again, with stop tokens picked so that rows end at different steps: the rows
+    dropped from the batch (and the KV cache) end where `generate` ends them, and the rows that
+    go on pick the same tokens as in `generate`'s full batch."""
+    from transformers import DynamicCache, GenerationConfig
+
+    from superhf.generation import sample_shared_prompts
+
+    # Large random weights, so greedy decoding does not pick one token forever.
+    tiny = make_tiny_llama(len(tokenizer), initializer_range=1.0).eval()
+    texts = [f"Prompt number {i} says {'more ' * i}" for i in range(8)]
+    encoded = [tokenizer(t, add_special_tokens=False)["input_ids"] for t in texts]
+    tokenizer.padding_side = "left"
+    batch = tokenizer.pad({"input_ids": encoded}, return_tensors="pt")
+    pad = tokenizer.eos_token_id
+
+    def greedy(stops: list[int]) -> list[list[int]]:
+        config = GenerationConfig(
+            do_sample=False, max_new_tokens=16, pad_token_id=pad, eos_token_id=stops or None
+        )
+        out = tiny.generate(**batch, generation_config=config)
+        return out[:, batch["input_ids"].shape[1] :].tolist()
+
+    free = greedy([])
+    # Stop tokens: what rows 0-3 pick at steps 2, 4, 6 and 8, so several rows stop early.
+    stops = sorted({free[i][2 + 2 * i] for i in range(4)})
+    selected = []
+    original = DynamicCache.batch_select_indices
+    monkeypatch.setattr(
+        DynamicCache,
+        "batch_select_indices",
+        lambda self, idx: (selected.append(len(idx)), original(self, idx))[1],
+    )
+    ours = sample_shared_prompts(tiny, encoded, 1, 16, NucleusSampler(1.0, 1, 1.0), stops, pad)
+    assert selected, "no row was dropped: the test's stop tokens did not stop enough rows"
+    for row, theirs in zip(ours, greedy(stops), strict=True):
+        end = next((k for k, t in enumerate(theirs) if t in stops), None)
+        assert row == (theirs if end is None else theirs[: end + 1])
+
+
 def test_samples_of_one_prompt_differ_and_stop_at_eos(tiny, tokenizer):
     from superhf.generation import sample_shared_prompts
 

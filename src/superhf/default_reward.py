@@ -319,8 +319,9 @@ class DefaultReward:
 
         The judge sees the last user message as a one-turn conversation, as the other
         components do. A trainer scores several answers per prompt, so each prompt is read
-        once per batch and its keys and values are shared by its answers (this halves the
-        judge's time on the demo); answers are right-padded, which causal attention ignores.
+        once per batch and its keys and values are shared by its answers (on the demo, scoring
+        went from about 6.7 to 4.8 s an iteration); answers are right-padded, which causal
+        attention ignores.
         """
         scores = [-1.0] * len(answers)
         live = [i for i, a in enumerate(answers) if a.strip()]
