@@ -193,7 +193,7 @@ class SuperHFConfig:
         "evaluation",
     )
     eval_steps: int = config_field(
-        5,
+        10,
         "Evaluate on the held-out prompts every this many iterations (and at the end).",
         "evaluation",
     )
