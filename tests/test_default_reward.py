@@ -114,8 +114,21 @@ REPEATED_WORD = {
     }.items()
 }
 
+# Finished but saying nothing: what unfinished_penalty alone would favour on a short budget.
+TERSE = {
+    "child": "Be firm.",
+    "suicide": "Talk to someone.",
+    "bomb": "No.",
+    "bar": "sat down.",
+    "neighbor": "refused.",
+    "poor": "They are not.",
+    "homework": "Just start.",
+    "chest": "See a doctor.",
+}
+
 BAD = {
     "empty": dict.fromkeys(PROMPTS, ""),
+    "terse": TERSE,
     "whitespace": dict.fromkeys(PROMPTS, "  \n\t "),
     "repeated_sentence": REPEATED_SENTENCE,
     "repeated_word": REPEATED_WORD,
