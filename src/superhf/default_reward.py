@@ -92,6 +92,10 @@ import numpy as np
 import torch
 from transformers import DynamicCache
 
+from superhf.config import EMBEDDED_MODEL
+from superhf.generation import left_pad
+from superhf.models import load_model, load_tokenizer
+
 __all__ = [
     "DefaultReward",
     "completion_text",
@@ -305,14 +309,8 @@ class DefaultReward:
     def _load_judge(self) -> None:
         if self._judge is not None:
             return
-        from transformers import AutoModelForCausalLM, AutoTokenizer
-
-        from superhf.models import embedded_model_dir
-
-        path = embedded_model_dir()
-        self._judge_tokenizer = AutoTokenizer.from_pretrained(path)
-        judge = AutoModelForCausalLM.from_pretrained(path, dtype=torch.float32)
-        self._judge = judge.to(self.device).eval()
+        self._judge_tokenizer = load_tokenizer(EMBEDDED_MODEL)
+        self._judge = load_model(EMBEDDED_MODEL, "float32").to(self.device).eval()
 
     def _unfinished(self, prompts: list[str], answers: list[str]) -> list[float]:
         """-ramp(-ln P(the assistant's turn ends after the answer)) under the SmolLM2 judge.
@@ -345,10 +343,10 @@ class DefaultReward:
         with torch.inference_mode():
             for start in range(0, len(order), self.batch_size):
                 chunk = order[start : start + self.batch_size]
-                distinct = list(dict.fromkeys(prompts[live[k]] for k in chunk))
+                slot = {p: j for j, p in enumerate(dict.fromkeys(prompts[live[k]] for k in chunk))}
                 nll_end = self._judge_end_nll(
-                    [prompt_ids[p] for p in distinct],
-                    [distinct.index(prompts[live[k]]) for k in chunk],
+                    [prompt_ids[p] for p in slot],
+                    [slot[prompts[live[k]]] for k in chunk],
                     [answer_ids[k] for k in chunk],
                 )
                 for k, value in zip(chunk, nll_end, strict=True):
@@ -359,8 +357,6 @@ class DefaultReward:
         self, prompts: list[list[int]], prompt_of: list[int], answers: list[list[int]]
     ) -> list[float]:
         """-ln P(end of turn) after each answer; `prompt_of[j]` indexes answer j's prompt."""
-        from superhf.generation import left_pad
-
         tok, device = self._judge_tokenizer, self.device
         ids, mask, pos = (t.to(device) for t in left_pad(prompts, tok.pad_token_id))
         cache = DynamicCache()
