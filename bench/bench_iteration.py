@@ -27,7 +27,7 @@ from transformers import GenerationConfig, LogitsProcessorList
 from superhf.config import SuperHFConfig
 from superhf.data import embedded_prompts, prepare_prompts
 from superhf.generation import NucleusSampler, sample_shared_prompts, stop_token_ids
-from superhf.trainer import SuperHFTrainer
+from superhf.train.trainer import SuperHFTrainer
 
 
 def time_generation(model, tokenizer, texts, n, max_new_tokens, batched, hf_top_p=False):

@@ -19,7 +19,7 @@ from pathlib import Path
 import torch
 from transformers import AutoModelForSequenceClassification, AutoTokenizer
 
-from superhf.reward_modeling import (
+from superhf.rewards.training import (
     RewardTrainingConfig,
     evaluate_pairs,
     read_rows,

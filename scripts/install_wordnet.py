@@ -15,7 +15,7 @@ import shutil
 import subprocess
 import sys
 
-from superhf.meteor import WORDNET_SOURCE, install_wordnet, nltk_data_dir
+from superhf.evaluation.meteor import WORDNET_SOURCE, install_wordnet, nltk_data_dir
 
 PACKAGES = ["wordnet-base", "wordnet-sense-index"]
 

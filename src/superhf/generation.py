@@ -18,6 +18,7 @@ from transformers import (
     TopPLogitsWarper,
 )
 
+from superhf.batching import left_pad
 from superhf.config import SuperHFConfig
 
 
@@ -99,17 +100,6 @@ def trim_completion(
     if cut is not None:
         text = text[:cut]
     return text.rstrip(), num_tokens, end is None and cut is None
-
-
-def left_pad(rows: list[list[int]], pad_id: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """Token-id rows left-padded: (input_ids, attention_mask, position_ids counting real tokens)."""
-    width = max(len(r) for r in rows)
-    input_ids = torch.full((len(rows), width), pad_id, dtype=torch.long)
-    mask = torch.zeros((len(rows), width), dtype=torch.long)
-    for i, ids in enumerate(rows):
-        input_ids[i, width - len(ids) :] = torch.tensor(ids)
-        mask[i, width - len(ids) :] = 1
-    return input_ids, mask, (mask.cumsum(-1) - 1).clamp(min=0)
 
 
 @torch.no_grad()

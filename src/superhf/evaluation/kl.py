@@ -1,0 +1,110 @@
+"""The Monte-Carlo KL of a policy to its reference, on the policy's own sampled completions.
+
+    kl = kl_estimate(policy, reference, tokenizer, prompt_texts, completions)
+
+`superhf eval` reports it beside the rewards: how far a policy moved from where it started.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+from transformers import PreTrainedModel, PreTrainedTokenizerBase
+
+from superhf.batching import IGNORE_INDEX, build_training_batch
+from superhf.evaluation.heldout import mean_se
+from superhf.generation import Completion
+
+KL_ESTIMATOR = "k1: mean over sampled completions of sum_t log pi - log pi_ref"
+KL_SAMPLING_NOTE = (
+    "Completions are sampled with the eval settings (temperature, top_p, top_k), not from pi "
+    "itself, while log pi and log pi_ref are the models' untempered log-probabilities: the "
+    "estimate is E_q[log pi(y) - log pi_ref(y)] for the tempered nucleus distribution q, which "
+    "is KL(pi || pi_ref) only at temperature 1, top_p 1, top_k 0. Scored sequence: the "
+    "completion as re-tokenized, plus EOS when it stopped (as the trainer fine-tunes on)."
+)
+
+
+@dataclass
+class KLEstimate:
+    """Per-completion k1 values: sum over its tokens of log pi - log pi_ref, and token counts."""
+
+    per_sequence: list[float]
+    num_tokens: list[int]
+
+    def to_dict(self) -> dict[str, Any]:
+        per_token = [s / max(n, 1) for s, n in zip(self.per_sequence, self.num_tokens, strict=True)]
+        return {
+            "estimator": KL_ESTIMATOR,
+            "per_sequence": mean_se(self.per_sequence),
+            "per_token": mean_se(per_token),
+        }
+
+
+def _completion_log_probs(model: PreTrainedModel, batch: Any, labels: torch.Tensor) -> torch.Tensor:
+    """log p(token) at every labelled position, 0 elsewhere; (batch, positions)."""
+    keep = batch.logits_to_keep()
+    logits = model(**batch.model_inputs(), logits_to_keep=keep).logits[:, :-1].float()
+    targets = labels[:, -keep:][:, 1:]
+    logp = torch.log_softmax(logits, dim=-1)
+    picked = logp.gather(-1, targets.clamp(min=0).unsqueeze(-1)).squeeze(-1)
+    return picked.masked_fill(targets == IGNORE_INDEX, 0.0)
+
+
+@torch.no_grad()
+def kl_estimate(
+    policy: PreTrainedModel,
+    reference: PreTrainedModel,
+    tokenizer: PreTrainedTokenizerBase,
+    prompt_texts: Sequence[str],
+    completions: Sequence[Completion],
+    batch_size: int = 8,
+    advance: Callable[[int], None] = lambda _: None,
+) -> KLEstimate:
+    """Monte-Carlo KL of the policy to the reference on its own sampled completions (k1).
+
+    For each completion y: sum_t log pi(y_t | x, y_<t) - log pi_ref(y_t | x, y_<t), over its
+    re-tokenized tokens plus EOS when it stopped (not when clipped at the length limit).
+    Unbiased for KL(pi || pi_ref) of whole sequences when y ~ pi; see KL_SAMPLING_NOTE for
+    tempered samples. Pass `reference=policy` for a PEFT policy: the reference is then the
+    same model with its adapter disabled (no second copy in memory).
+    """
+    adapter = reference is policy and hasattr(policy, "disable_adapter")
+    prompt_ids = [tokenizer(t, add_special_tokens=False)["input_ids"] for t in prompt_texts]
+    completion_ids = [tokenizer(c.text, add_special_tokens=False)["input_ids"] for c in completions]
+    order = sorted(range(len(completions)), key=lambda i: len(completion_ids[i]))
+    per_sequence = [0.0] * len(completions)
+    num_tokens = [0] * len(completions)
+    was_training = policy.training
+    policy.eval()
+    reference.eval()
+    for start in range(0, len(order), batch_size):
+        rows = order[start : start + batch_size]
+        batch = build_training_batch(
+            [prompt_ids[completions[i].prompt_index] for i in rows],
+            [completion_ids[i] for i in rows],
+            tokenizer,
+        )
+        labels = batch.labels.clone()
+        for r, i in enumerate(rows):
+            if completions[i].clipped:  # no EOS was sampled: the appended one is not scored
+                labels[r, -1] = IGNORE_INDEX  # left padding: every row's EOS is the last column
+        batch.labels = labels
+        batch = batch.to(next(policy.parameters()).device)
+        logp = _completion_log_probs(policy, batch, batch.labels)
+        if adapter:
+            with policy.disable_adapter():
+                ref_logp = _completion_log_probs(policy, batch, batch.labels)
+        else:
+            ref_batch = batch.to(next(reference.parameters()).device)
+            ref_logp = _completion_log_probs(reference, ref_batch, ref_batch.labels)
+        diff = (logp - ref_logp.to(logp.device)).sum(-1).tolist()
+        counts = (batch.labels[:, 1:] != IGNORE_INDEX).sum(-1).tolist()
+        for r, i in enumerate(rows):
+            per_sequence[i], num_tokens[i] = diff[r], counts[r]
+        advance(len(rows))
+    policy.train(was_training)
+    return KLEstimate(per_sequence, num_tokens)

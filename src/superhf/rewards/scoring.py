@@ -1,0 +1,201 @@
+"""Rewards: reward models, Python callables, and their weighted sum.
+
+A reward function follows TRL's signature, `f(prompts, completions, **columns) -> list[float]`:
+`prompts` as the dataset holds them (strings or role/content conversations), `completions` as
+strings, and every other dataset column as a keyword list aligned with the samples.
+"""
+
+from __future__ import annotations
+
+import importlib
+import math
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from superhf.data import HH_ASSISTANT, HH_HUMAN
+from superhf.errors import RewardError
+
+RewardFunc = Callable[..., list[float]]
+
+
+def conversation_to_hh(messages: list[dict[str, str]]) -> str:
+    """Render a conversation the way HH transcripts look, for reward models without a template."""
+    parts = []
+    for m in messages:
+        tag = HH_HUMAN if m["role"] in ("user", "system") else HH_ASSISTANT
+        parts.append(f"{tag} {m['content']}")
+    return "".join(parts)
+
+
+class RewardModel:
+    """A sequence-classification model with one logit, scoring prompt + completion.
+
+    Texts are right-padded and the model pools its last real token, so a score does not depend
+    on what else is in the batch.
+    """
+
+    def __init__(self, name_or_path: str, batch_size: int = 32, device: str | torch.device = "cpu"):
+        from transformers import AutoModelForSequenceClassification, AutoTokenizer
+
+        self.__name__ = Path(name_or_path).name or str(name_or_path)
+        self.tokenizer = AutoTokenizer.from_pretrained(name_or_path)
+        if self.tokenizer.pad_token is None:
+            self.tokenizer.pad_token = self.tokenizer.eos_token
+        self.tokenizer.padding_side = "right"
+        self.tokenizer.truncation_side = "left"  # keep the completion if a text is too long
+        self.model = AutoModelForSequenceClassification.from_pretrained(name_or_path)
+        if self.model.config.num_labels != 1:
+            raise RewardError(
+                f"reward model {name_or_path!r} has {self.model.config.num_labels} labels; "
+                "a reward model needs exactly one (num_labels=1)."
+            )
+        self.model.config.pad_token_id = self.tokenizer.pad_token_id
+        self.model.requires_grad_(False).eval().to(device)
+        self.batch_size = batch_size
+        self.max_length = getattr(self.model.config, "max_position_embeddings", None) or 2048
+
+    def text(self, prompt: str | list[dict[str, str]], completion: str) -> str:
+        if isinstance(prompt, str):
+            return prompt + completion
+        messages = [*prompt, {"role": "assistant", "content": completion}]
+        if self.tokenizer.chat_template is not None:
+            return self.tokenizer.apply_chat_template(messages, tokenize=False)
+        return conversation_to_hh(messages)
+
+    @torch.no_grad()
+    def __call__(self, prompts: Sequence[Any], completions: Sequence[str], **_: Any) -> list[float]:
+        texts = [self.text(p, c) for p, c in zip(prompts, completions, strict=True)]
+        scores: list[float] = []
+        device = next(self.model.parameters()).device
+        for i in range(0, len(texts), self.batch_size):
+            batch = self.tokenizer(
+                texts[i : i + self.batch_size],
+                padding=True,
+                truncation=True,
+                max_length=self.max_length,
+                return_tensors="pt",
+            ).to(device)
+            scores.extend(self.model(**batch).logits[:, 0].float().tolist())
+        return scores
+
+
+def _import_callable(spec: str) -> RewardFunc:
+    module_name, _, attr = spec.partition(":") if ":" in spec else spec.rpartition(".")
+    try:
+        module = importlib.import_module(module_name)
+        obj = getattr(module, attr)
+    except (ImportError, AttributeError, ValueError) as err:
+        raise RewardError(
+            f"reward_funcs: cannot import {spec!r} ({err}). Give a reward model folder, a hub "
+            "id, `default`, or a callable as `package.module:function`."
+        ) from err
+    if isinstance(obj, type):  # a class: its instances are the reward functions
+        obj = obj()
+    if not callable(obj):
+        raise RewardError(f"reward_funcs: {spec!r} is not callable.")
+    return obj
+
+
+def load_reward_func(spec: str, batch_size: int = 32, device: str = "cpu") -> RewardFunc:
+    """Turn a command-line reward spec into a reward function."""
+    if spec == "default":
+        from superhf.rewards.default import DefaultReward
+
+        return DefaultReward(batch_size=batch_size)
+    if ":" in spec:
+        return _import_callable(spec)
+    if Path(spec).is_dir() or "/" in spec:
+        return RewardModel(spec, batch_size=batch_size, device=device)
+    return _import_callable(spec)
+
+
+def load_reward_funcs(
+    specs: Sequence[str | RewardFunc],
+    weights: Sequence[float] | None = None,
+    batch_size: int = 32,
+    device: str = "cpu",
+) -> tuple[list[RewardFunc], list[float]]:
+    """Load every spec; `default` becomes its components (relevance, toxicity, repetition),
+    each weighted, so that each is logged on its own."""
+    weights = list(weights) if weights is not None else [1.0] * len(specs)
+    funcs: list[RewardFunc] = []
+    func_weights: list[float] = []
+    for spec, weight in zip(specs, weights, strict=True):
+        func = load_reward_func(spec, batch_size, device) if isinstance(spec, str) else spec
+        if spec == "default":
+            funcs += func.reward_funcs()
+            func_weights += [weight * w for w in func.reward_weights()]
+        else:
+            funcs.append(func)
+            func_weights.append(weight)
+    return funcs, func_weights
+
+
+def reward_func_name(func: RewardFunc) -> str:
+    return getattr(func, "__name__", None) or type(func).__name__
+
+
+@dataclass
+class Scores:
+    total: list[float]
+    """Weighted sum of the reward functions, minus the length penalty: what the filter ranks."""
+    per_func: dict[str, list[float]]
+
+
+class RewardScorer:
+    """Calls each reward function on the same samples and combines them with weights."""
+
+    def __init__(
+        self,
+        funcs: Sequence[RewardFunc],
+        weights: Sequence[float] | None = None,
+        length_penalty: float = 0.0,
+    ):
+        self.funcs = list(funcs)
+        self.weights = list(weights) if weights is not None else [1.0] * len(self.funcs)
+        if len(self.weights) != len(self.funcs):
+            raise ValueError(f"{len(self.weights)} weights for {len(self.funcs)} reward functions")
+        self.names = []
+        for func in self.funcs:  # make names unique for logging
+            name = reward_func_name(func)
+            self.names.append(name if name not in self.names else f"{name}_{len(self.names)}")
+        self.length_penalty = length_penalty
+
+    def __call__(
+        self,
+        prompts: Sequence[Any],
+        completions: Sequence[str],
+        columns: dict[str, list[Any]] | None = None,
+    ) -> Scores:
+        columns = columns or {}
+        total = [0.0] * len(completions)
+        per_func: dict[str, list[float]] = {}
+        for name, func, weight in zip(self.names, self.funcs, self.weights, strict=True):
+            try:
+                values = func(list(prompts), list(completions), **columns)
+            except Exception as err:
+                raise RewardError(f"reward function {name!r} raised {err!r}") from err
+            values = [float(v) for v in values]
+            if len(values) != len(completions):
+                raise RewardError(
+                    f"reward function {name!r} returned {len(values)} scores for "
+                    f"{len(completions)} completions."
+                )
+            for i, v in enumerate(values):
+                if not math.isfinite(v):
+                    raise RewardError(
+                        f"reward function {name!r} returned {v} for completion "
+                        f"{completions[i]!r} of prompt {prompts[i]!r}."
+                    )
+                total[i] += weight * v
+            per_func[name] = values
+        if self.length_penalty:
+            total = [
+                t - self.length_penalty * math.log(max(len(c), 1))
+                for t, c in zip(total, completions, strict=True)
+            ]
+        return Scores(total, per_func)

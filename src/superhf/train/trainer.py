@@ -1,0 +1,707 @@
+"""SuperHFTrainer: the generate -> score -> filter -> fine-tune loop (SUPERHF.md, section 2).
+
+    from superhf import SuperHFConfig, SuperHFTrainer
+    trainer = SuperHFTrainer(args=SuperHFConfig(max_iterations=20, output_dir="runs/demo"))
+    trainer.train()
+
+Each iteration takes `prompts_per_iteration` unused prompts, samples `num_generations`
+completions for each, scores them, keeps the best `num_kept_per_prompt` of each prompt, and
+makes one pass of minibatch updates on the kept samples with CE + beta * KL. The scheduler
+steps once per iteration; nothing carries over between iterations.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import gc
+import json
+import math
+import random
+import signal
+import statistics
+import threading
+import time
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+import torch
+import yaml
+from accelerate import Accelerator
+from accelerate.utils import set_seed
+from datasets import Dataset
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+from safetensors.torch import load_file, save_file
+from transformers import PreTrainedModel, PreTrainedTokenizerBase, get_scheduler
+
+from superhf.batching import build_training_batch
+from superhf.config import ConfigError, EvalConfig, SuperHFConfig
+from superhf.data import Prompt, load_prompt_dataset, prepare_prompts
+from superhf.errors import TrainingError
+from superhf.evaluation.heldout import generate_and_score
+from superhf.evaluation.monitor import RewardHackingMonitor
+from superhf.generation import Completion, generate_completions
+from superhf.models import load_model, load_tokenizer, make_reference, prepare_policy
+from superhf.rewards.scoring import RewardFunc, RewardScorer, load_reward_funcs
+from superhf.train.checkpoint import (
+    CheckpointError,
+    find_resume_checkpoint,
+    rng_state,
+    save_checkpoint,
+    set_rng_state,
+)
+from superhf.train.filtering import top_k_per_prompt
+from superhf.train.loss import superhf_loss
+from superhf.train.run_log import RunLogger, format_metrics
+
+RewardSpec = str | RewardFunc
+
+
+def _mean(values: Sequence[float]) -> float:
+    return statistics.fmean(values) if values else float("nan")
+
+
+class SuperHFTrainer:
+    """TRL-shaped trainer: `model`, `reward_funcs`, `args`, `train_dataset`, `processing_class`,
+    `peft_config`; then `train()` and `save_model()`.
+
+    Anything not given comes from `args` (a SuperHFConfig): the model from
+    `model_name_or_path`, prompts from `dataset_name`, rewards from `reward_funcs`.
+    """
+
+    def __init__(
+        self,
+        model: str | PreTrainedModel | None = None,
+        reward_funcs: RewardSpec | Sequence[RewardSpec] | None = None,
+        args: SuperHFConfig | None = None,
+        train_dataset: Dataset | list[dict[str, Any]] | None = None,
+        processing_class: PreTrainedTokenizerBase | None = None,
+        peft_config: Any | None = None,
+        test_reward_func: RewardSpec | None = None,
+        console: Console | None = None,
+    ):
+        self.args = args = args or SuperHFConfig()
+        self.console = console or Console()
+        self.accelerator = Accelerator(
+            mixed_precision="bf16" if args.bf16 else "no",
+            log_with=args.report_to or None,
+            project_dir=args.output_dir,
+        )
+        # Gradient accumulation is done by fine_tune itself (so that it can split minibatches
+        # after running out of memory); these shrink on OOM and are saved in checkpoints.
+        self.generation_batch_size = args.generation_batch_size
+        self.train_micro_batch_size = args.per_device_train_batch_size
+        self.num_skipped_total = 0
+        self.stop_signal: int | None = None  # set by SIGINT/SIGTERM during train()
+        self.stop_reason: str | None = None  # why train() returned early, if it did
+        model = model if model is not None else args.model_name_or_path
+        if isinstance(model, str) and model != args.model_name_or_path:
+            self.args = args = dataclasses.replace(args, model_name_or_path=model)
+
+        # Cheap things first, so bad prompts or rewards fail before the model loads.
+        if processing_class is None:
+            name = model if isinstance(model, str) else model.name_or_path
+            processing_class = load_tokenizer(name)
+        self.tokenizer = processing_class
+        if self.tokenizer.pad_token is None:
+            self.tokenizer.pad_token = self.tokenizer.eos_token
+        if train_dataset is None:
+            train_dataset = load_prompt_dataset(
+                args.dataset_name, args.dataset_config, args.dataset_train_split
+            )
+        self.prompts, self.prompt_stats = prepare_prompts(
+            train_dataset, self.tokenizer, args.max_prompt_length, source=args.dataset_name
+        )
+        # One shuffle: the last num_eval_prompts are held out for evaluation, never trained on.
+        order = list(range(len(self.prompts)))
+        random.Random(args.seed).shuffle(order)
+        if args.num_eval_prompts >= len(order):
+            raise ConfigError(
+                f"num_eval_prompts={args.num_eval_prompts} but only {len(order)} usable prompts: "
+                "lower num_eval_prompts (0 turns evaluation off)."
+            )
+        split = len(order) - args.num_eval_prompts
+        self.prompt_order = order[:split]
+        self.eval_prompts = [self.prompts[i] for i in order[split:]]
+        self.num_iterations = len(self.prompt_order) // args.prompts_per_iteration
+        if args.max_iterations is not None:
+            if args.max_iterations > self.num_iterations:
+                self.console.print(
+                    f"[yellow]max_iterations={args.max_iterations} needs "
+                    f"{args.max_iterations * args.prompts_per_iteration} prompts; only "
+                    f"{len(self.prompt_order)} are usable for training, so the run stops after "
+                    f"{self.num_iterations} iterations.[/yellow]"
+                )
+            self.num_iterations = min(self.num_iterations, args.max_iterations)
+        if self.num_iterations == 0:
+            raise ConfigError(
+                f"prompts_per_iteration={args.prompts_per_iteration} but only "
+                f"{len(self.prompt_order)} usable training prompts: lower prompts_per_iteration."
+            )
+
+        specs = reward_funcs if reward_funcs is not None else args.reward_funcs
+        specs = [specs] if isinstance(specs, str) or callable(specs) else list(specs)
+        if args.reward_weights is not None and len(args.reward_weights) != len(specs):
+            raise ConfigError(
+                f"reward_weights has {len(args.reward_weights)} values for {len(specs)} "
+                "reward functions: give one weight per reward function."
+            )
+        funcs, weights = load_reward_funcs(
+            specs, args.reward_weights, args.reward_batch_size, str(self.accelerator.device)
+        )
+        self.scorer = RewardScorer(funcs, weights, args.length_penalty)
+        # The held-out scorer only watches: its scores never reach the filter or the loss.
+        test_spec = test_reward_func if test_reward_func is not None else args.test_reward_model
+        self.test_scorer = None
+        if test_spec is not None:
+            test_funcs, _ = load_reward_funcs(
+                [test_spec], None, args.reward_batch_size, str(self.accelerator.device)
+            )
+            self.test_scorer = RewardScorer(test_funcs)
+
+        # The model: seeded first so that LoRA's initialisation repeats with the seed.
+        set_seed(args.seed)
+        if isinstance(model, str):
+            model = load_model(model, args.dtype)
+        if peft_config is not None:
+            from peft import get_peft_model
+
+            policy = get_peft_model(model, peft_config)
+        else:
+            policy = prepare_policy(model, args)
+        self.uses_adapter = hasattr(policy, "disable_adapter")
+        reference = None if self.uses_adapter else make_reference(policy, args)
+        params = [p for p in policy.parameters() if p.requires_grad]
+        optimizer = torch.optim.AdamW(params, lr=args.learning_rate, weight_decay=args.weight_decay)
+        # Not prepared by accelerate: it steps once per iteration, not per optimizer step.
+        self.scheduler = get_scheduler(
+            args.lr_scheduler_type, optimizer, args.warmup_steps, self.num_iterations
+        )
+        self.model, self.optimizer = self.accelerator.prepare(policy, optimizer)
+        self.reference = reference.to(self.accelerator.device) if reference is not None else None
+
+    # ------------------------------------------------------------------------------------------
+    def train(self, resume_from_checkpoint: str | bool | None = None) -> list[dict[str, Any]]:
+        """Run every iteration; returns the logged metrics (also in output_dir/metrics.jsonl).
+
+        `resume_from_checkpoint`: a run folder (its newest valid checkpoint), a checkpoint
+        folder, or True for output_dir; default `args.resume_from_checkpoint`. SIGINT and
+        SIGTERM finish the current iteration, save a checkpoint and return early.
+        """
+        args = self.args
+        order = self.prompt_order
+        resume = args.resume_from_checkpoint
+        if resume_from_checkpoint is not None:
+            resume = args.output_dir if resume_from_checkpoint is True else resume_from_checkpoint
+        history: list[dict[str, Any]] = []
+        completions_bytes = None
+        if resume:
+            checkpoint = find_resume_checkpoint(resume, warn=self._warn)
+            state = self._load_checkpoint(checkpoint)
+            if state["prompt_order"] != order:
+                raise CheckpointError(
+                    f"{checkpoint} was written for other prompts: dataset_name, "
+                    "max_prompt_length and seed must match the run being resumed."
+                )
+            history, completions_bytes = state["history"], state["completions_bytes"]
+            self.console.print(
+                f"Resuming from {checkpoint}: {state['iteration']} of {self.num_iterations} "
+                "iterations done."
+            )
+        self.monitor = RewardHackingMonitor(args.reward_hacking_window, args.meteor_threshold)
+        for metrics in history:  # the monitor is a function of the metrics: replay them
+            if metrics["iteration"] > 0:
+                self.monitor.update(metrics)
+        if self.accelerator.is_main_process:
+            self.accelerator.init_trackers("superhf", config=_flat_config(args))
+        logger = RunLogger(args.output_dir, history, completions_bytes)
+        if self.eval_prompts:
+            logger.write_rows(
+                "eval_prompts.jsonl",
+                [{"prompt": p.prompt, "text": p.text} for p in self.eval_prompts],
+            )
+        with open(f"{args.output_dir}/config.yaml", "w", encoding="utf-8") as f:
+            yaml.safe_dump({**args.to_dict(), "resume_from_checkpoint": None}, f, sort_keys=False)
+        self.console.print(
+            f"SuperHF: {len(self.prompts)} prompts ({self.prompt_stats.num_too_long} too long "
+            f"and {self.prompt_stats.num_empty} empty dropped), {self.num_iterations} "
+            f"iterations of {args.prompts_per_iteration} prompts x {args.num_generations} "
+            f"samples, rewards: {', '.join(self.scorer.names)} -> {args.output_dir}"
+        )
+        progress = Progress(
+            TextColumn("[bold]{task.description}"),
+            BarColumn(),
+            MofNCompleteColumn(),
+            TimeElapsedColumn(),
+            console=self.console,
+            transient=False,
+        )
+        first = history[-1]["iteration"] + 1 if history else 1
+        if first == 1 and self.eval_prompts and args.eval_on_start:
+            self.console.print("Evaluating the starting policy on the held-out prompts ...")
+            baseline = {"iteration": 0, **self.evaluate()}
+            history.append(baseline)
+            logger.log_metrics(baseline)
+            self.accelerator.log(_numeric(baseline), step=0)
+        saved: Path | None = None
+        self.stop_signal = None
+        self.stop_reason: str | None = None
+        restore_handlers = self._catch_stop_signals()
+        try:
+            with progress:
+                task = progress.add_task(
+                    "iterations", total=self.num_iterations, completed=first - 1
+                )
+                for iteration in range(first, self.num_iterations + 1):
+                    start = (iteration - 1) * args.prompts_per_iteration
+                    batch = [
+                        self.prompts[i] for i in order[start : start + args.prompts_per_iteration]
+                    ]
+                    metrics = self.step(
+                        batch,
+                        iteration,
+                        logger,
+                        status=lambda s, i=iteration: progress.update(
+                            task, description=f"iteration {i}: {s}"
+                        ),
+                    )
+                    metrics["num_prompts_seen"] = start + len(batch)
+                    metrics["reward_hacking"] = warning = self.monitor.update(metrics)
+                    history.append(metrics)
+                    logger.log_metrics(metrics)
+                    self.accelerator.log(_numeric(metrics), step=iteration)
+                    if iteration % args.logging_steps == 0 or iteration == self.num_iterations:
+                        progress.console.print(
+                            format_metrics(metrics, self.num_iterations), soft_wrap=True
+                        )
+                    progress.update(task, advance=1, description="iterations")
+                    if warning:
+                        self._warn(f"Reward hacking? {warning}.")
+                        if args.stop_on_reward_hacking:
+                            self.stop_reason = "the reward-hacking monitor (stop_on_reward_hacking)"
+                    too_many_skipped = self.num_skipped_total >= args.max_skipped_minibatches
+                    if (
+                        iteration % args.save_steps == 0
+                        or iteration == self.num_iterations
+                        or self.stop_reason is not None
+                        or too_many_skipped
+                    ):
+                        status = f"iteration {iteration}: saving a checkpoint"
+                        progress.update(task, description=status)
+                        saved = self._save_checkpoint(iteration, order, history, logger)
+                        progress.update(task, description="iterations")
+                    if too_many_skipped:
+                        raise TrainingError(
+                            f"{self.num_skipped_total} minibatches had a NaN or inf loss or "
+                            f"gradient (max_skipped_minibatches={args.max_skipped_minibatches}); "
+                            f"stopped after iteration {iteration}. Lower learning_rate or check "
+                            "the rewards; the weights were never updated with a non-finite value"
+                            + (f" and are saved in {saved}." if saved else ".")
+                        )
+                    if self.stop_reason is not None:
+                        break
+        finally:
+            restore_handlers()
+            logger.close()
+        if self.stop_reason is not None:
+            where, done = (f" in {saved}" if saved else ""), history[-1]["iteration"]
+            self.console.print(
+                f"[yellow]Stopped by {self.stop_reason} after iteration {done} of "
+                f"{self.num_iterations}; saved{where}. Continue with: "
+                f"superhf train --resume {args.output_dir}[/yellow]",
+                soft_wrap=True,
+            )
+            return history
+        trained = [m for m in history if m["iteration"] > 0]
+        if len(trained) >= 2:
+            k = max(1, len(trained) // 4)
+            first_mean, last_mean = (
+                _mean([m["reward"] for m in part]) for part in (trained[:k], trained[-k:])
+            )
+            self.console.print(
+                f"Mean reward: first {k} iterations {first_mean:+.3f}, last {k} "
+                f"{last_mean:+.3f}. Each iteration has new prompts, so compare runs on the "
+                "same seed."
+            )
+        evals = [m for m in history if "eval_reward" in m]
+        if len(evals) >= 2:
+            start, end = evals[0], evals[-1]
+            self.console.print(
+                f"Held-out prompts (the same {len(self.eval_prompts)} each time): reward "
+                f"{start['eval_reward']:+.3f} at iteration {start['iteration']}, "
+                f"{end['eval_reward']:+.3f} at iteration {end['iteration']}; METEOR "
+                f"{start['eval_meteor']:.3f} -> {end['eval_meteor']:.3f}."
+            )
+        self.save_model()
+        self.accelerator.end_training()
+        return history
+
+    def _warn(self, message: str) -> None:
+        self.console.print(f"[yellow]{message}[/yellow]", soft_wrap=True)
+
+    def _catch_stop_signals(self) -> Callable[[], None]:
+        """SIGINT/SIGTERM set `stop_signal`; the loop saves and stops after the iteration."""
+        if threading.current_thread() is not threading.main_thread():
+            return lambda: None
+
+        def handler(signum: int, frame: Any) -> None:
+            if self.stop_signal is not None:
+                raise KeyboardInterrupt  # a second signal: stop now, the last checkpoint stays
+            self.stop_signal = signum
+            self.stop_reason = signal.Signals(signum).name
+            self._warn(
+                f"{signal.Signals(signum).name}: finishing this iteration, then saving a "
+                "checkpoint (send it again to stop at once)."
+            )
+
+        previous = {sig: signal.signal(sig, handler) for sig in (signal.SIGINT, signal.SIGTERM)}
+
+        def restore() -> None:
+            for sig, old in previous.items():
+                signal.signal(sig, old)
+
+        return restore
+
+    # --- checkpoints ----------------------------------------------------------------------------
+    def _trainable_parameters(self) -> dict[str, torch.nn.Parameter]:
+        model = self.accelerator.unwrap_model(self.model)
+        return {n: p for n, p in model.named_parameters() if p.requires_grad}
+
+    def _save_checkpoint(
+        self,
+        iteration: int,
+        order: list[int],
+        history: list[dict[str, Any]],
+        logger: RunLogger,
+    ) -> Path | None:
+        """Everything an exact resume needs; a failed save warns and leaves older ones intact."""
+        if not self.accelerator.is_main_process:
+            return None
+        state = {
+            "iteration": iteration,
+            "num_iterations": self.num_iterations,
+            "prompt_order": order,
+            "history": history,
+            "completions_bytes": logger.completions_bytes,
+            "num_skipped_total": self.num_skipped_total,
+            "generation_batch_size": self.generation_batch_size,
+            "train_micro_batch_size": self.train_micro_batch_size,
+        }
+
+        def write(folder: Path) -> None:
+            tensors = {
+                n: p.detach().cpu().contiguous() for n, p in self._trainable_parameters().items()
+            }
+            save_file(tensors, folder / "trainable.safetensors")
+            if self.uses_adapter:  # small, and loadable by `superhf eval` and peft
+                self.accelerator.unwrap_model(self.model).save_pretrained(folder)
+            torch.save(self.optimizer.state_dict(), folder / "optimizer.pt")
+            torch.save(self.scheduler.state_dict(), folder / "scheduler.pt")
+            torch.save(rng_state(), folder / "rng.pt")
+            (folder / "trainer_state.json").write_text(json.dumps(state), encoding="utf-8")
+
+        try:
+            return save_checkpoint(
+                self.args.output_dir, iteration, write, self.args.save_total_limit
+            )
+        except CheckpointError as err:
+            self._warn(f"Checkpoint not saved: {err} Training goes on.")
+            return None
+
+    def _load_checkpoint(self, folder: Path) -> dict[str, Any]:
+        tensors = load_file(folder / "trainable.safetensors")
+        params = self._trainable_parameters()
+        if set(tensors) != set(params):
+            raise CheckpointError(
+                f"{folder} holds other trainable weights than this model: model_name_or_path, "
+                "use_peft and the lora_* settings must match the run being resumed."
+            )
+        with torch.no_grad():
+            for name, param in params.items():
+                param.copy_(tensors[name])
+        self.optimizer.load_state_dict(torch.load(folder / "optimizer.pt", weights_only=True))
+        self.scheduler.load_state_dict(torch.load(folder / "scheduler.pt", weights_only=True))
+        set_rng_state(torch.load(folder / "rng.pt", weights_only=False))
+        state = json.loads((folder / "trainer_state.json").read_text(encoding="utf-8"))
+        self.num_skipped_total = state["num_skipped_total"]
+        self.generation_batch_size = state["generation_batch_size"]
+        self.train_micro_batch_size = state["train_micro_batch_size"]
+        return state
+
+    def step(
+        self,
+        prompts: list[Prompt],
+        iteration: int,
+        logger: RunLogger | None = None,
+        status: Callable[[str], None] = lambda _: None,
+    ) -> dict[str, Any]:
+        """One generate -> score -> filter -> fine-tune iteration on `prompts`."""
+        args = self.args
+        t0 = time.perf_counter()
+        status("generating")
+        policy = self.accelerator.unwrap_model(self.model)
+        num_oom_retries = 0
+        while True:
+            try:
+                with self.accelerator.autocast():
+                    completions, gen = generate_completions(
+                        policy,
+                        self.tokenizer,
+                        [p.text for p in prompts],
+                        args,
+                        batch_size=self.generation_batch_size,
+                    )
+                break
+            except RuntimeError as err:
+                self._after_oom(err, "generation_batch_size", self.generation_batch_size)
+                self.generation_batch_size //= 2
+                num_oom_retries += 1
+        t1 = time.perf_counter()
+        status("scoring")
+        sample_prompts = [prompts[c.prompt_index] for c in completions]
+        columns = {
+            key: [p.columns.get(key) for p in sample_prompts]
+            for key in (sample_prompts[0].columns if sample_prompts else {})
+        }
+        scores = self.scorer(
+            [p.prompt for p in sample_prompts], [c.text for c in completions], columns
+        )
+        kept = top_k_per_prompt(
+            scores.total, [c.prompt_index for c in completions], args.num_kept_per_prompt
+        )
+        t2 = time.perf_counter()
+        status("fine-tuning")
+        train_metrics = self.fine_tune([completions[i] for i in kept], prompts)
+        self.num_skipped_total += train_metrics["num_skipped_minibatches"]
+        num_oom_retries += train_metrics.pop("num_oom_retries")
+        self.scheduler.step()
+        t3 = time.perf_counter()
+
+        rewards = scores.total
+        evaluate = iteration % args.eval_steps == 0 or iteration == self.num_iterations
+        eval_metrics = self.evaluate() if self.eval_prompts and evaluate else {}
+        if self.test_scorer is not None and evaluate:
+            # The held-out scorer on what was trained on, beside the train reward of the same.
+            kept_prompts = [sample_prompts[i].prompt for i in kept]
+            test = self.test_scorer(kept_prompts, [completions[i].text for i in kept])
+            eval_metrics["eval_kept_test_reward"] = _mean(test.total)
+            eval_metrics["eval_kept_reward"] = _mean([scores.total[i] for i in kept])
+        t4 = time.perf_counter()
+        lengths = [c.num_tokens for c in completions]
+        metrics: dict[str, Any] = {
+            "iteration": iteration,
+            "reward": _mean(rewards),
+            "reward_std": statistics.pstdev(rewards) if rewards else float("nan"),
+            "reward_max": max(rewards, default=float("nan")),
+            "reward_min": min(rewards, default=float("nan")),
+            "reward_kept": _mean([rewards[i] for i in kept]),
+            **{f"rewards/{name}/mean": _mean(v) for name, v in scores.per_func.items()},
+            **train_metrics,
+            "learning_rate": self.optimizer.param_groups[0]["lr"],
+            "completions/mean_length": _mean(lengths),
+            "completions/min_length": min(lengths, default=0),
+            "completions/max_length": max(lengths, default=0),
+            "completions/clipped_ratio": _mean([float(c.clipped) for c in completions]),
+            "completions/num_empty": gen.num_empty,
+            "num_completions": len(completions),
+            "num_kept": len(kept),
+            "tokens_per_second": gen.num_sampled_tokens / gen.seconds if gen.seconds else 0.0,
+            "num_skipped_minibatches_total": self.num_skipped_total,
+            "num_oom_retries": num_oom_retries,
+            "generation_batch_size": self.generation_batch_size,
+            "train_micro_batch_size": self.train_micro_batch_size,
+            "time/generate": t1 - t0,
+            "time/score": t2 - t1,
+            "time/fine_tune": t3 - t2,
+            "time/eval": t4 - t3,
+            "step_time": t4 - t0,
+            **eval_metrics,
+        }
+        if logger is not None and args.log_completions:
+            logger.log_completions(
+                [
+                    {
+                        "iteration": iteration,
+                        "prompt": prompts[completions[i].prompt_index].prompt,
+                        "completion": completions[i].text,
+                        "reward": rewards[i],
+                        **{f"rewards/{n}": v[i] for n, v in scores.per_func.items()},
+                    }
+                    for i in kept
+                ]
+            )
+        return metrics
+
+    def evaluate(self) -> dict[str, float]:
+        """The held-out prompts, answered with the paper's eval sampling, scored, compared.
+
+        Its random stream is its own (forked and seeded), so evaluating never changes training.
+        """
+        policy = self.accelerator.unwrap_model(self.model)
+        config = EvalConfig.from_train_config(self.args)
+        with self.accelerator.autocast():
+            results = generate_and_score(
+                policy,
+                self.tokenizer,
+                self.eval_prompts,
+                config,
+                self.scorer,
+                self.test_scorer,
+                meteor_pairs=200,
+                seed=self.args.seed,
+            )
+        return {f"eval_{key}": value for key, value in results.items()}
+
+    def fine_tune(self, samples: list[Completion], prompts: list[Prompt]) -> dict[str, float]:
+        """One pass over the kept samples: an optimizer step per `gradient_accumulation_steps`
+        minibatches. A step with a non-finite loss or gradient is skipped (its minibatches
+        counted); running out of memory halves the micro-batch and redoes the step.
+        """
+        args = self.args
+        self.model.train()
+        prompt_ids = {
+            i: self.tokenizer(p.text, add_special_tokens=False)["input_ids"]
+            for i, p in enumerate(prompts)
+        }
+        encoded = [
+            (
+                prompt_ids[s.prompt_index],
+                self.tokenizer(s.text, add_special_tokens=False)["input_ids"],
+            )
+            for s in samples
+        ]
+        size = args.per_device_train_batch_size
+        minibatches = [encoded[i : i + size] for i in range(0, len(encoded), size)]
+        accumulation = args.gradient_accumulation_steps
+        totals: dict[str, list[float]] = {"loss": [], "loss/sft": [], "loss/kl": [], "kl": []}
+        grad_norms: list[float] = []
+        skipped = oom_retries = 0
+        for start in range(0, len(minibatches), accumulation):
+            group = minibatches[start : start + accumulation]
+            while True:
+                try:
+                    stats, norm = self._optimizer_step(group)
+                    break
+                except RuntimeError as err:
+                    self._after_oom(err, "per_device_train_batch_size", self.train_micro_batch_size)
+                    self.train_micro_batch_size //= 2
+                    oom_retries += 1
+            if norm is None:
+                skipped += len(group)
+                continue
+            grad_norms.append(norm)
+            for minibatch_stats in stats:
+                for key, value in minibatch_stats.items():
+                    totals[key].append(value)
+        metrics = {key: _mean(values) for key, values in totals.items()}
+        metrics["grad_norm"] = _mean(grad_norms)
+        metrics["num_skipped_minibatches"] = skipped
+        metrics["num_oom_retries"] = oom_retries
+        return metrics
+
+    def _optimizer_step(
+        self, group: list[list[tuple[list[int], list[int]]]]
+    ) -> tuple[list[dict[str, float]], float | None]:
+        """Accumulate the gradients of `group`'s minibatches, then step; the grad norm, or None
+        if the step was skipped as non-finite.
+
+        Each minibatch may be split into micro-batches of `train_micro_batch_size`; their
+        losses are weighted so that the gradient equals the whole minibatch's: the token-mean
+        CE by the micro-batch's share of completion tokens, the KL (a sum over examples) as is.
+        """
+        acc = self.accelerator
+        self.optimizer.zero_grad()
+        micro = self.train_micro_batch_size
+        pieces = [
+            (m, mb[i : i + micro]) for m, mb in enumerate(group) for i in range(0, len(mb), micro)
+        ]
+        tokens = [sum(len(c) + 1 for _, c in mb) for mb in group]  # completion + EOS
+        stats = [dict.fromkeys(("loss", "loss/sft", "loss/kl", "kl"), 0.0) for _ in group]
+        for j, (m, piece) in enumerate(pieces):
+            batch = build_training_batch(
+                [p for p, _ in piece], [c for _, c in piece], self.tokenizer
+            ).to(acc.device)
+            keep = batch.logits_to_keep()
+            sync = j == len(pieces) - 1
+            with contextlib.nullcontext() if sync else acc.no_sync(self.model), acc.autocast():
+                logits = self.model(**batch.model_inputs(), logits_to_keep=keep).logits
+                ref_logits = self.reference_logits(batch, keep)
+                out = superhf_loss(logits, batch.labels[:, -keep:], ref_logits, self.args.beta)
+                weight = sum(len(c) + 1 for _, c in piece) / tokens[m]
+                loss = (out.sft_loss * weight + out.kl_loss) / len(group)
+                if not torch.isfinite(loss):
+                    self.optimizer.zero_grad()
+                    return [], None
+                acc.backward(loss)
+            share = len(piece) / len(group[m])
+            stats[m]["loss/sft"] += float(out.sft_loss.detach()) * weight
+            stats[m]["loss/kl"] += float(out.kl_loss.detach())
+            stats[m]["kl"] += float(out.kl) * share
+        for s in stats:
+            s["loss"] = s["loss/sft"] + s["loss/kl"]
+        norm = acc.clip_grad_norm_(self.model.parameters(), float("inf"))
+        if norm is not None and not torch.isfinite(norm):
+            self.optimizer.zero_grad()
+            return [], None
+        self.optimizer.step()
+        self.optimizer.zero_grad()
+        return stats, float(norm) if norm is not None else float("nan")
+
+    def _after_oom(self, err: RuntimeError, setting: str, size: int) -> None:
+        """Re-raise anything but out-of-memory; otherwise free memory and say what halves."""
+        message = str(err).lower()
+        if not (
+            isinstance(err, torch.OutOfMemoryError)
+            or "out of memory" in message
+            or "can't allocate memory" in message
+        ):
+            raise err
+        self.optimizer.zero_grad()
+        gc.collect()
+        if torch.cuda.is_available():
+            torch.cuda.empty_cache()
+        if size <= 1:
+            raise TrainingError(
+                f"out of memory even with one sequence per batch ({setting}): lower "
+                "max_completion_length or max_prompt_length, use bf16, or a smaller model."
+            ) from err
+        self._warn(f"Out of memory: {setting} in use halved from {size} to {size // 2}; retrying.")
+
+    @torch.no_grad()
+    def reference_logits(self, batch, keep: int) -> torch.Tensor | None:
+        """Logits of the KL reference: the adapter-disabled policy, or the frozen copy.
+
+        Under LoRA this runs even when beta = 0, so the KL is still logged at no memory cost.
+        """
+        if self.uses_adapter:
+            policy = self.accelerator.unwrap_model(self.model)
+            with policy.disable_adapter():
+                return self.model(**batch.model_inputs(), logits_to_keep=keep).logits
+        if self.reference is not None:
+            return self.reference(**batch.model_inputs(), logits_to_keep=keep).logits
+        return None
+
+    def save_model(self, output_dir: str | None = None) -> None:
+        """The policy (the adapter under LoRA) and tokenizer, loadable with from_pretrained."""
+        output_dir = output_dir or self.args.output_dir
+        self.accelerator.wait_for_everyone()
+        if self.accelerator.is_main_process:
+            model = self.accelerator.unwrap_model(self.model)
+            model.save_pretrained(output_dir)
+            self.tokenizer.save_pretrained(output_dir)
+
+
+def _numeric(metrics: dict[str, Any]) -> dict[str, float]:
+    return {
+        k: float(v)
+        for k, v in metrics.items()
+        if isinstance(v, int | float) and math.isfinite(float(v))
+    }
+
+
+def _flat_config(args: SuperHFConfig) -> dict[str, Any]:
+    """Tracker-friendly hyperparameters (TensorBoard takes scalars and strings only)."""
+    items = args.to_dict().items()
+    return {k: (str(v) if isinstance(v, list) else v) for k, v in items if v is not None}

@@ -1,0 +1,123 @@
+"""The loss trains exactly the completion tokens + EOS, and its KL behaves like a KL."""
+
+from __future__ import annotations
+
+import copy
+
+import pytest
+import torch
+
+from superhf.batching import IGNORE_INDEX, build_training_batch
+from superhf.train.loss import superhf_loss
+from tests.conftest import make_tiny_llama
+
+PROMPTS = [[5, 6, 7], [8, 9, 10, 11, 12]]
+COMPLETIONS = [[20, 21, 22, 23], [30]]
+
+
+@pytest.mark.parametrize("side", ["left", "right"])
+def test_labels_are_exactly_completion_and_eos(tokenizer, side):
+    batch = build_training_batch(PROMPTS, COMPLETIONS, tokenizer, padding_side=side)
+    eos = tokenizer.eos_token_id
+    for i, (p, c) in enumerate(zip(PROMPTS, COMPLETIONS, strict=True)):
+        labelled = batch.labels[i][batch.labels[i] != IGNORE_INDEX].tolist()
+        assert labelled == c + [eos]
+        real = batch.input_ids[i][batch.attention_mask[i].bool()].tolist()
+        assert real == p + c + [eos]
+        # positions count real tokens from 0, whatever the padding
+        assert batch.position_ids[i][batch.attention_mask[i].bool()].tolist() == list(
+            range(len(p) + len(c) + 1)
+        )
+
+
+@pytest.mark.parametrize("side", ["left", "right"])
+def test_gradient_touches_only_positions_predicting_completion(tokenizer, side):
+    batch = build_training_batch(PROMPTS, COMPLETIONS, tokenizer, padding_side=side)
+    vocab = 64
+    labels = batch.labels.clamp(max=vocab - 1).where(batch.labels != IGNORE_INDEX, IGNORE_INDEX)
+    logits = torch.randn(*labels.shape, vocab, requires_grad=True)
+    superhf_loss(logits, labels, None, beta=0.0).loss.backward()
+    touched = logits.grad.abs().sum(-1) > 0
+    # logits at t predict token t+1: exactly the positions before a label
+    expected = torch.zeros_like(touched)
+    expected[:, :-1] = labels[:, 1:] != IGNORE_INDEX
+    assert torch.equal(touched, expected)
+    assert int(expected.sum()) == sum(len(c) + 1 for c in COMPLETIONS)
+
+
+def test_loss_same_under_left_and_right_padding(tokenizer):
+    model = make_tiny_llama(len(tokenizer)).eval()
+    results = []
+    for side in ("left", "right"):
+        batch = build_training_batch(PROMPTS, COMPLETIONS, tokenizer, padding_side=side)
+        with torch.no_grad():
+            logits = model(**batch.model_inputs()).logits
+            ref = make_tiny_llama(len(tokenizer), seed=1)(**batch.model_inputs()).logits
+        results.append(superhf_loss(logits, batch.labels, ref, beta=0.5))
+    left, right = results
+    torch.testing.assert_close(left.sft_loss, right.sft_loss, atol=1e-5, rtol=1e-5)
+    torch.testing.assert_close(left.kl, right.kl, atol=1e-5, rtol=1e-5)
+
+
+def test_logits_to_keep_gives_the_same_loss(tokenizer):
+    model = make_tiny_llama(len(tokenizer)).eval()
+    batch = build_training_batch(PROMPTS, COMPLETIONS, tokenizer, padding_side="left")
+    keep = batch.logits_to_keep()
+    assert keep < batch.labels.shape[1]
+    with torch.no_grad():
+        full = superhf_loss(model(**batch.model_inputs()).logits, batch.labels, None, 0.0)
+        cut_logits = model(**batch.model_inputs(), logits_to_keep=keep).logits
+        cut = superhf_loss(cut_logits, batch.labels[:, -keep:], None, 0.0)
+    torch.testing.assert_close(full.sft_loss, cut.sft_loss)
+
+
+def _kl(policy, reference, batch, beta=1.0):
+    logits = policy(**batch.model_inputs()).logits
+    with torch.no_grad():
+        ref_logits = reference(**batch.model_inputs()).logits
+    return superhf_loss(logits, batch.labels, ref_logits, beta)
+
+
+def test_kl_zero_for_identical_models_positive_after_perturbation(tokenizer):
+    reference = make_tiny_llama(len(tokenizer)).eval()
+    policy = copy.deepcopy(reference)
+    batch = build_training_batch(PROMPTS, COMPLETIONS, tokenizer)
+    assert abs(float(_kl(policy, reference, batch).kl)) < 1e-6
+    with torch.no_grad():
+        for p in policy.parameters():
+            p.add_(0.05 * torch.randn_like(p))
+    out = _kl(policy, reference, batch, beta=0.35)
+    assert float(out.kl) > 1e-4
+    # loss/kl is beta times the sum over the 2 examples of their mean KL
+    torch.testing.assert_close(out.kl_loss, 0.35 * 2 * out.kl, rtol=1e-5, atol=1e-7)
+
+
+def test_step_on_kl_alone_moves_policy_toward_reference(tokenizer):
+    reference = make_tiny_llama(len(tokenizer)).eval()
+    policy = copy.deepcopy(reference)
+    with torch.no_grad():
+        for p in policy.parameters():
+            p.add_(0.05 * torch.randn_like(p))
+    batch = build_training_batch(PROMPTS, COMPLETIONS, tokenizer)
+
+    def distance() -> float:
+        pairs = zip(policy.parameters(), reference.parameters(), strict=True)
+        return sum(float((a - b).detach().pow(2).sum()) for a, b in pairs)
+
+    optimizer = torch.optim.SGD(policy.parameters(), lr=2.0)
+    kls, dist_before = [float(_kl(policy, reference, batch).kl)], distance()
+    for _ in range(10):
+        optimizer.zero_grad()
+        _kl(policy, reference, batch).kl_loss.backward()
+        optimizer.step()
+        kls.append(float(_kl(policy, reference, batch).kl))
+    assert kls[-1] < 0.7 * kls[0], kls
+    assert distance() < dist_before
+
+
+def test_no_reference_means_no_kl_term(tokenizer):
+    batch = build_training_batch(PROMPTS, COMPLETIONS, tokenizer)
+    logits = torch.randn(*batch.labels.shape, len(tokenizer))
+    out = superhf_loss(logits, batch.labels, None, beta=0.35)
+    assert float(out.kl_loss) == 0.0 and torch.isnan(out.kl)
+    assert torch.equal(out.loss, out.sft_loss)
