@@ -11,7 +11,6 @@ from typer.testing import CliRunner
 
 from superhf.data import DatasetError
 from superhf.evaluation import calibration as cal
-
 from tests.conftest import make_tiny_llama
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"

@@ -14,7 +14,6 @@ from typer.testing import CliRunner
 
 from superhf.evaluation import judge as jm
 from superhf.evaluation.judge import Game, JudgeReply
-
 from tests.conftest import make_tiny_llama
 
 KEY = "sk-test-Secret-7f3a9c"
