@@ -19,7 +19,7 @@ from transformers import PreTrainedModel, PreTrainedTokenizerBase, set_seed
 
 from superhf.config import EvalConfig, SuperHFConfig
 from superhf.data import Prompt
-from superhf.evaluation.meteor import meteor_similarity
+from superhf.evaluation.meteor import meteor_similarity, source_dataset
 from superhf.generation import Completion, generate_completions
 from superhf.rewards.scoring import RewardScorer, Scores
 
@@ -106,14 +106,27 @@ def _score(
     )
 
 
-def _meteor(completions: Sequence[Completion], num_pairs: int, seed: int) -> Any | None:
+def _meteor(
+    completions: Sequence[Completion],
+    num_pairs: int,
+    seed: int,
+    prompts: Sequence[Prompt] | None = None,
+) -> Any | None:
+    """METEOR similarity across prompts; with `prompts` whose rows have a `source` column,
+    only across prompts of the same dataset (`source_dataset`), as the paper paired them."""
     if num_pairs == 0:
         return None
+    sources = None
+    if prompts is not None and any("source" in p.columns for p in prompts):
+        sources = [
+            source_dataset(prompts[c.prompt_index].columns.get("source")) for c in completions
+        ]
     return meteor_similarity(
         [c.text for c in completions],
         [c.prompt_index for c in completions],
         num_pairs=num_pairs,
         seed=seed,
+        sources=sources,
     )
 
 
@@ -137,8 +150,9 @@ def generate_and_score(
 
     - `reward`, `reward_se`: the train reward of the completions (mean, standard error);
     - `test_reward`, `test_reward_se`: the held-out scorer's, NaN without one;
-    - `meteor`, `meteor_ci_low`, `meteor_ci_high`: METEOR similarity across prompts (high:
-      the same answer to every question, a reward-hacking sign) and its bootstrap 95% CI;
+    - `meteor`, `meteor_ci_low`, `meteor_ci_high`: METEOR similarity across prompts of the
+      same dataset (their `source` column, when present; high: the same answer to every
+      question, a reward-hacking sign) and its bootstrap 95% CI over prompts;
     - `mean_length` (sampled tokens), `clipped_ratio`, `distinct_2`, `num_completions`.
     """
     devices = [torch.cuda.current_device()] if torch.cuda.is_available() else []
@@ -147,7 +161,7 @@ def generate_and_score(
         completions = sample_completions(model, tokenizer, [p.text for p in prompts], config)
     rewards = _score(scorer, prompts, completions)
     test = _score(test_scorer, prompts, completions)
-    meteor = _meteor(completions, meteor_pairs, seed)
+    meteor = _meteor(completions, meteor_pairs, seed, prompts)
     nan = math.nan
 
     def value(x: float | None) -> float:
