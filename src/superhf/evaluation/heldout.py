@@ -9,11 +9,14 @@ prompts. The trainer calls `generate_and_score` every `eval_steps` iterations; `
 
 from __future__ import annotations
 
+import contextlib
 import math
+import random
 import statistics
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from typing import Any
 
+import numpy as np
 import torch
 from transformers import PreTrainedModel, PreTrainedTokenizerBase, set_seed
 
@@ -57,6 +60,23 @@ def mean_se(values: Sequence[float]) -> dict[str, float | int | None]:
 
 
 # --- sampling and scoring -------------------------------------------------------------------
+
+
+@contextlib.contextmanager
+def fork_all_rng() -> Iterator[None]:
+    """Restore Python's `random`, NumPy's global generator and torch's CPU and CUDA generators
+    on exit. `torch.random.fork_rng` restores torch only, while `set_seed` and reward
+    functions also draw from the other two; evaluation must leave training's streams as
+    they were, whatever `eval_steps` is."""
+    python_state = random.getstate()
+    numpy_state = np.random.get_state()
+    devices = list(range(torch.cuda.device_count())) if torch.cuda.is_available() else []
+    try:
+        with torch.random.fork_rng(devices=devices):
+            yield
+    finally:
+        random.setstate(python_state)
+        np.random.set_state(numpy_state)
 
 
 def sample_completions(
@@ -144,9 +164,10 @@ def generate_and_score(
 
     Samples with `config`'s generation settings (`EvalConfig.from_train_config(args)` gives
     the paper's eval sampling with the run's rewards), under `seed` and inside
-    `torch.random.fork_rng`, so every call sees the same random stream and the training
-    stream is left as it was. Returns floats, NaN where not measured (no test scorer, fewer
-    than two prompts answered); the trainer logs them prefixed `eval_`:
+    `fork_all_rng`, so every call sees the same random streams (sampling and the reward
+    functions) and training's Python, NumPy and torch streams are left as they were.
+    Returns floats, NaN where not measured (no test scorer, fewer than two prompts
+    answered); the trainer logs them prefixed `eval_`:
 
     - `reward`, `reward_se`: the train reward of the completions (mean, standard error);
     - `test_reward`, `test_reward_se`: the held-out scorer's, NaN without one;
@@ -155,13 +176,12 @@ def generate_and_score(
       question, a reward-hacking sign) and its bootstrap 95% CI over prompts;
     - `mean_length` (sampled tokens), `clipped_ratio`, `distinct_2`, `num_completions`.
     """
-    devices = [torch.cuda.current_device()] if torch.cuda.is_available() else []
-    with torch.random.fork_rng(devices=devices):
+    with fork_all_rng():
         set_seed(seed)
         completions = sample_completions(model, tokenizer, [p.text for p in prompts], config)
-    rewards = _score(scorer, prompts, completions)
-    test = _score(test_scorer, prompts, completions)
-    meteor = _meteor(completions, meteor_pairs, seed, prompts)
+        rewards = _score(scorer, prompts, completions)
+        test = _score(test_scorer, prompts, completions)
+        meteor = _meteor(completions, meteor_pairs, seed, prompts)
     nan = math.nan
 
     def value(x: float | None) -> float:
