@@ -183,8 +183,9 @@ def test_end_to_end_on_a_tiny_model(tokenizer, question_file, tmp_path):
     assert probs.shape == (8, 4)
     assert np.allclose(probs.sum(axis=1), 1.0, atol=1e-5)
     assert 0 <= result.accuracy <= 1 and result.num_skipped == 1
-    assert sum(b["count"] for b in result.bins) == 8
-    assert not math.isnan(result.calibration_mse) and 0 <= result.ece <= 1
+    assert sum(b["count"] for b in result.bins) == 8 * 4  # every choice of every question
+    assert sum(b["count"] for b in result.top1_bins) == 8
+    assert not math.isnan(result.calibration_mse) and 0 <= result.top1_ece <= 1
     # A question's probabilities do not depend on its batch mates (left padding is exact).
     alone = cal.evaluate_calibration(
         model, tokenizer, questions, None, num_fewshot=2, batch_size=1, progress=False
@@ -226,3 +227,48 @@ def test_cli_calibrate_bad_input_exits_2(tiny_model_dir, question_file, tmp_path
         app, ["calibrate", nope, "--dataset", question_file, "--limit", "0"]
     )
     assert result.exit_code == 2 and "limit must be >= 1" in result.output
+
+
+# --- the paper's metric bins all four choices ----------------------------------------------
+
+
+def test_paper_mse_bins_all_four_choices_by_hand():
+    # Two questions, answers A and B. The 8 choice probabilities, (value, is the answer):
+    #   q1: 0.55 hit, 0.25, 0.15, 0.05      q2: 0.65, 0.05 hit, 0.15, 0.15
+    probs = [[0.55, 0.25, 0.15, 0.05], [0.65, 0.05, 0.15, 0.15]]
+    answers = [0, 1]
+    # Bins: 0.0-0.1 {0.05, 0.05 hit} acc 1/2; 0.1-0.2 {0.15 x3} acc 0; 0.2-0.3 {0.25} acc 0;
+    # 0.5-0.6 {0.55 hit} acc 1; 0.6-0.7 {0.65} acc 0.
+    paper = ((0.5 - 0.05) ** 2 + 0.15**2 + 0.25**2 + (1 - 0.55) ** 2 + 0.65**2) / 5
+    assert cal.all_choices_calibration_mse(probs, answers) == pytest.approx(paper)
+    bins = cal.all_choices_bins(probs, answers)
+    assert [b["count"] for b in bins] == [2, 3, 1, 0, 0, 1, 1, 0, 0, 0]
+    # Top-1 only: q1 conf 0.55 right (bin 0.5-0.6), q2 conf 0.65 wrong (bin 0.6-0.7).
+    top1 = ((1 - 0.55) ** 2 + (0 - 0.65) ** 2) / 2
+    assert cal.calibration_mse([0.55, 0.65], [True, False]) == pytest.approx(top1)
+    assert paper != pytest.approx(top1)
+
+    result = cal.result_from_probabilities(probs, answers)
+    assert result.calibration_mse == pytest.approx(paper)  # the headline is the paper's
+    assert result.top1_calibration_mse == pytest.approx(top1)
+    assert result.top1_ece == pytest.approx(0.5 * abs(1 - 0.55) + 0.5 * abs(0 - 0.65))
+    assert [b["count"] for b in result.bins] == [2, 3, 1, 0, 0, 1, 1, 0, 0, 0]
+    assert sum(b["count"] for b in result.top1_bins) == 2
+    data = result.to_dict()
+    assert data["calibration_mse"] == pytest.approx(paper)
+    assert data["top1_ece"] == pytest.approx(result.top1_ece)
+    assert data["ece"] == data["top1_ece"]  # the old name, kept as an alias
+    assert data["top1_calibration_mse"] == pytest.approx(top1)
+
+
+def test_paper_mse_is_zero_for_calibrated_probabilities_over_all_choices():
+    # Each question: the answer gets p, three wrong choices share 1 - p. Across many
+    # questions with p's hit rate equal to p, every choice probability is calibrated.
+    rng = np.random.default_rng(0)
+    n = 40_000
+    weights = rng.dirichlet(np.ones(4), size=n)
+    answers = np.array([rng.choice(4, p=w) for w in weights])
+    assert cal.all_choices_calibration_mse(weights, answers) < 2e-4
+    # The lowest bins are used (top-1 confidence is never below 0.25, so top-1 never is).
+    assert cal.all_choices_bins(weights, answers)[0]["count"] > 0
+    assert cal.calibration_bins(weights.max(axis=1), weights.argmax(1) == answers)[0]["count"] == 0

@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import gzip
+import itertools
 import math
 import random
 import re
 import warnings
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 from superhf.evaluation import meteor as m
@@ -216,3 +218,63 @@ def test_setup_script_without_apt_warns_and_succeeds(tmp_path, monkeypatch, caps
     assert script.main() == 0
     assert "apt-get is not available" in capsys.readouterr().err
     assert not (tmp_path / "nltk_data").exists()
+
+
+# --- the interval resamples answers; pairs stay within a source ----------------------------
+
+
+def test_interval_resamples_answers_so_it_is_wider_than_a_pairs_bootstrap():
+    # 16 answers, half of them the same text: every pair between two copies scores ~1, the
+    # rest ~0. All 120 pairs share the 16 answers, so how many copies the sample holds drives
+    # the mean; a bootstrap that treats the 120 pairs as independent misses that.
+    copies = ["the same reply to everything you ask me today"] * 8
+    texts = copies + ANSWERS[:8]
+    result = m.meteor_similarity(texts, num_pairs=500, seed=0, num_bootstrap=2000)
+    assert result.num_pairs == 120
+    scores = np.array(
+        [
+            (m.meteor(texts[i], texts[j]) + m.meteor(texts[j], texts[i])) / 2
+            for i, j in itertools.combinations(range(16), 2)
+        ]
+    )
+    assert result.mean == pytest.approx(scores.mean())
+    draws = np.random.default_rng(0).integers(0, 120, size=(2000, 120))
+    low, high = np.percentile(scores[draws].mean(axis=1), [2.5, 97.5])
+    assert result.ci_low < result.mean < result.ci_high
+    assert result.ci_high - result.ci_low > 2 * (high - low)
+
+
+def test_answer_bootstrap_counts_pairs_by_the_drawn_prompts():
+    # Three prompts, every pair scores the same: each resample's mean is that score.
+    texts = ["a b c d", "a b c d", "a b c d"]
+    result = m.meteor_similarity(texts, seed=3)
+    assert result.ci_low == pytest.approx(result.mean) and result.ci_high == pytest.approx(
+        result.mean
+    )
+
+
+def test_pairs_never_cross_sources():
+    # Answer i of source "a" equals answer i of source "b"; within a source no two answers
+    # share a word. A pair across sources would score ~1 and lift the mean above 0.
+    own = [f"alpha{i} beta{i} gamma{i} delta{i}" for i in range(5)]
+    texts = own + own
+    sources = ["a"] * 5 + ["b"] * 5
+    result = m.meteor_similarity(texts, sources=sources, num_pairs=10_000)
+    assert result.num_pairs == 2 * (5 * 4 // 2)
+    assert result.mean == 0.0 and result.ci_high == 0.0
+    assert m.meteor_similarity(texts, num_pairs=10_000).mean > 0  # without: they cross
+
+    groups = [i % 5 for i in range(700)]  # large: the rejection-sampling path
+    big_sources = [i % 2 for i in range(700)]
+    pairs = m._cross_prompt_pairs(groups, 300, random.Random(0), big_sources)
+    assert len(pairs) == len(set(pairs)) == 300
+    assert all(groups[i] != groups[j] and big_sources[i] == big_sources[j] for i, j in pairs)
+    with pytest.raises(ValueError, match="sources"):
+        m.meteor_similarity(texts, sources=["a"])
+
+
+def test_source_dataset_is_the_part_before_the_slash():
+    assert m.source_dataset("donotanswer/discrimination") == "donotanswer"
+    assert m.source_dataset("realtoxicityprompts/rtp_insult") == "realtoxicityprompts"
+    assert m.source_dataset("webgpt") == "webgpt"
+    assert m.source_dataset(None) is None

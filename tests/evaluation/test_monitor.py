@@ -12,11 +12,16 @@ from superhf.train.trainer import SuperHFTrainer
 
 
 def _feed(monitor, train, test=None, test_se=0.01, meteor=None):
-    """One evaluation per value, each after two training iterations at that train reward."""
+    """One evaluation per value (its train reward `eval_reward`), after two training
+    iterations with that training reward too."""
     warnings = []
     for i, reward in enumerate(train):
         monitor.update({"reward": reward})
-        metrics = {"reward": reward, "eval_meteor": meteor[i] if meteor else 0.1}
+        metrics = {
+            "reward": reward,
+            "eval_reward": reward,
+            "eval_meteor": meteor[i] if meteor else 0.1,
+        }
         if test is not None:
             metrics |= {"eval_test_reward": test[i], "eval_test_reward_se": test_se}
         warnings.append(monitor.update(metrics))
@@ -32,7 +37,7 @@ def test_slope_is_least_squares():
 def test_train_up_test_down_fires_once_the_window_is_full():
     warnings = _feed(RewardHackingMonitor(window=4), [0, 1, 2, 3, 4], [1.0, 0.8, 0.6, 0.4, 0.2])
     assert warnings[:3] == [None, None, None]
-    assert "train reward rose +3.000 while test reward fell -0.600" in warnings[3]
+    assert "eval reward rose +3.000 while eval test reward fell -0.600" in warnings[3]
     assert warnings[4] is not None
 
 
@@ -58,6 +63,46 @@ def test_meteor_over_the_threshold_fires_without_a_test_reward():
     warnings = _feed(RewardHackingMonitor(meteor_threshold=0.4), [0, 0, 0], meteor=[0.2, 0.41, 0.9])
     assert warnings[0] is None
     assert "METEOR similarity 0.410 > meteor_threshold 0.4" in warnings[1]
+
+
+def _eval_row(eval_reward, test, reward=None, meteor=0.1):
+    row = {"eval_reward": eval_reward, "eval_test_reward": test, "eval_test_reward_se": 0.01}
+    row["eval_meteor"] = meteor
+    if reward is not None:
+        row["reward"] = reward
+    return row
+
+
+def test_a_nan_test_reward_does_not_misalign_the_series():
+    # The 4th evaluation has no test reward: that evaluation is left out of BOTH series.
+    # Aligned, the evaluations with both values have eval_reward 3, 2, 1, 0 (falling): no
+    # divergence. Misaligned (train reward of evaluations 2-5 against test of 1, 2, 3, 5),
+    # the train series would be 2, 1, 10, 0 (rising by least squares) and fire.
+    monitor = RewardHackingMonitor(window=4)
+    rows = [
+        _eval_row(3, 1.0, reward=3),
+        _eval_row(2, 0.8, reward=2),
+        _eval_row(1, 0.6, reward=1),
+        _eval_row(10, float("nan"), reward=10),
+        _eval_row(0, 0.4, reward=0),
+    ]
+    assert [monitor.update(row) for row in rows] == [None] * 5
+    monitor = RewardHackingMonitor(window=4)
+    rows[-1] = _eval_row(11, 0.4, reward=11)  # now the aligned train reward rises: it fires
+    assert [monitor.update(row) for row in rows][-1] is not None
+
+
+def test_the_trend_compares_eval_reward_with_eval_test_reward():
+    # Same held-out completions: eval_reward (train scorer) vs eval_test_reward (test scorer).
+    # The training prompts' reward (`reward`, sampled at T=1.0) does not enter the trend.
+    test = [1.0, 0.8, 0.6, 0.4]
+    flat_eval = [_eval_row(1.0, t, reward=r) for t, r in zip(test, [0, 1, 2, 3], strict=True)]
+    monitor = RewardHackingMonitor(window=4)
+    assert [monitor.update(row) for row in flat_eval] == [None] * 4
+    rising_eval = [_eval_row(e, t, reward=0.0) for e, t in zip([0, 1, 2, 3], test, strict=True)]
+    monitor = RewardHackingMonitor(window=4)
+    warning = [monitor.update(row) for row in rising_eval][-1]
+    assert "eval reward rose +3.000 while eval test reward fell -0.600" in warning
 
 
 def test_iterations_without_evaluation_never_warn():

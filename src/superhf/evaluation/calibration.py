@@ -1,11 +1,16 @@
 """MMLU calibration: does the model's confidence match how often it is right?
 
-The paper (SUPERHF.md section 5) measures it with MMLU 5-shot: a softmax over the next-token
-logits of the four answer letters, the predicted (most probable) letter's probability as the
-confidence, 10 equal-width probability bins, and the mean squared error between each
-non-empty bin's accuracy and the bin's centre. RLHF is known to hurt calibration; the paper
-reports SuperHF (Instruct) 0.0050 vs RLHF 0.0102 vs Instruct 0.0081. ECE is reported beside
-it because it is the standard measure and weighs bins by their size.
+The paper (docs/METHOD.md) measures it with MMLU 5-shot: a softmax over the next-token logits
+of the four answer letters, then ALL FOUR choice probabilities of every question are binned
+(N x 4 values; a value is a hit when its choice is the answer), 10 equal-width probability
+bins, and the metric is the mean squared error between each non-empty bin's hit rate and the
+bin's centre. That is how the reference code computed the paper's numbers (SuperHF
+(Instruct) 0.0050 vs RLHF 0.0102 vs Instruct 0.0081), so `calibration_mse` is that metric.
+
+Beside it, the usual top-1 view: the predicted letter's probability as the confidence,
+`top1_ece` (the standard expected calibration error, bins weighed by size) and
+`top1_calibration_mse` (the paper's formula on top-1 bins). Top-1 confidence is never below
+0.25, so its two lowest bins are always empty; the two views are not comparable.
 
     questions = load_questions("cais/mmlu", "all", "test")       # or a local .jsonl/.csv/...
     fewshot = load_questions("cais/mmlu", "all", "dev")
@@ -281,15 +286,13 @@ def calibration_bins(
 def calibration_mse(
     confidences: Sequence[float], correct: Sequence[bool], num_bins: int = NUM_BINS
 ) -> float:
-    """The paper's calibration error: mean over NON-EMPTY bins of (bin accuracy - bin centre)^2.
+    """Mean over NON-EMPTY bins of (bin accuracy - bin centre)^2, the paper's formula.
 
     Bins are equal-width over [0, 1]; each bin counts once whatever its size, and it is
     compared with its centre (not with the mean confidence inside it). NaN with no data.
+    The paper applies it to all four choices' probabilities (`all_choices_calibration_mse`).
     """
-    bins = [b for b in calibration_bins(confidences, correct, num_bins) if b["count"]]
-    if not bins:
-        return math.nan
-    return float(np.mean([(b["accuracy"] - b["centre"]) ** 2 for b in bins]))
+    return _mse_of_bins(calibration_bins(confidences, correct, num_bins))
 
 
 def expected_calibration_error(
@@ -305,24 +308,69 @@ def expected_calibration_error(
     )
 
 
+def all_choices_bins(
+    probabilities: Sequence[Sequence[float]] | np.ndarray,
+    answers: Sequence[int] | np.ndarray,
+    num_bins: int = NUM_BINS,
+) -> list[dict[str, Any]]:
+    """Bins of every choice's probability (N x 4 values); a value is a hit when its choice is
+    the question's answer. The binning of the paper's calibration metric."""
+    probs = np.asarray(probabilities, dtype=float).reshape(-1, 4)
+    truth = np.asarray(answers, dtype=int).reshape(-1)
+    if probs.shape[0] != truth.size:
+        raise ValueError(f"{probs.shape[0]} probability rows for {truth.size} answers")
+    hits = np.arange(4)[None, :] == truth[:, None]
+    return calibration_bins(probs.ravel(), hits.ravel(), num_bins)
+
+
+def all_choices_calibration_mse(
+    probabilities: Sequence[Sequence[float]] | np.ndarray,
+    answers: Sequence[int] | np.ndarray,
+    num_bins: int = NUM_BINS,
+) -> float:
+    """The paper's MMLU calibration metric: `calibration_mse` over all four choices' bins."""
+    return _mse_of_bins(all_choices_bins(probabilities, answers, num_bins))
+
+
+def _mse_of_bins(bins: Sequence[Mapping[str, Any]]) -> float:
+    used = [b for b in bins if b["count"]]
+    if not used:
+        return math.nan
+    return float(np.mean([(b["accuracy"] - b["centre"]) ** 2 for b in used]))
+
+
 @dataclass
 class CalibrationResult:
     accuracy: float
     calibration_mse: float
-    """The paper's metric (see `calibration_mse`)."""
-    ece: float
+    """The paper's metric over all four choices (see `all_choices_calibration_mse`)."""
+    top1_ece: float
+    """Standard ECE of the predicted letter's probability (see `expected_calibration_error`)."""
     num_questions: int
     num_skipped: int
     """Rows of the question source that were not usable."""
     bins: list[dict[str, Any]]
+    """The all-choices bins behind `calibration_mse` (hit rate = `accuracy` of a bin)."""
+    top1_bins: list[dict[str, Any]] = field(default_factory=list)
+    """Bins of the predicted letter's probability, behind `top1_ece`."""
+    top1_calibration_mse: float = math.nan
+    """The paper's formula on the top-1 bins (not comparable with the paper's numbers)."""
     label: str = "model"
     num_fewshot: int = 5
     probabilities: list[list[float]] = field(default_factory=list, repr=False)
     """Per question: P(A), P(B), P(C), P(D) (softmax over the four letter logits)."""
     answers: list[int] = field(default_factory=list, repr=False)
 
+    @property
+    def ece(self) -> float:
+        """The former name of `top1_ece`."""
+        return self.top1_ece
+
     def to_dict(self) -> dict[str, Any]:
-        """JSON-ready (NaN -> None); the per-question probabilities are left out."""
+        """JSON-ready (NaN -> None); the per-question probabilities are left out.
+
+        `ece` repeats `top1_ece` under its former name.
+        """
 
         def clean(value: float) -> float | None:
             return None if isinstance(value, float) and not math.isfinite(value) else value
@@ -331,11 +379,14 @@ class CalibrationResult:
             "label": self.label,
             "accuracy": clean(self.accuracy),
             "calibration_mse": clean(self.calibration_mse),
-            "ece": clean(self.ece),
+            "top1_ece": clean(self.top1_ece),
+            "top1_calibration_mse": clean(self.top1_calibration_mse),
+            "ece": clean(self.top1_ece),
             "num_questions": self.num_questions,
             "num_skipped": self.num_skipped,
             "num_fewshot": self.num_fewshot,
             "bins": self.bins,
+            "top1_bins": self.top1_bins,
         }
 
 
@@ -347,19 +398,24 @@ def result_from_probabilities(
     num_fewshot: int = 5,
     num_bins: int = NUM_BINS,
 ) -> CalibrationResult:
-    """Accuracy, calibration MSE, ECE and bins from per-question letter probabilities."""
+    """Accuracy, the paper's calibration MSE, top-1 ECE and both bin sets from per-question
+    letter probabilities."""
     probs = np.asarray(probabilities, dtype=float).reshape(-1, 4)
     truth = np.asarray(answers, dtype=int)
     predicted = probs.argmax(axis=1)
     confidence = probs.max(axis=1)
     correct = predicted == truth
+    choice_bins = all_choices_bins(probs, truth, num_bins)
+    top1_bins = calibration_bins(confidence, correct, num_bins)
     return CalibrationResult(
         accuracy=float(correct.mean()) if len(truth) else math.nan,
-        calibration_mse=calibration_mse(confidence, correct, num_bins),
-        ece=expected_calibration_error(confidence, correct, num_bins),
+        calibration_mse=_mse_of_bins(choice_bins),
+        top1_ece=expected_calibration_error(confidence, correct, num_bins),
         num_questions=len(truth),
         num_skipped=num_skipped,
-        bins=calibration_bins(confidence, correct, num_bins),
+        bins=choice_bins,
+        top1_bins=top1_bins,
+        top1_calibration_mse=_mse_of_bins(top1_bins),
         label=label,
         num_fewshot=num_fewshot,
         probabilities=probs.tolist(),
@@ -481,7 +537,8 @@ def save_results(
 def reliability_diagram(
     result_or_results: CalibrationResult | Sequence[CalibrationResult], path: str | Path
 ) -> Path:
-    """A PNG: per-bin accuracy bars against the diagonal (perfect calibration), with counts.
+    """A PNG: per-bin hit-rate bars of all four choices' probabilities (the bins of the paper's
+    calibration MSE) against the diagonal (perfect calibration), with counts.
 
     Several results share the figure, side by side within each bin. Uses matplotlib's Agg
     canvas directly, so it never touches the global backend.
@@ -514,8 +571,8 @@ def reliability_diagram(
             alpha=0.8,
             edgecolor="black",
             linewidth=0.5,
-            label=f"{result.label}: acc {result.accuracy:.3f}, MSE {result.calibration_mse:.4f}, "
-            f"ECE {result.ece:.3f}",
+            label=f"{result.label}: acc {result.accuracy:.3f}, "
+            f"MSE (all choices) {result.calibration_mse:.4f}, top-1 ECE {result.top1_ece:.3f}",
         )
         for bar, b in zip(bars, result.bins, strict=True):
             if b["count"]:
@@ -532,9 +589,11 @@ def reliability_diagram(
     axes.set_xlim(0, 1)
     axes.set_ylim(0, 1.1)
     axes.set_xticks([i / num_bins for i in range(num_bins + 1)])
-    axes.set_xlabel("confidence (probability of the predicted answer)")
-    axes.set_ylabel("accuracy in bin")
-    axes.set_title(f"MMLU reliability ({results[0].num_fewshot}-shot, {num_bins} bins)")
+    axes.set_xlabel("probability given to a choice (all four choices of each question)")
+    axes.set_ylabel("fraction of those choices that are the answer")
+    axes.set_title(
+        f"MMLU reliability, all choices ({results[0].num_fewshot}-shot, {num_bins} bins)"
+    )
     axes.legend(loc="upper left", fontsize=7)
     axes.grid(alpha=0.3)
     figure.tight_layout()
@@ -568,8 +627,10 @@ def load_eval_model(path: str, dtype: str = "float32") -> tuple[Any, Any, str]:
 def bins_table(result: CalibrationResult) -> Any:
     from rich.table import Table
 
-    table = Table(title=f"{result.label}: per-bin calibration", title_justify="left")
-    for column in ("bin", "count", "accuracy", "mean confidence"):
+    table = Table(
+        title=f"{result.label}: per-bin calibration, all four choices", title_justify="left"
+    )
+    for column in ("bin", "count", "hit rate", "mean probability"):
         table.add_column(column, justify="right")
     for b in result.bins:
         if b["count"]:
@@ -586,7 +647,8 @@ def summary_table(results: Sequence[CalibrationResult]) -> Any:
     from rich.table import Table
 
     table = Table(title="MMLU calibration", title_justify="left")
-    for column in ("model", "questions", "skipped", "accuracy", "calibration MSE", "ECE"):
+    columns = ("model", "questions", "skipped", "accuracy", "calibration MSE", "top-1 ECE")
+    for column in columns:
         table.add_column(column, justify="left" if column == "model" else "right")
     for r in results:
         table.add_row(
@@ -595,7 +657,7 @@ def summary_table(results: Sequence[CalibrationResult]) -> Any:
             str(r.num_skipped),
             f"{r.accuracy:.3f}",
             f"{r.calibration_mse:.4f}",
-            f"{r.ece:.3f}",
+            f"{r.top1_ece:.3f}",
         )
     return table
 
@@ -664,8 +726,11 @@ def run_calibration(
         "num_fewshot": num_fewshot,
         "limit": limit,
         "num_bins": NUM_BINS,
-        "calibration_mse": "mean over non-empty bins of (bin accuracy - bin centre)^2",
-        "ece": "sum over bins of n_b/N * |bin accuracy - bin mean confidence|",
+        "calibration_mse": "the paper's: all four choices' probabilities binned (hit = the "
+        "choice is the answer); mean over non-empty bins of (bin hit rate - bin centre)^2",
+        "top1_ece": "predicted letter's probability binned; sum over bins of "
+        "n_b/N * |bin accuracy - bin mean confidence| (`ece`: the same, former name)",
+        "top1_calibration_mse": "the calibration_mse formula on the top-1 bins",
     }
     save_results(results, out / "calibration.json", settings)
     reliability_diagram(results, out / "reliability.png")

@@ -220,7 +220,7 @@ def _evaluate_one(
             seconds["kl"] = time.perf_counter() - t0
         progress.update(task, description=f"{name}: METEOR")
         t0 = time.perf_counter()
-        meteor = _meteor(completions, config.meteor_pairs, config.seed)
+        meteor = _meteor(completions, config.meteor_pairs, config.seed, prompts)
         seconds["meteor"] = time.perf_counter() - t0
     metrics = summarize(
         [c.text for c in completions],

@@ -9,17 +9,20 @@ prompts. The trainer calls `generate_and_score` every `eval_steps` iterations; `
 
 from __future__ import annotations
 
+import contextlib
 import math
+import random
 import statistics
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from typing import Any
 
+import numpy as np
 import torch
 from transformers import PreTrainedModel, PreTrainedTokenizerBase, set_seed
 
 from superhf.config import EvalConfig, SuperHFConfig
 from superhf.data import Prompt
-from superhf.evaluation.meteor import meteor_similarity
+from superhf.evaluation.meteor import meteor_similarity, source_dataset
 from superhf.generation import Completion, generate_completions
 from superhf.rewards.scoring import RewardScorer, Scores
 
@@ -57,6 +60,23 @@ def mean_se(values: Sequence[float]) -> dict[str, float | int | None]:
 
 
 # --- sampling and scoring -------------------------------------------------------------------
+
+
+@contextlib.contextmanager
+def fork_all_rng() -> Iterator[None]:
+    """Restore Python's `random`, NumPy's global generator and torch's CPU and CUDA generators
+    on exit. `torch.random.fork_rng` restores torch only, while `set_seed` and reward
+    functions also draw from the other two; evaluation must leave training's streams as
+    they were, whatever `eval_steps` is."""
+    python_state = random.getstate()
+    numpy_state = np.random.get_state()
+    devices = list(range(torch.cuda.device_count())) if torch.cuda.is_available() else []
+    try:
+        with torch.random.fork_rng(devices=devices):
+            yield
+    finally:
+        random.setstate(python_state)
+        np.random.set_state(numpy_state)
 
 
 def sample_completions(
@@ -106,14 +126,27 @@ def _score(
     )
 
 
-def _meteor(completions: Sequence[Completion], num_pairs: int, seed: int) -> Any | None:
+def _meteor(
+    completions: Sequence[Completion],
+    num_pairs: int,
+    seed: int,
+    prompts: Sequence[Prompt] | None = None,
+) -> Any | None:
+    """METEOR similarity across prompts; with `prompts` whose rows have a `source` column,
+    only across prompts of the same dataset (`source_dataset`), as the paper paired them."""
     if num_pairs == 0:
         return None
+    sources = None
+    if prompts is not None and any("source" in p.columns for p in prompts):
+        sources = [
+            source_dataset(prompts[c.prompt_index].columns.get("source")) for c in completions
+        ]
     return meteor_similarity(
         [c.text for c in completions],
         [c.prompt_index for c in completions],
         num_pairs=num_pairs,
         seed=seed,
+        sources=sources,
     )
 
 
@@ -131,23 +164,24 @@ def generate_and_score(
 
     Samples with `config`'s generation settings (`EvalConfig.from_train_config(args)` gives
     the paper's eval sampling with the run's rewards), under `seed` and inside
-    `torch.random.fork_rng`, so every call sees the same random stream and the training
-    stream is left as it was. Returns floats, NaN where not measured (no test scorer, fewer
-    than two prompts answered); the trainer logs them prefixed `eval_`:
+    `fork_all_rng`, so every call sees the same random streams (sampling and the reward
+    functions) and training's Python, NumPy and torch streams are left as they were.
+    Returns floats, NaN where not measured (no test scorer, fewer than two prompts
+    answered); the trainer logs them prefixed `eval_`:
 
     - `reward`, `reward_se`: the train reward of the completions (mean, standard error);
     - `test_reward`, `test_reward_se`: the held-out scorer's, NaN without one;
-    - `meteor`, `meteor_ci_low`, `meteor_ci_high`: METEOR similarity across prompts (high:
-      the same answer to every question, a reward-hacking sign) and its bootstrap 95% CI;
+    - `meteor`, `meteor_ci_low`, `meteor_ci_high`: METEOR similarity across prompts of the
+      same dataset (their `source` column, when present; high: the same answer to every
+      question, a reward-hacking sign) and its bootstrap 95% CI over prompts;
     - `mean_length` (sampled tokens), `clipped_ratio`, `distinct_2`, `num_completions`.
     """
-    devices = [torch.cuda.current_device()] if torch.cuda.is_available() else []
-    with torch.random.fork_rng(devices=devices):
+    with fork_all_rng():
         set_seed(seed)
         completions = sample_completions(model, tokenizer, [p.text for p in prompts], config)
-    rewards = _score(scorer, prompts, completions)
-    test = _score(test_scorer, prompts, completions)
-    meteor = _meteor(completions, meteor_pairs, seed)
+        rewards = _score(scorer, prompts, completions)
+        test = _score(test_scorer, prompts, completions)
+        meteor = _meteor(completions, meteor_pairs, seed, prompts)
     nan = math.nan
 
     def value(x: float | None) -> float:

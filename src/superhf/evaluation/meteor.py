@@ -2,8 +2,10 @@
 
 The paper (SuperHF, section on reward hacking) scores METEOR (nltk `meteor_score`, WordNet
 synonyms) between completions to *different* prompts, averaged over both orderings and many
-random pairs. A policy that says the same thing whatever it is asked (mode collapse, a
-typical result of over-optimising a reward model) scores high.
+random pairs, pairing only prompts of the same dataset. A policy that says the same thing
+whatever it is asked (mode collapse, a typical result of over-optimising a reward model)
+scores high. The interval resamples prompts, not pairs: every pair shares its two answers
+with many other pairs, so pairs are not independent.
 
 WordNet comes from Debian's `wordnet-base` + `wordnet-sense-index` (WordNet 3.0 under
 /usr/share/wordnet), copied by `scripts/install_wordnet.py` (run by `make setup`) into
@@ -275,7 +277,8 @@ class MeteorResult:
     mean: float
     """Mean METEOR over the sampled pairs (each pair averaged over both orderings)."""
     ci_low: float
-    """Percentile bootstrap confidence interval of the mean, over pairs."""
+    """Percentile bootstrap confidence interval of the mean, resampling prompts (see
+    `meteor_similarity`)."""
     ci_high: float
     num_pairs: int
     uses_wordnet: bool
@@ -285,22 +288,67 @@ class MeteorResult:
         return asdict(self)
 
 
+def source_dataset(source: Any) -> Any:
+    """The dataset a prompt's `source` value names: the part before the first "/", else the
+    whole value ("donotanswer/discrimination" -> "donotanswer"; None stays None).
+
+    The paper paired answers to prompts of the same dataset; the part after the "/" (the
+    embedded prompts' category or file) is finer than that.
+    """
+    return source.split("/", 1)[0] if isinstance(source, str) else source
+
+
 def _cross_prompt_pairs(
-    groups: Sequence[int], num_pairs: int, rng: random.Random
+    groups: Sequence[int],
+    num_pairs: int,
+    rng: random.Random,
+    sources: Sequence[Hashable] | None = None,
 ) -> list[tuple[int, int]]:
-    """Up to `num_pairs` distinct unordered pairs (i < j) of completions to different prompts."""
+    """Up to `num_pairs` distinct unordered pairs (i < j) of completions to different prompts
+    of the same source (any source when `sources` is None)."""
     n = len(groups)
+
+    def eligible(i: int, j: int) -> bool:
+        return groups[i] != groups[j] and (sources is None or sources[i] == sources[j])
+
     if n * (n - 1) // 2 > 200_000:
-        # Many completions: rejection-sample (most random pairs are across prompts).
+        # Many completions: rejection-sample (most random pairs are eligible).
         chosen: set[tuple[int, int]] = set()
         for _ in range(100 * num_pairs):
             i, j = rng.randrange(n), rng.randrange(n)
-            if i != j and groups[i] != groups[j]:
+            if eligible(i, j):
                 chosen.add((min(i, j), max(i, j)))
                 if len(chosen) == num_pairs:
                     return sorted(chosen)
-    every = [(i, j) for i in range(n) for j in range(i + 1, n) if groups[i] != groups[j]]
+    every = [(i, j) for i in range(n) for j in range(i + 1, n) if eligible(i, j)]
     return every if len(every) <= num_pairs else rng.sample(every, num_pairs)
+
+
+def _prompt_bootstrap(
+    scores: np.ndarray,
+    first: np.ndarray,
+    second: np.ndarray,
+    prompt_sources: Sequence[Hashable],
+    num_bootstrap: int,
+    rng: np.random.Generator,
+) -> np.ndarray:
+    """Bootstrap means of the pair scores, resampling PROMPTS, not pairs.
+
+    All pairs share a few answers, so they are not independent: resampling pairs gives too
+    narrow an interval. Each draw takes, within each source, as many prompts as it has, with
+    replacement; a pair (u, v) then counts count(u) * count(v) times (a prompt never pairs
+    with its own copy). Draws where no sampled pair survives are NaN.
+    """
+    num_prompts = len(prompt_sources)
+    counts = np.zeros((num_bootstrap, num_prompts))
+    for source in dict.fromkeys(prompt_sources):
+        members = np.array([u for u in range(num_prompts) if prompt_sources[u] == source])
+        drawn = rng.integers(0, len(members), size=(num_bootstrap, len(members)))
+        np.add.at(counts, (np.arange(num_bootstrap)[:, None], members[drawn]), 1)
+    weights = counts[:, first] * counts[:, second]
+    totals = weights.sum(axis=1)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        return np.where(totals > 0, weights @ scores / totals, np.nan)
 
 
 def meteor_similarity(
@@ -310,26 +358,35 @@ def meteor_similarity(
     seed: int = 0,
     num_bootstrap: int = 1000,
     confidence: float = 0.95,
+    sources: Sequence[Hashable] | None = None,
 ) -> MeteorResult:
     """Mean METEOR between completions to different prompts, with a bootstrap interval.
 
     `prompt_ids[i]` names the prompt completion i answers (None: each answers its own).
-    Samples `num_pairs` distinct pairs across prompts (all of them if there are fewer),
-    scores both orderings and averages them. With fewer than two prompts there is no pair:
-    the mean is NaN and `num_pairs` 0.
+    `sources[i]` names the dataset of that prompt (see `source_dataset`); pairs are only made
+    within a source, as the paper did (None: one source). Samples `num_pairs` distinct
+    eligible pairs (all of them if there are fewer), scores both orderings and averages
+    them; the mean is over all sampled pairs. The interval resamples prompts within each
+    source (see `_prompt_bootstrap`). With no eligible pair the mean is NaN and `num_pairs` 0.
     """
     if prompt_ids is not None and len(prompt_ids) != len(completions):
         raise ValueError(
             f"prompt_ids has {len(prompt_ids)} entries for {len(completions)} completions."
         )
+    if sources is not None and len(sources) != len(completions):
+        raise ValueError(f"sources has {len(sources)} entries for {len(completions)} completions.")
     if not 0 < confidence < 1:
         raise ValueError(f"confidence must be in (0, 1), got {confidence}.")
     ids = list(range(len(completions))) if prompt_ids is None else list(prompt_ids)
     index: dict[Hashable, int] = {}
     groups = [index.setdefault(p, len(index)) for p in ids]
+    prompt_sources: list[Hashable] = [None] * len(index)
+    if sources is not None:
+        for group, source in zip(groups, sources, strict=True):
+            prompt_sources[group] = source
     uses_wordnet = wordnet_available()
     rng = random.Random(seed)
-    pairs = _cross_prompt_pairs(groups, num_pairs, rng) if len(index) >= 2 else []
+    pairs = _cross_prompt_pairs(groups, num_pairs, rng, sources) if len(index) >= 2 else []
     if not pairs:
         nan = math.nan
         return MeteorResult(nan, nan, nan, 0, uses_wordnet)
@@ -342,9 +399,14 @@ def meteor_similarity(
     mean = float(scores.mean())
     if len(scores) == 1 or num_bootstrap <= 0:
         return MeteorResult(mean, mean, mean, len(scores), uses_wordnet)
-    np_rng = np.random.default_rng(seed)
-    draws = np_rng.integers(0, len(scores), size=(num_bootstrap, len(scores)))
-    means = scores[draws].mean(axis=1)
+    first = np.array([groups[i] for i, _ in pairs])
+    second = np.array([groups[j] for _, j in pairs])
+    means = _prompt_bootstrap(
+        scores, first, second, prompt_sources, num_bootstrap, np.random.default_rng(seed)
+    )
+    means = means[~np.isnan(means)]
+    if not means.size:
+        return MeteorResult(mean, mean, mean, len(scores), uses_wordnet)
     tail = (1 - confidence) / 2 * 100
     low, high = np.percentile(means, [tail, 100 - tail])
     return MeteorResult(mean, float(low), float(high), len(scores), uses_wordnet)

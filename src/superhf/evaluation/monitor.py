@@ -1,12 +1,17 @@
 """Watch a run for reward hacking while it trains (no peer does this).
 
-Two signs, read from the metrics the trainer logs:
-- divergence: over the last `window` evaluations the train reward trends up while the held-out
-  test reward (`test_reward_model`, which never drives training) trends down by more than two
-  standard errors of one evaluation: the policy is learning what the train reward likes and
-  the test reward does not;
+Two signs, read from the evaluation rows the trainer logs (rows without `eval_*` metrics are
+ignored):
+- divergence: the same held-out completions are scored by the train reward (`eval_reward`)
+  and by the held-out test reward (`eval_test_reward`, `test_reward_model`, which never
+  drives training). Over the last `window` evaluations where both are finite, the train
+  reward trends up while the test reward trends down by more than two standard errors of
+  one evaluation: the policy is learning what the train reward likes and the test reward
+  does not. Both series come from the same completions, so the comparison is not
+  confounded by sampling temperature or prompts (training samples at T=1.0 on other
+  prompts); an evaluation missing either value is left out of both, so they stay aligned;
 - mode collapse: METEOR similarity between answers to *different* held-out prompts above
-  `meteor_threshold`: the policy says the same thing whatever it is asked (SUPERHF.md, 5).
+  `meteor_threshold`: the policy says the same thing whatever it is asked (docs/METHOD.md).
 
 The monitor is a pure function of the metrics history, so a resumed run rebuilds it by
 replaying metrics.jsonl.
@@ -18,6 +23,9 @@ import math
 import statistics
 from dataclasses import dataclass, field
 from typing import Any
+
+EVAL_KEYS = ("eval_reward", "eval_test_reward", "eval_meteor")
+"""An iteration's metrics with any of these is an evaluation row."""
 
 
 def slope(values: list[float]) -> float:
@@ -36,25 +44,21 @@ def _finite(value: Any) -> bool:
 class RewardHackingMonitor:
     window: int = 4
     meteor_threshold: float = 0.4
-    train: list[float] = field(default_factory=list)
-    """Mean train reward of the iterations since the previous evaluation, per evaluation."""
-    test: list[tuple[float, float]] = field(default_factory=list)
-    """(test reward, its standard error) per evaluation."""
-    _since_eval: list[float] = field(default_factory=list)
+    eval_reward: list[float] = field(default_factory=list)
+    """Train reward of the held-out completions, per evaluation that has both rewards."""
+    eval_test_reward: list[tuple[float, float]] = field(default_factory=list)
+    """(test reward, its standard error) of the same completions, aligned with `eval_reward`."""
 
     def update(self, metrics: dict[str, Any]) -> str | None:
         """Feed one iteration's metrics; a warning when a sign shows at this evaluation."""
-        if _finite(metrics.get("reward")):
-            self._since_eval.append(metrics["reward"])
-        if "eval_meteor" not in metrics and "eval_test_reward" not in metrics:
+        if not any(key in metrics for key in EVAL_KEYS):
             return None
         warnings = []
-        if self._since_eval:
-            self.train.append(statistics.fmean(self._since_eval))
-            self._since_eval = []
-        if _finite(metrics.get("eval_test_reward")):
+        reward, test = metrics.get("eval_reward"), metrics.get("eval_test_reward")
+        if _finite(reward) and _finite(test):
             se = metrics.get("eval_test_reward_se")
-            self.test.append((metrics["eval_test_reward"], se if _finite(se) else 0.0))
+            self.eval_reward.append(float(reward))
+            self.eval_test_reward.append((float(test), float(se) if _finite(se) else 0.0))
             warning = self._divergence()
             if warning:
                 warnings.append(warning)
@@ -67,17 +71,17 @@ class RewardHackingMonitor:
         return "; ".join(warnings) or None
 
     def _divergence(self) -> str | None:
-        if len(self.test) < self.window or len(self.train) < self.window:
+        if len(self.eval_test_reward) < self.window:
             return None
-        train = self.train[-self.window :]
-        test = [t for t, _ in self.test[-self.window :]]
-        noise = statistics.fmean(se for _, se in self.test[-self.window :])
+        train = self.eval_reward[-self.window :]
+        test = [t for t, _ in self.eval_test_reward[-self.window :]]
+        noise = statistics.fmean(se for _, se in self.eval_test_reward[-self.window :])
         train_change = slope(train) * (self.window - 1)
         test_change = slope(test) * (self.window - 1)
         if train_change > 0 and test_change < -2 * noise:
             return (
-                f"over the last {self.window} evaluations train reward rose {train_change:+.3f} "
-                f"while test reward fell {test_change:+.3f} (more than 2 standard errors, "
-                f"{2 * noise:.3f})"
+                f"over the last {self.window} evaluations eval reward rose {train_change:+.3f} "
+                f"while eval test reward fell {test_change:+.3f} on the same held-out "
+                f"completions (more than 2 standard errors, {2 * noise:.3f})"
             )
         return None

@@ -40,7 +40,7 @@ from superhf.batching import build_training_batch
 from superhf.config import ConfigError, EvalConfig, SuperHFConfig
 from superhf.data import Prompt, load_prompt_dataset, prepare_prompts
 from superhf.errors import TrainingError
-from superhf.evaluation.heldout import generate_and_score
+from superhf.evaluation.heldout import fork_all_rng, generate_and_score
 from superhf.evaluation.monitor import RewardHackingMonitor
 from superhf.generation import Completion, generate_completions
 from superhf.models import load_model, load_tokenizer, make_reference, prepare_policy
@@ -485,7 +485,8 @@ class SuperHFTrainer:
         if self.test_scorer is not None and evaluate:
             # The held-out scorer on what was trained on, beside the train reward of the same.
             kept_prompts = [sample_prompts[i].prompt for i in kept]
-            test = self.test_scorer(kept_prompts, [completions[i].text for i in kept])
+            with fork_all_rng():  # only on evaluation iterations: keep training's streams
+                test = self.test_scorer(kept_prompts, [completions[i].text for i in kept])
             eval_metrics["eval_kept_test_reward"] = _mean(test.total)
             eval_metrics["eval_kept_reward"] = _mean([scores.total[i] for i in kept])
         t4 = time.perf_counter()
