@@ -127,13 +127,22 @@ def test_samples_of_one_prompt_differ_and_stop_at_eos(tiny, tokenizer):
 def test_trim_at_eos_and_turn_delimiters(tokenizer):
     eos = tokenizer.eos_token_id
     ids = tokenizer("Sure, here it is.", add_special_tokens=False)["input_ids"]
-    text, n, clipped = trim_completion(ids + [eos] + ids, [eos], [], tokenizer)
-    assert text == "Sure, here it is." and n == len(ids) + 1 and not clipped
+    c = trim_completion(ids + [eos] + ids, [eos], [], tokenizer)
+    assert c.text == "Sure, here it is." and c.num_tokens == len(ids) + 1 and not c.clipped
+    assert c.token_ids == ids + [eos]
     ids2 = tokenizer("Yes.\n\nHuman: and now?", add_special_tokens=False)["input_ids"]
-    text, _, clipped = trim_completion(ids2, [eos], ["\n\nHuman:"], tokenizer)
-    assert text == "Yes." and not clipped
-    text, n, clipped = trim_completion(ids, [eos], ["\n\nHuman:"], tokenizer)
-    assert clipped and n == len(ids)
+    c = trim_completion(ids2, [eos], ["\n\nHuman:"], tokenizer)
+    assert c.text == "Yes." and not c.clipped
+    c = trim_completion(ids, [eos], ["\n\nHuman:"], tokenizer)
+    assert c.clipped and c.num_tokens == len(ids) and c.token_ids == ids  # no end token
+
+
+def test_trim_keeps_the_stop_token_that_ended_the_sample(tokenizer):
+    """Llama-3 style: several end ids; the one sampled is the one trained on."""
+    eos, eot = tokenizer.eos_token_id, tokenizer.convert_tokens_to_ids("<|im_start|>")
+    ids = tokenizer("Fine.", add_special_tokens=False)["input_ids"]
+    c = trim_completion(ids + [eot, 5, 6], [eos, eot], [], tokenizer, prompt_index=3)
+    assert c.token_ids == ids + [eot] and c.text == "Fine." and c.prompt_index == 3
 
 
 def test_empty_completions_are_dropped_and_counted(tiny, tokenizer):

@@ -21,7 +21,7 @@ class TrainingBatch:
     attention_mask: torch.Tensor
     position_ids: torch.Tensor
     labels: torch.Tensor
-    """input_ids where a completion token or its EOS sits, IGNORE_INDEX elsewhere."""
+    """input_ids where a completion token (its end token included) sits, IGNORE_INDEX elsewhere."""
 
     def to(self, device: torch.device | str) -> TrainingBatch:
         return TrainingBatch(*(t.to(device) for t in vars(self).values()))
@@ -40,15 +40,37 @@ class TrainingBatch:
         }
 
 
+def encode_prompt(tokenizer: PreTrainedTokenizerBase, text: str) -> list[int]:
+    """A prompt's ids as the model expects them: generation, training, the KL and every length
+    check encode prompts here, so they all see the same ids.
+
+    A leading BOS when the tokenizer's own encoding starts with one (LLaMA-family models were
+    trained with it); never a second one when the text already begins with it (a chat template
+    wrote it), and never the EOS some tokenizers also append (a prompt is not a finished text).
+    """
+    ids = tokenizer(text, add_special_tokens=False)["input_ids"]
+    bos = tokenizer.bos_token_id
+    if bos is None or ids[:1] == [bos]:
+        return ids
+    if tokenizer(text, add_special_tokens=True)["input_ids"][:1] == [bos]:
+        return [bos, *ids]
+    return ids
+
+
 def build_training_batch(
     prompt_ids: list[list[int]],
     completion_ids: list[list[int]],
     tokenizer: PreTrainedTokenizerBase,
     padding_side: str = "left",
 ) -> TrainingBatch:
-    """Concatenate prompt + completion + EOS per example and pad; label only completion + EOS."""
-    eos, pad = tokenizer.eos_token_id, tokenizer.pad_token_id
-    rows = [p + c + [eos] for p, c in zip(prompt_ids, completion_ids, strict=True)]
+    """Concatenate prompt + completion per example and pad; label exactly the completion ids.
+
+    Nothing is appended: a completion's ids already end with the token that ended its sample
+    (`Completion.training_ids`), and a clipped one with none, so the policy is never taught
+    to stop where it was only cut off.
+    """
+    pad = tokenizer.pad_token_id
+    rows = [p + c for p, c in zip(prompt_ids, completion_ids, strict=True)]
     width = max(len(r) for r in rows)
     input_ids = torch.full((len(rows), width), pad, dtype=torch.long)
     attention_mask = torch.zeros((len(rows), width), dtype=torch.long)

@@ -182,6 +182,12 @@ class SuperHFConfig:
         "stops (after saving a checkpoint) once this many have been skipped in all.",
         "training",
     )
+    mask_truncated_completions: bool = config_field(
+        False,
+        "Leave completions clipped at max_completion_length out of the loss (TRL's setting). "
+        "Either way a clipped completion never gets an end token to learn.",
+        "training",
+    )
 
     # --- evaluation during training ----------------------------------------------------------
     num_eval_prompts: int = config_field(

@@ -215,7 +215,10 @@ def prepare_prompts(
     max_prompt_length: int,
     source: str = "the dataset",
 ) -> tuple[list[Prompt], PromptStats]:
-    """Render every row; count and skip empty or too-long prompts."""
+    """Render every row; count and skip empty or too-long prompts (counted as the policy will
+    see them: `encode_prompt`, BOS included where the model expects one)."""
+    from superhf.batching import encode_prompt  # here: importing this module stays torch-free
+
     rows = dataset.to_list() if isinstance(dataset, Dataset) else list(dataset)
     columns = set(rows[0]) if rows else set()
     if rows and "prompt" not in columns and "chosen" not in columns:
@@ -236,7 +239,7 @@ def prepare_prompts(
         if text is None:
             stats.num_empty += 1
             continue
-        if len(tokenizer(text, add_special_tokens=False)["input_ids"]) > max_prompt_length:
+        if len(encode_prompt(tokenizer, text)) > max_prompt_length:
             stats.num_too_long += 1
             continue
         extra = {k: v for k, v in row.items() if k not in ("prompt", "chosen", "rejected")}

@@ -18,7 +18,7 @@ from transformers import (
     TopPLogitsWarper,
 )
 
-from superhf.batching import left_pad
+from superhf.batching import encode_prompt, left_pad
 from superhf.config import SuperHFConfig
 
 
@@ -26,7 +26,7 @@ class NucleusSampler(LogitsProcessor):
     """Temperature, then top-k, then top-p, with the same result as transformers' warpers.
 
     transformers' top-p sorts the whole vocabulary at every step (83 ms per step for 32
-    sequences over SmolLM2's 49k tokens, SPEED.md). The nucleus almost always lies within
+    sequences over SmolLM2's 49k tokens, on 2 CPU cores). The nucleus almost always lies within
     the top few hundred tokens, so this takes the top `candidates` first and sorts only
     those; rows whose candidates do not reach `top_p` fall back to the full sort, so the
     kept set is exact.
@@ -63,11 +63,25 @@ class Completion:
     prompt_index: int
     """Index of the prompt (in the list given to `generate_completions`) it answers."""
     text: str
-    """The completion, cut at EOS and at the first stop sequence."""
+    """The completion, cut at the stop token and at the first stop sequence (what is scored)."""
     num_tokens: int
-    """Tokens sampled for it, up to and including EOS."""
+    """Tokens sampled for it, up to and including the stop token."""
     clipped: bool
-    """True when it hit max_completion_length without EOS or a stop sequence."""
+    """True when it hit max_completion_length without a stop token or a stop sequence."""
+    token_ids: list[int] | None = None
+    """The sampled ids the policy trains on and the KL scores, never a re-tokenization of
+    `text` (decoding and encoding again can merge tokens or lose spaces): through the stop
+    token that ended the sample (whichever of the model's end ids it was); through the token
+    that completed a stop sequence when one ended it first (`trim_completion` says why);
+    every sampled id, with no end token, when clipped. None for a completion made from text."""
+
+    def training_ids(self, tokenizer: PreTrainedTokenizerBase) -> list[int]:
+        """`token_ids`; for a completion made from text alone, its tokens plus the tokenizer's
+        EOS unless clipped (the closest to what a sample that ended there would be)."""
+        if self.token_ids is not None:
+            return list(self.token_ids)
+        ids = tokenizer(self.text, add_special_tokens=False)["input_ids"]
+        return ids if self.clipped else [*ids, tokenizer.eos_token_id]
 
 
 @dataclass
@@ -87,19 +101,47 @@ def stop_token_ids(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase) -
 
 
 def trim_completion(
-    token_ids: list[int], stop_ids: list[int], stop_sequences: list[str], tokenizer
-) -> tuple[str, int, bool]:
-    """Cut at the first stop token, then at the first stop sequence.
+    token_ids: list[int],
+    stop_ids: list[int],
+    stop_sequences: list[str],
+    tokenizer: PreTrainedTokenizerBase,
+    prompt_index: int = 0,
+) -> Completion:
+    """Cut a sampled row at the first stop token, then at the first stop sequence.
 
-    Returns (text, tokens sampled up to and including the stop token, clipped).
+    The text (what is scored) ends before either. The ids (what is trained on) are the sampled
+    ones, so the loss and the KL are on the sequence the policy produced: through the stop
+    token, or, when a stop sequence (e.g. "\n\nHuman:") came first, through the token that
+    completed it. That is how the sample ended, and appending an EOS there instead would
+    train on, and score, a token that was never sampled (for a base model in the HH format,
+    the turn delimiter *is* its way of ending a turn). None of that for a clipped row: all its
+    ids, no end token.
     """
     end = next((i for i, t in enumerate(token_ids) if t in stop_ids), None)
     num_tokens = len(token_ids) if end is None else end + 1
-    text = tokenizer.decode(token_ids[: end if end is not None else None], skip_special_tokens=True)
-    cut = min((p for p in (text.find(s) for s in stop_sequences) if p >= 0), default=None)
-    if cut is not None:
+    before_stop = token_ids[:end] if end is not None else token_ids
+    text = tokenizer.decode(before_stop, skip_special_tokens=True)
+    found = [(p, len(s), s) for s in stop_sequences if (p := text.find(s)) >= 0]
+    kept = token_ids[:num_tokens]
+    if found:
+        cut, _, stop = min(found)  # the earliest; of those starting there, the first to end
         text = text[:cut]
-    return text.rstrip(), num_tokens, end is None and cut is None
+        kept = before_stop[: _ids_through(before_stop, cut, stop, tokenizer)]
+    clipped = end is None and not found
+    return Completion(prompt_index, text.rstrip(), num_tokens, clipped, kept)
+
+
+def _ids_through(ids: list[int], cut: int, stop: str, tokenizer: PreTrainedTokenizerBase) -> int:
+    """How many leading ids it takes for their text to hold `stop` at character `cut`."""
+    lo, hi = 1, len(ids)  # bisect: once a prefix's text holds it, every longer one does
+    while lo < hi:
+        mid = (lo + hi) // 2
+        text = tokenizer.decode(ids[:mid], skip_special_tokens=True)
+        if text[cut : cut + len(stop)] == stop:
+            hi = mid
+        else:
+            lo = mid + 1
+    return lo
 
 
 @torch.no_grad()
@@ -116,7 +158,7 @@ def sample_shared_prompts(
 
     A plain decode loop instead of `generate(num_return_sequences=n)`, which copies every
     prompt n times *before* its forward pass: here each prompt is computed once and its keys
-    and values are shared by its n samples (SPEED.md measured 2-4x `generate` on 2 CPU cores).
+    and values are shared by its n samples (measured 2-4x faster than `generate` on 2 CPU cores).
     Left padding; position ids count real tokens only, as in training.
     """
     device = next(model.parameters()).device
@@ -190,7 +232,7 @@ def generate_completions(
     # Temperature, top-k (0 = off) and top-p exactly as configured; transformers' `generate`
     # would silently add top_k=50.
     sampler = NucleusSampler(config.temperature, config.top_k, config.top_p)
-    encoded = [tokenizer(t, add_special_tokens=False)["input_ids"] for t in prompt_texts]
+    encoded = [encode_prompt(tokenizer, t) for t in prompt_texts]
     order = sorted(range(len(prompt_texts)), key=lambda i: len(encoded[i]))
     batch_size = batch_size or config.generation_batch_size
     # Each call: (prompt indices, samples per prompt). Whole prompts share a call when they fit.
@@ -215,14 +257,14 @@ def generate_completions(
             tokenizer.pad_token_id,
         )
         for row, token_ids in enumerate(new_tokens):
-            text, num_tokens, clipped = trim_completion(
-                token_ids, stop_ids, config.stop_sequences, tokenizer
+            completion = trim_completion(
+                token_ids, stop_ids, config.stop_sequences, tokenizer, group[row // samples]
             )
-            stats.num_sampled_tokens += num_tokens
-            if not text.strip():
+            stats.num_sampled_tokens += completion.num_tokens
+            if not completion.text.strip():
                 stats.num_empty += 1
                 continue
-            completions.append(Completion(group[row // samples], text, num_tokens, clipped))
+            completions.append(completion)
     model.train(was_training)
     completions.sort(key=lambda c: c.prompt_index)  # stable: sample order within a prompt kept
     stats.seconds = time.perf_counter() - start

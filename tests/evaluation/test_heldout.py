@@ -90,6 +90,28 @@ def test_kl_estimate_matches_hand_computation(tokenizer):
     assert summary["per_sequence"]["mean"] == pytest.approx(sum(est.per_sequence) / 3)
 
 
+def test_kl_estimate_scores_the_sampled_ids_and_their_end_token(tokenizer):
+    """Not the text re-tokenized (" H" + "ello" would become " Hello"), not the tokenizer's EOS
+    when another end id ended the sample; the prompt with the BOS a LLaMA-style tokenizer adds."""
+    from tests.train.test_training_tokens import llama_style
+
+    bos_tokenizer = llama_style(tokenizer)
+    policy, reference = make_tiny_llama(len(tokenizer), seed=0), make_tiny_llama(len(tokenizer), 1)
+    odd = tokenizer.convert_tokens_to_ids(["ĠH", "ello", "Ġworld"])
+    eot = tokenizer.convert_tokens_to_ids("<|im_start|>")  # a second end id, as Llama-3's
+    completions = [
+        Completion(0, "Hello world", 4, clipped=False, token_ids=[*odd, eot]),
+        Completion(0, "Hello world", 3, clipped=True, token_ids=odd),
+    ]
+    prompt = "Say hello."
+    est = kl_estimate(policy, reference, bos_tokenizer, [prompt], completions, batch_size=2)
+    p = [0, *tokenizer(prompt, add_special_tokens=False)["input_ids"]]
+    for i, y in enumerate([[*odd, eot], odd]):
+        expected = _hand_log_prob(policy, p, y) - _hand_log_prob(reference, p, y)
+        assert est.per_sequence[i] == pytest.approx(expected, abs=1e-4)
+        assert est.num_tokens[i] == len(y)
+
+
 def _sampled(model, tokenizer, prompts, n=4, length=8):
     from superhf.evaluation.heldout import sample_completions
 

@@ -1,4 +1,5 @@
-"""The loss trains exactly the completion tokens + EOS, and its KL behaves like a KL."""
+"""The loss trains exactly the completion ids given (their end token included, nothing added),
+and its KL behaves like a KL."""
 
 from __future__ import annotations
 
@@ -12,21 +13,21 @@ from superhf.train.loss import superhf_loss
 from tests.conftest import make_tiny_llama
 
 PROMPTS = [[5, 6, 7], [8, 9, 10, 11, 12]]
-COMPLETIONS = [[20, 21, 22, 23], [30]]
+COMPLETIONS = [[20, 21, 22, 23, 2], [30]]  # ended on EOS (id 2); clipped at the length limit
 
 
 @pytest.mark.parametrize("side", ["left", "right"])
-def test_labels_are_exactly_completion_and_eos(tokenizer, side):
+def test_labels_are_exactly_the_completion_ids(tokenizer, side):
+    """Nothing is appended: a clipped completion gets no EOS to learn (it did not stop)."""
     batch = build_training_batch(PROMPTS, COMPLETIONS, tokenizer, padding_side=side)
-    eos = tokenizer.eos_token_id
     for i, (p, c) in enumerate(zip(PROMPTS, COMPLETIONS, strict=True)):
         labelled = batch.labels[i][batch.labels[i] != IGNORE_INDEX].tolist()
-        assert labelled == c + [eos]
+        assert labelled == c
         real = batch.input_ids[i][batch.attention_mask[i].bool()].tolist()
-        assert real == p + c + [eos]
+        assert real == p + c
         # positions count real tokens from 0, whatever the padding
         assert batch.position_ids[i][batch.attention_mask[i].bool()].tolist() == list(
-            range(len(p) + len(c) + 1)
+            range(len(p) + len(c))
         )
 
 
@@ -42,7 +43,7 @@ def test_gradient_touches_only_positions_predicting_completion(tokenizer, side):
     expected = torch.zeros_like(touched)
     expected[:, :-1] = labels[:, 1:] != IGNORE_INDEX
     assert torch.equal(touched, expected)
-    assert int(expected.sum()) == sum(len(c) + 1 for c in COMPLETIONS)
+    assert int(expected.sum()) == sum(len(c) for c in COMPLETIONS)
 
 
 def test_loss_same_under_left_and_right_padding(tokenizer):

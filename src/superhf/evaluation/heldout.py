@@ -20,6 +20,7 @@ import numpy as np
 import torch
 from transformers import PreTrainedModel, PreTrainedTokenizerBase, set_seed
 
+from superhf.batching import encode_prompt
 from superhf.config import EvalConfig, SuperHFConfig
 from superhf.data import Prompt
 from superhf.evaluation.meteor import meteor_similarity, source_dataset
@@ -91,7 +92,7 @@ def sample_completions(
     Prompts are sorted by length first (less padding), as `generate_completions` does within
     a call; the completions come back in prompt order.
     """
-    lengths = [len(tokenizer(t, add_special_tokens=False)["input_ids"]) for t in prompt_texts]
+    lengths = [len(encode_prompt(tokenizer, t)) for t in prompt_texts]
     order = sorted(range(len(prompt_texts)), key=lambda i: lengths[i])
     per_call = max(1, config.generation_batch_size // config.num_generations)
     completions: list[Completion] = []

@@ -14,7 +14,7 @@ from typing import Any
 import torch
 from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
-from superhf.batching import IGNORE_INDEX, build_training_batch
+from superhf.batching import IGNORE_INDEX, build_training_batch, encode_prompt
 from superhf.evaluation.heldout import mean_se
 from superhf.generation import Completion
 
@@ -24,7 +24,8 @@ KL_SAMPLING_NOTE = (
     "itself, while log pi and log pi_ref are the models' untempered log-probabilities: the "
     "estimate is E_q[log pi(y) - log pi_ref(y)] for the tempered nucleus distribution q, which "
     "is KL(pi || pi_ref) only at temperature 1, top_p 1, top_k 0. Scored sequence: the "
-    "completion as re-tokenized, plus EOS when it stopped (as the trainer fine-tunes on)."
+    "sampled ids through the token that ended the sample (no end token when clipped), the "
+    "prompt encoded as generation saw it: what the trainer fine-tunes on."
 )
 
 
@@ -66,15 +67,16 @@ def kl_estimate(
 ) -> KLEstimate:
     """Monte-Carlo KL of the policy to the reference on its own sampled completions (k1).
 
-    For each completion y: sum_t log pi(y_t | x, y_<t) - log pi_ref(y_t | x, y_<t), over its
-    re-tokenized tokens plus EOS when it stopped (not when clipped at the length limit).
+    For each completion y: sum_t log pi(y_t | x, y_<t) - log pi_ref(y_t | x, y_<t), over the
+    ids it sampled (`Completion.training_ids`): through the token that ended it, whichever of
+    the model's end ids that was; no end token when clipped at the length limit.
     Unbiased for KL(pi || pi_ref) of whole sequences when y ~ pi; see KL_SAMPLING_NOTE for
     tempered samples. Pass `reference=policy` for a PEFT policy: the reference is then the
     same model with its adapter disabled (no second copy in memory).
     """
     adapter = reference is policy and hasattr(policy, "disable_adapter")
-    prompt_ids = [tokenizer(t, add_special_tokens=False)["input_ids"] for t in prompt_texts]
-    completion_ids = [tokenizer(c.text, add_special_tokens=False)["input_ids"] for c in completions]
+    prompt_ids = [encode_prompt(tokenizer, t) for t in prompt_texts]
+    completion_ids = [c.training_ids(tokenizer) for c in completions]
     order = sorted(range(len(completions)), key=lambda i: len(completion_ids[i]))
     per_sequence = [0.0] * len(completions)
     num_tokens = [0] * len(completions)
@@ -88,11 +90,6 @@ def kl_estimate(
             [completion_ids[i] for i in rows],
             tokenizer,
         )
-        labels = batch.labels.clone()
-        for r, i in enumerate(rows):
-            if completions[i].clipped:  # no EOS was sampled: the appended one is not scored
-                labels[r, -1] = IGNORE_INDEX  # left padding: every row's EOS is the last column
-        batch.labels = labels
         batch = batch.to(next(policy.parameters()).device)
         logp = _completion_log_probs(policy, batch, batch.labels)
         if adapter:

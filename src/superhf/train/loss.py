@@ -1,10 +1,11 @@
 """The SuperHF loss: cross-entropy on completion tokens plus a KL prior toward the reference.
 
-    loss = CE(completion tokens + EOS) + beta * sum_examples mean_t KL(p_ref || p_theta)
+    loss = CE(completion tokens) + beta * sum_examples mean_t KL(p_ref || p_theta)
 
 Positions are shifted by one (logits at t predict token t+1), so the KL compares the
 distributions that predict completion tokens, and the CE targets are exactly the completion
-tokens and EOS, whatever the padding side (SUPERHF.md, sections 2 and 3).
+tokens (the sampled ids, through the end token that ended the sample; none after a clipped
+one), whatever the padding side (docs/METHOD.md, the training loop).
 """
 
 from __future__ import annotations
@@ -22,7 +23,7 @@ class LossOutput:
     loss: torch.Tensor
     """What is optimised: sft_loss + kl_loss."""
     sft_loss: torch.Tensor
-    """Token-mean cross-entropy over the minibatch's completion tokens (and EOS)."""
+    """Token-mean cross-entropy over the minibatch's completion tokens (end tokens included)."""
     kl_loss: torch.Tensor
     """beta * the sum over examples of their mean per-token KL; 0 when no reference."""
     kl: torch.Tensor

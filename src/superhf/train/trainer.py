@@ -36,7 +36,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from safetensors.torch import load_file, save_file
 from transformers import PreTrainedModel, PreTrainedTokenizerBase, get_scheduler
 
-from superhf.batching import build_training_batch
+from superhf.batching import build_training_batch, encode_prompt
 from superhf.config import ConfigError, EvalConfig, SuperHFConfig
 from superhf.data import Prompt, load_prompt_dataset, prepare_prompts
 from superhf.errors import TrainingError
@@ -559,20 +559,17 @@ class SuperHFTrainer:
         """One pass over the kept samples: an optimizer step per `gradient_accumulation_steps`
         minibatches. A step with a non-finite loss or gradient is skipped (its minibatches
         counted); running out of memory halves the micro-batch and redoes the step.
+
+        Each sample trains on its prompt's ids as generation saw them (`encode_prompt`) and
+        the ids it sampled (`Completion.token_ids`), through the token that ended it; a
+        clipped one gets no end token, or is left out with `mask_truncated_completions`.
         """
         args = self.args
         self.model.train()
-        prompt_ids = {
-            i: self.tokenizer(p.text, add_special_tokens=False)["input_ids"]
-            for i, p in enumerate(prompts)
-        }
-        encoded = [
-            (
-                prompt_ids[s.prompt_index],
-                self.tokenizer(s.text, add_special_tokens=False)["input_ids"],
-            )
-            for s in samples
-        ]
+        if args.mask_truncated_completions:
+            samples = [s for s in samples if not s.clipped]
+        prompt_ids = {i: encode_prompt(self.tokenizer, p.text) for i, p in enumerate(prompts)}
+        encoded = [(prompt_ids[s.prompt_index], s.training_ids(self.tokenizer)) for s in samples]
         size = args.per_device_train_batch_size
         minibatches = [encoded[i : i + size] for i in range(0, len(encoded), size)]
         accumulation = args.gradient_accumulation_steps
@@ -618,7 +615,7 @@ class SuperHFTrainer:
         pieces = [
             (m, mb[i : i + micro]) for m, mb in enumerate(group) for i in range(0, len(mb), micro)
         ]
-        tokens = [sum(len(c) + 1 for _, c in mb) for mb in group]  # completion + EOS
+        tokens = [sum(len(c) for _, c in mb) for mb in group]  # labelled completion tokens
         stats = [dict.fromkeys(("loss", "loss/sft", "loss/kl", "kl"), 0.0) for _ in group]
         for j, (m, piece) in enumerate(pieces):
             batch = build_training_batch(
@@ -630,7 +627,7 @@ class SuperHFTrainer:
                 logits = self.model(**batch.model_inputs(), logits_to_keep=keep).logits
                 ref_logits = self.reference_logits(batch, keep)
                 out = superhf_loss(logits, batch.labels[:, -keep:], ref_logits, self.args.beta)
-                weight = sum(len(c) + 1 for _, c in piece) / tokens[m]
+                weight = sum(len(c) for _, c in piece) / tokens[m]
                 loss = (out.sft_loss * weight + out.kl_loss) / len(group)
                 if not torch.isfinite(loss):
                     self.optimizer.zero_grad()
