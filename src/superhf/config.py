@@ -232,7 +232,10 @@ class SuperHFConfig:
         "checkpoints",
     )
     save_total_limit: int | None = config_field(
-        2, "Keep only the newest this many checkpoints (unset: keep all).", "checkpoints"
+        2,
+        "Keep only the newest this many checkpoints (unset: keep all). The newest valid one "
+        "and the one just written are never deleted, even after a damaged newer checkpoint.",
+        "checkpoints",
     )
     resume_from_checkpoint: str | None = config_field(
         None,

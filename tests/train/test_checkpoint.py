@@ -43,6 +43,24 @@ def test_save_total_limit_keeps_the_newest(tmp_path):
     assert [p.name for p in list_checkpoints(tmp_path)] == ["checkpoint-4", "checkpoint-5"]
 
 
+def test_pruning_after_a_fallback_resume_keeps_the_new_save(tmp_path):
+    """checkpoint-10 is corrupt, the run resumed from 5 and saved 7: 7 must survive limit 1."""
+    save_checkpoint(tmp_path, 5, _writer("a"), save_total_limit=2)
+    corrupt = save_checkpoint(tmp_path, 10, _writer("b"), save_total_limit=2)
+    (corrupt / "weights.bin").write_bytes(b"X" * 100)
+    new = save_checkpoint(tmp_path, 7, _writer("c"), save_total_limit=1)
+    assert new.is_dir() and check_checkpoint(new) is None
+    assert find_resume_checkpoint(tmp_path, warn=lambda _: None) == new
+    assert not (tmp_path / "checkpoints" / "checkpoint-5").exists()
+
+
+def test_pruning_never_deletes_the_newest_valid_or_the_one_just_written(tmp_path):
+    save_checkpoint(tmp_path, 5, _writer("a"))
+    newer = save_checkpoint(tmp_path, 10, _writer("b"))
+    new = save_checkpoint(tmp_path, 7, _writer("c"), save_total_limit=1)
+    assert list_checkpoints(tmp_path) == [new, newer]
+
+
 @pytest.mark.parametrize(
     ("damage", "problem"),
     [

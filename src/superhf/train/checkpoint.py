@@ -122,9 +122,27 @@ def save_checkpoint(
             f"could not write checkpoint {final} ({err.strerror or err}); {kept}."
         ) from err
     if save_total_limit:
-        for old in list_checkpoints(run_dir)[:-save_total_limit]:
-            shutil.rmtree(old, ignore_errors=True)
+        prune_checkpoints(run_dir, final, save_total_limit)
     return final
+
+
+def prune_checkpoints(run_dir: str | Path, just_written: Path, save_total_limit: int) -> None:
+    """Delete all but the newest `save_total_limit` checkpoints, never `just_written` nor the
+    newest valid one.
+
+    After a resume that fell back past a damaged checkpoint, that damaged one is the newest by
+    number; counting it alone would delete the good save just made. Only checkpoints newer than
+    `just_written` are verified (the normal case hashes nothing).
+    """
+    found = list_checkpoints(run_dir)
+    keep = set(found[-save_total_limit:]) | {just_written}
+    for candidate in reversed(found):
+        if candidate == just_written or check_checkpoint(candidate) is None:
+            keep.add(candidate)  # the newest valid checkpoint
+            break
+    for old in found:
+        if old not in keep:
+            shutil.rmtree(old, ignore_errors=True)
 
 
 def check_checkpoint(path: Path) -> str | None:
