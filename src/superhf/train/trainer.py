@@ -48,9 +48,10 @@ from superhf.rewards.scoring import RewardFunc, RewardScorer, load_reward_funcs
 from superhf.train.checkpoint import (
     CheckpointError,
     find_resume_checkpoint,
-    rng_state,
+    read_rng_state,
     save_checkpoint,
     set_rng_state,
+    write_rng_state,
 )
 from superhf.train.filtering import top_k_per_prompt
 from superhf.train.loss import superhf_loss
@@ -399,7 +400,7 @@ class SuperHFTrainer:
                 self.accelerator.unwrap_model(self.model).save_pretrained(folder)
             torch.save(self.optimizer.state_dict(), folder / "optimizer.pt")
             torch.save(self.scheduler.state_dict(), folder / "scheduler.pt")
-            torch.save(rng_state(), folder / "rng.pt")
+            write_rng_state(folder)  # JSON + safetensors: loading it runs no code
             (folder / "trainer_state.json").write_text(json.dumps(state), encoding="utf-8")
 
         try:
@@ -423,7 +424,7 @@ class SuperHFTrainer:
                 param.copy_(tensors[name])
         self.optimizer.load_state_dict(torch.load(folder / "optimizer.pt", weights_only=True))
         self.scheduler.load_state_dict(torch.load(folder / "scheduler.pt", weights_only=True))
-        set_rng_state(torch.load(folder / "rng.pt", weights_only=False))
+        set_rng_state(read_rng_state(folder))
         state = json.loads((folder / "trainer_state.json").read_text(encoding="utf-8"))
         self.num_skipped_total = state["num_skipped_total"]
         self.generation_batch_size = state["generation_batch_size"]
