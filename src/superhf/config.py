@@ -161,10 +161,17 @@ class SuperHFConfig:
         0.01, "AdamW weight decay (torch's default, as the paper).", "training"
     )
     lr_scheduler_type: str = config_field(
-        "cosine", "transformers scheduler name; it steps once per iteration.", "training"
+        "cosine",
+        "transformers scheduler name; it steps once per iteration (`learning_rate` in the "
+        "metrics is the rate that iteration trained at).",
+        "training",
     )
     warmup_steps: int = config_field(
-        2, "Warm-up iterations of the scheduler (paper: 32).", "training"
+        2,
+        "Warm-up iterations of the scheduler (paper: 32): iteration 1 trains at "
+        "learning_rate / warmup_steps, rising linearly to the full rate at iteration "
+        "warmup_steps; the schedule still ends at max_iterations.",
+        "training",
     )
     beta: float = config_field(
         0.35,

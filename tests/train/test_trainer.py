@@ -236,3 +236,60 @@ def test_held_out_evaluation_is_logged_and_never_drives_training(tmp_path, tiny_
         json.loads(x)["prompt"] for x in (run / "completions.jsonl").read_text().splitlines()
     }
     assert len(held_out) == 8 and trained and not held_out & trained
+
+
+def _record_learning_rates(trainer) -> list[float]:
+    """The learning rate of every optimizer step, as fine-tuning applies it."""
+    rates: list[float] = []
+    step = trainer.optimizer.step
+
+    def recording_step(*args, **kwargs):
+        rates.append(trainer.optimizer.param_groups[0]["lr"])
+        return step(*args, **kwargs)
+
+    trainer.optimizer.step = recording_step
+    return rates
+
+
+def test_logged_learning_rate_is_the_one_the_iteration_trained_at(tmp_path, tiny_model_dir):
+    config = _config(
+        tmp_path,
+        max_iterations=4,
+        prompts_per_iteration=2,
+        num_generations=2,
+        per_device_train_batch_size=2,
+        lr_scheduler_type="cosine",
+        warmup_steps=2,
+        learning_rate=1e-3,
+        model_name_or_path=str(tiny_model_dir),
+    )
+    trainer = SuperHFTrainer(reward_funcs=_length_reward, args=config, train_dataset=ROWS)
+    rates = _record_learning_rates(trainer)
+    history = trainer.train()
+    assert len(rates) == 4  # one optimizer step per iteration here
+    assert [m["learning_rate"] for m in history] == pytest.approx(rates)
+    # warm-up: iteration 1 at lr / warmup_steps, the full rate at iteration warmup_steps
+    assert rates[0] == pytest.approx(1e-3 / 2) and rates[1] == pytest.approx(1e-3)
+    # then the cosine decay, ending where it did: the last iteration at the rate of step N-1
+    assert rates[2] == pytest.approx(1e-3) and rates[3] == pytest.approx(1e-3 / 2)
+
+
+def test_first_iteration_trains_with_warmup(tmp_path, tiny_model_dir):
+    config = _config(
+        tmp_path,
+        max_iterations=1,
+        prompts_per_iteration=2,
+        num_generations=2,
+        lr_scheduler_type="linear",
+        warmup_steps=32,
+        model_name_or_path=str(tiny_model_dir),
+    )
+    trainer = SuperHFTrainer(reward_funcs=_length_reward, args=config, train_dataset=ROWS)
+    rates = _record_learning_rates(trainer)
+    before = {n: p.detach().clone() for n, p in trainer._trainable_parameters().items()}
+    trainer.train()
+    assert rates and rates[0] == pytest.approx(config.learning_rate / 32)
+    moved = [
+        not torch.equal(p.detach(), before[n]) for n, p in trainer._trainable_parameters().items()
+    ]
+    assert any(moved)

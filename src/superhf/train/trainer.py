@@ -177,7 +177,7 @@ class SuperHFTrainer:
         params = [p for p in policy.parameters() if p.requires_grad]
         optimizer = torch.optim.AdamW(params, lr=args.learning_rate, weight_decay=args.weight_decay)
         # Not prepared by accelerate: it steps once per iteration, not per optimizer step.
-        self.scheduler = get_scheduler(
+        self.scheduler = iteration_scheduler(
             args.lr_scheduler_type, optimizer, args.warmup_steps, self.num_iterations
         )
         self.model, self.optimizer = self.accelerator.prepare(policy, optimizer)
@@ -477,6 +477,7 @@ class SuperHFTrainer:
         train_metrics = self.fine_tune([completions[i] for i in kept], prompts)
         self.num_skipped_total += train_metrics["num_skipped_minibatches"]
         num_oom_retries += train_metrics.pop("num_oom_retries")
+        learning_rate = self.optimizer.param_groups[0]["lr"]  # the rate this iteration used
         self.scheduler.step()
         t3 = time.perf_counter()
 
@@ -500,7 +501,7 @@ class SuperHFTrainer:
             "reward_kept": _mean([rewards[i] for i in kept]),
             **{f"rewards/{name}/mean": _mean(v) for name, v in scores.per_func.items()},
             **train_metrics,
-            "learning_rate": self.optimizer.param_groups[0]["lr"],
+            "learning_rate": learning_rate,
             "completions/mean_length": _mean(lengths),
             "completions/min_length": min(lengths, default=0),
             "completions/max_length": max(lengths, default=0),
@@ -692,6 +693,29 @@ class SuperHFTrainer:
             model = self.accelerator.unwrap_model(self.model)
             model.save_pretrained(output_dir)
             self.tokenizer.save_pretrained(output_dir)
+
+
+def iteration_scheduler(
+    name: str, optimizer: torch.optim.Optimizer, warmup_steps: int, num_iterations: int
+) -> torch.optim.lr_scheduler.LRScheduler:
+    """transformers' schedule `name`, stepped once per iteration, with its warm-up moved one
+    iteration earlier: iteration 1 trains at learning_rate / warmup_steps (not 0, as
+    transformers' step 0 would), iteration `warmup_steps` at the full rate. After the warm-up
+    the schedule is transformers' own, so it ends where it always did.
+    """
+    scheduler = get_scheduler(name, optimizer, warmup_steps, num_iterations)
+    if warmup_steps == 0 or not isinstance(scheduler, torch.optim.lr_scheduler.LambdaLR):
+        return scheduler
+
+    def shifted(schedule: Callable[[int], float]) -> Callable[[int], float]:
+        # A plain function (not a callable object), so the scheduler's state_dict holds no
+        # code and checkpoints load with weights_only=True.
+        def lr_lambda(step: int) -> float:
+            return schedule(step + 1) if step < warmup_steps else schedule(step)
+
+        return lr_lambda
+
+    return torch.optim.lr_scheduler.LambdaLR(optimizer, [shifted(f) for f in scheduler.lr_lambdas])
 
 
 def _numeric(metrics: dict[str, Any]) -> dict[str, float]:
