@@ -179,6 +179,14 @@ class SuperHFConfig:
         "KL(p_ref || p_policy). 0 disables the term.",
         "training",
     )
+    log_kl_without_beta: bool = config_field(
+        True,
+        "Log `kl` even when beta = 0. Under LoRA this is free (the reference is the model "
+        "with its adapter disabled); with full fine-tuning (--no_use_peft) it keeps a frozen "
+        "copy of the starting policy: a second set of weights in memory and one more forward "
+        "pass per minibatch. Off: no copy at beta 0, and `kl` is NaN.",
+        "training",
+    )
     bf16: bool = config_field(
         False, "bfloat16 autocast (mixed precision) through accelerate.", "training"
     )

@@ -145,12 +145,6 @@ def test_full_fine_tuning_uses_a_frozen_reference(tmp_path, tiny_model_dir):
     assert AutoModelForCausalLM.from_pretrained(tmp_path / "run").num_parameters() > 0
 
 
-def test_beta_zero_full_fine_tuning_loads_no_reference(tmp_path, tiny_model_dir):
-    config = _config(tmp_path, max_iterations=1, beta=0.0, model_name_or_path=str(tiny_model_dir))
-    trainer = SuperHFTrainer(reward_funcs=_length_reward, args=config, train_dataset=ROWS)
-    assert trainer.reference is None
-
-
 def test_non_finite_minibatches_are_skipped_not_applied(tmp_path, tiny_model_dir):
     from superhf.generation import Completion
 
@@ -293,3 +287,26 @@ def test_first_iteration_trains_with_warmup(tmp_path, tiny_model_dir):
         not torch.equal(p.detach(), before[n]) for n, p in trainer._trainable_parameters().items()
     ]
     assert any(moved)
+
+
+def test_beta_zero_full_fine_tuning_still_logs_the_kl(tmp_path, tiny_model_dir):
+    config = _config(tmp_path, max_iterations=2, beta=0.0, model_name_or_path=str(tiny_model_dir))
+    trainer = SuperHFTrainer(reward_funcs=_length_reward, args=config, train_dataset=ROWS)
+    assert trainer.reference is not None
+    history = trainer.train()
+    assert all(math.isfinite(m["kl"]) for m in history)
+    assert history[-1]["kl"] > 0 and history[-1]["loss/kl"] == 0  # logged, not optimised
+
+
+def test_beta_zero_without_the_kl_loads_no_reference(tmp_path, tiny_model_dir):
+    config = _config(
+        tmp_path,
+        max_iterations=1,
+        beta=0.0,
+        log_kl_without_beta=False,
+        model_name_or_path=str(tiny_model_dir),
+    )
+    trainer = SuperHFTrainer(reward_funcs=_length_reward, args=config, train_dataset=ROWS)
+    assert trainer.reference is None
+    (metrics,) = trainer.train()
+    assert math.isnan(metrics["kl"])

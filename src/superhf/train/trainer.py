@@ -675,7 +675,8 @@ class SuperHFTrainer:
     def reference_logits(self, batch, keep: int) -> torch.Tensor | None:
         """Logits of the KL reference: the adapter-disabled policy, or the frozen copy.
 
-        Under LoRA this runs even when beta = 0, so the KL is still logged at no memory cost.
+        It runs even when beta = 0, so the KL is still logged: free under LoRA; with full
+        fine-tuning the copy exists at beta 0 unless `log_kl_without_beta` is off.
         """
         if self.uses_adapter:
             policy = self.accelerator.unwrap_model(self.model)
