@@ -92,6 +92,14 @@ class SuperHFConfig:
     max_prompt_length: int = config_field(
         256, "Prompts longer than this many tokens are dropped (and counted).", "prompts"
     )
+    apply_chat_template: bool = config_field(
+        False,
+        "Render plain-string prompts as one user message with the tokenizer's chat template, "
+        "so an instruct model answers them. Off (TRL's convention): strings are used as they "
+        "are and a chat model tends to continue the question. Conversations always use the "
+        "template; HH transcripts never do.",
+        "prompts",
+    )
 
     # --- generation ----------------------------------------------------------------------
     num_generations: int = config_field(

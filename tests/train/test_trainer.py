@@ -310,3 +310,34 @@ def test_beta_zero_without_the_kl_loads_no_reference(tmp_path, tiny_model_dir):
     assert trainer.reference is None
     (metrics,) = trainer.train()
     assert math.isnan(metrics["kl"])
+
+
+def _startup_text(tmp_path, tiny_model_dir, rows, **overrides) -> str:
+    import io
+
+    from rich.console import Console
+
+    out = io.StringIO()
+    config = _config(
+        tmp_path, max_iterations=1, model_name_or_path=str(tiny_model_dir), **overrides
+    )
+    SuperHFTrainer(
+        reward_funcs=_length_reward,
+        args=config,
+        train_dataset=rows,
+        console=Console(file=out, width=400),
+    )
+    return out.getvalue()
+
+
+def test_plain_string_prompts_for_a_chat_model_are_pointed_out(tmp_path, tiny_model_dir):
+    text = _startup_text(tmp_path, tiny_model_dir, ROWS)
+    assert "chat template" in text and "--apply_chat_template" in text
+    assert text.count("apply_chat_template") == 1  # said once
+
+
+def test_no_chat_template_note_for_conversations_or_when_applied(tmp_path, tiny_model_dir):
+    conversations = [{"prompt": [{"role": "user", "content": r["prompt"]}]} for r in ROWS]
+    assert "apply_chat_template" not in _startup_text(tmp_path, tiny_model_dir, conversations)
+    applied = _startup_text(tmp_path / "b", tiny_model_dir, ROWS, apply_chat_template=True)
+    assert "apply_chat_template" not in applied

@@ -113,8 +113,13 @@ class SuperHFTrainer:
                 args.dataset_name, args.dataset_config, args.dataset_train_split
             )
         self.prompts, self.prompt_stats = prepare_prompts(
-            train_dataset, self.tokenizer, args.max_prompt_length, source=args.dataset_name
+            train_dataset,
+            self.tokenizer,
+            args.max_prompt_length,
+            source=args.dataset_name,
+            apply_chat_template=args.apply_chat_template,
         )
+        self._note_plain_prompts_for_a_chat_model()
         # One shuffle: the last num_eval_prompts are held out for evaluation, never trained on.
         order = list(range(len(self.prompts)))
         random.Random(args.seed).shuffle(order)
@@ -338,6 +343,18 @@ class SuperHFTrainer:
         self.save_model()
         self.accelerator.end_training()
         return history
+
+    def _note_plain_prompts_for_a_chat_model(self) -> None:
+        """Plain-string prompts reach a chat model as they are: say so once, with the fix."""
+        if self.args.apply_chat_template or self.tokenizer.chat_template is None:
+            return
+        plain = sum(isinstance(p.prompt, str) and p.text == p.prompt for p in self.prompts)
+        if plain:
+            self._warn(
+                f"{plain} prompts are plain strings, used as they are although the model has a "
+                "chat template: an instruct model may continue them instead of answering. "
+                "--apply_chat_template renders them as user messages."
+            )
 
     def _warn(self, message: str) -> None:
         self.console.print(f"[yellow]{message}[/yellow]", soft_wrap=True)
