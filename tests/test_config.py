@@ -109,3 +109,11 @@ def test_reward_model_flag_is_short_for_reward_funcs():
     from superhf.config import parse_train_args
 
     assert parse_train_args(["--reward_model", "runs/rm"]).reward_funcs == ["runs/rm"]
+
+
+def test_eval_renders_prompts_as_the_training_run_did():
+    from superhf.config import EvalConfig
+
+    assert EvalConfig().apply_chat_template is False
+    train = SuperHFConfig(apply_chat_template=True)
+    assert EvalConfig.from_train_config(train).apply_chat_template is True

@@ -563,6 +563,12 @@ class EvalConfig:
     max_prompt_length: int = config_field(
         256, "Prompts longer than this many tokens are dropped (and counted).", "prompts"
     )
+    apply_chat_template: bool = config_field(
+        False,
+        "Render plain-string prompts as one user message with the chat template (as a run "
+        "trained with --apply_chat_template saw them).",
+        "prompts",
+    )
 
     # --- generation ----------------------------------------------------------------------
     num_generations: int = config_field(1, "Completions sampled per prompt.", "generation")
@@ -670,6 +676,7 @@ class EvalConfig:
             dataset_name=args.dataset_name,
             dataset_config=args.dataset_config,
             max_prompt_length=args.max_prompt_length,
+            apply_chat_template=args.apply_chat_template,
             max_completion_length=args.max_completion_length,
             generation_batch_size=args.generation_batch_size,
             stop_sequences=list(args.stop_sequences),
