@@ -95,7 +95,25 @@ def test_paper_yaml_has_the_paper_settings():
     assert config.seed == 66 and config.warmup_steps == 32 and config.bf16
 
 
+def test_paper_yaml_runs_the_papers_5000_iterations():
+    """10,000 prompts at 2 per iteration, not one pass over all of Anthropic/hh-rlhf."""
+    text = (CONFIGS / "paper.yaml").read_text()
+    config = SuperHFConfig.from_yaml(CONFIGS / "paper.yaml")
+    assert config.max_iterations == 5000
+    assert config.max_iterations * config.prompts_per_iteration == 10_000
+    assert "10,000 prompts / 2 per iteration = 5,000 iterations" in text
+    assert "SUPERHF.md" not in text  # cite the repo's docs, not a file outside it
+
+
 def test_reward_model_flag_is_short_for_reward_funcs():
     from superhf.config import parse_train_args
 
     assert parse_train_args(["--reward_model", "runs/rm"]).reward_funcs == ["runs/rm"]
+
+
+def test_eval_renders_prompts_as_the_training_run_did():
+    from superhf.config import EvalConfig
+
+    assert EvalConfig().apply_chat_template is False
+    train = SuperHFConfig(apply_chat_template=True)
+    assert EvalConfig.from_train_config(train).apply_chat_template is True

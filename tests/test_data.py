@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 import json
 
 import pytest
@@ -31,6 +32,28 @@ def test_string_conversation_and_hh_forms(tokenizer):
     assert prompts[0].prompt == "How do I bake bread?"
     assert prompts[0].text == "\n\nHuman: How do I bake bread?\n\nAssistant:"
     assert first_human_turn("no turns here") is None
+
+
+def test_apply_chat_template_renders_plain_strings_as_a_user_message(tokenizer):
+    rows = [{"prompt": "What is the capital of France?"}]
+    as_is, _ = prepare_prompts(rows, tokenizer, 256)
+    assert as_is[0].text == "What is the capital of France?"  # TRL's convention, the default
+    templated, _ = prepare_prompts(rows, tokenizer, 256, apply_chat_template=True)
+    message = [{"role": "user", "content": "What is the capital of France?"}]
+    expected = tokenizer.apply_chat_template(message, tokenize=False, add_generation_prompt=True)
+    assert templated[0].text == expected and expected.endswith("<|im_start|>assistant\n")
+    assert templated[0].prompt == "What is the capital of France?"  # rewards see the string
+    hh = [{"chosen": "\n\nHuman: Hi?\n\nAssistant: Hello."}]  # HH keeps the paper's format
+    assert prepare_prompts(hh, tokenizer, 256, apply_chat_template=True)[0][0].text == (
+        "\n\nHuman: Hi?\n\nAssistant:"
+    )
+
+
+def test_apply_chat_template_without_a_template_is_a_clear_error(tokenizer):
+    plain = copy.deepcopy(tokenizer)
+    plain.chat_template = None
+    with pytest.raises(DatasetError, match="apply_chat_template.*no chat template"):
+        prepare_prompts([{"prompt": "Hi?"}], plain, 256, apply_chat_template=True)
 
 
 def test_empty_and_too_long_prompts_are_dropped_and_counted(tokenizer):

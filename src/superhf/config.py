@@ -92,6 +92,14 @@ class SuperHFConfig:
     max_prompt_length: int = config_field(
         256, "Prompts longer than this many tokens are dropped (and counted).", "prompts"
     )
+    apply_chat_template: bool = config_field(
+        False,
+        "Render plain-string prompts as one user message with the tokenizer's chat template, "
+        "so an instruct model answers them. Off (TRL's convention): strings are used as they "
+        "are and a chat model tends to continue the question. Conversations always use the "
+        "template; HH transcripts never do.",
+        "prompts",
+    )
 
     # --- generation ----------------------------------------------------------------------
     num_generations: int = config_field(
@@ -161,15 +169,30 @@ class SuperHFConfig:
         0.01, "AdamW weight decay (torch's default, as the paper).", "training"
     )
     lr_scheduler_type: str = config_field(
-        "cosine", "transformers scheduler name; it steps once per iteration.", "training"
+        "cosine",
+        "transformers scheduler name; it steps once per iteration (`learning_rate` in the "
+        "metrics is the rate that iteration trained at).",
+        "training",
     )
     warmup_steps: int = config_field(
-        2, "Warm-up iterations of the scheduler (paper: 32).", "training"
+        2,
+        "Warm-up iterations of the scheduler (paper: 32): iteration 1 trains at "
+        "learning_rate / warmup_steps, rising linearly to the full rate at iteration "
+        "warmup_steps; the schedule still ends at max_iterations.",
+        "training",
     )
     beta: float = config_field(
         0.35,
         "KL coefficient: loss = CE + beta * sum over examples of their mean per-token "
         "KL(p_ref || p_policy). 0 disables the term.",
+        "training",
+    )
+    log_kl_without_beta: bool = config_field(
+        True,
+        "Log `kl` even when beta = 0. Under LoRA this is free (the reference is the model "
+        "with its adapter disabled); with full fine-tuning (--no_use_peft) it keeps a frozen "
+        "copy of the starting policy: a second set of weights in memory and one more forward "
+        "pass per minibatch. Off: no copy at beta 0, and `kl` is NaN.",
         "training",
     )
     bf16: bool = config_field(
@@ -238,7 +261,10 @@ class SuperHFConfig:
         "checkpoints",
     )
     save_total_limit: int | None = config_field(
-        2, "Keep only the newest this many checkpoints (unset: keep all).", "checkpoints"
+        2,
+        "Keep only the newest this many checkpoints (unset: keep all). The newest valid one "
+        "and the one just written are never deleted, even after a damaged newer checkpoint.",
+        "checkpoints",
     )
     resume_from_checkpoint: str | None = config_field(
         None,
@@ -543,6 +569,12 @@ class EvalConfig:
     max_prompt_length: int = config_field(
         256, "Prompts longer than this many tokens are dropped (and counted).", "prompts"
     )
+    apply_chat_template: bool = config_field(
+        False,
+        "Render plain-string prompts as one user message with the chat template (as a run "
+        "trained with --apply_chat_template saw them).",
+        "prompts",
+    )
 
     # --- generation ----------------------------------------------------------------------
     num_generations: int = config_field(1, "Completions sampled per prompt.", "generation")
@@ -650,6 +682,7 @@ class EvalConfig:
             dataset_name=args.dataset_name,
             dataset_config=args.dataset_config,
             max_prompt_length=args.max_prompt_length,
+            apply_chat_template=args.apply_chat_template,
             max_completion_length=args.max_completion_length,
             generation_batch_size=args.generation_batch_size,
             stop_sequences=list(args.stop_sequences),

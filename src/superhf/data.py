@@ -1,7 +1,8 @@
 """Prompts: load a dataset, render each prompt as the policy will see it, drop what cannot be used.
 
 Accepted forms (TRL's conventions plus the paper's):
-- a `prompt` column of strings, used as they are;
+- a `prompt` column of strings, used as they are (with `apply_chat_template`: as one user
+  message, rendered with the tokenizer's chat template);
 - a `prompt` column of conversations (lists of {"role", "content"}), rendered with the
   tokenizer's chat template and a generation prompt;
 - Anthropic HH transcripts in a `chosen` column: the first human turn, formatted as the paper
@@ -193,10 +194,26 @@ def _is_conversation(value: Any) -> bool:
     )
 
 
-def render_prompt(value: Any, tokenizer: PreTrainedTokenizerBase) -> str | None:
-    """The text the policy continues, or None when the value is not a usable prompt."""
+def render_prompt(
+    value: Any, tokenizer: PreTrainedTokenizerBase, apply_chat_template: bool = False
+) -> str | None:
+    """The text the policy continues, or None when the value is not a usable prompt.
+
+    A plain string is used as it is (TRL's convention), unless `apply_chat_template`: then it
+    is one user message rendered with the chat template, so an instruct model answers it
+    instead of continuing the question.
+    """
     if isinstance(value, str):
-        return value if value.strip() else None
+        if not value.strip():
+            return None
+        if not apply_chat_template:
+            return value
+        if tokenizer.chat_template is None:
+            raise DatasetError(
+                "apply_chat_template: this model's tokenizer has no chat template; turn "
+                "apply_chat_template off to use the prompts as they are."
+            )
+        value = [{"role": "user", "content": value}]
     if _is_conversation(value):
         if not any(m["content"].strip() for m in value):
             return None
@@ -214,9 +231,14 @@ def prepare_prompts(
     tokenizer: PreTrainedTokenizerBase,
     max_prompt_length: int,
     source: str = "the dataset",
+    apply_chat_template: bool = False,
 ) -> tuple[list[Prompt], PromptStats]:
     """Render every row; count and skip empty or too-long prompts (counted as the policy will
-    see them: `encode_prompt`, BOS included where the model expects one)."""
+    see them: `encode_prompt`, BOS included where the model expects one).
+
+    `apply_chat_template` renders plain-string `prompt`s with the chat template (see
+    `render_prompt`); HH transcripts keep the paper's format either way.
+    """
     from superhf.batching import encode_prompt  # here: importing this module stays torch-free
 
     rows = dataset.to_list() if isinstance(dataset, Dataset) else list(dataset)
@@ -231,7 +253,7 @@ def prepare_prompts(
     for row in rows:
         if "prompt" in row:
             value = row["prompt"]
-            text = render_prompt(value, tokenizer)
+            text = render_prompt(value, tokenizer, apply_chat_template)
         else:
             chosen = row.get("chosen")
             value = first_human_turn(chosen) if isinstance(chosen, str) else None

@@ -116,12 +116,14 @@ def prepare_policy(model: PreTrainedModel, config: SuperHFConfig) -> PreTrainedM
 
 
 def make_reference(model: PreTrainedModel, config: SuperHFConfig) -> PreTrainedModel | None:
-    """A frozen copy of the starting policy, needed only for full fine-tuning with beta > 0.
+    """A frozen copy of the starting policy: the KL reference of full fine-tuning.
 
     Under LoRA the reference is the same model with its adapter disabled, so nothing extra
-    is loaded; with beta = 0 there is no KL term and no reference.
+    is loaded. With beta = 0 the copy is still made so that the KL to the start is logged
+    (the first thing to watch), unless `log_kl_without_beta` is off: it doubles the weights
+    held in memory.
     """
-    if config.use_peft or config.beta == 0:
+    if config.use_peft or (config.beta == 0 and not config.log_kl_without_beta):
         return None
     reference = copy.deepcopy(model)
     reference.requires_grad_(False)

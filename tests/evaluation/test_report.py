@@ -177,3 +177,17 @@ def test_bad_run_dirs(tmp_path):
 
 def test_rolling_mean():
     assert rolling_mean([1.0, 3.0, 5.0, 7.0], 2) == [1.0, 2.0, 4.0, 6.0]
+
+
+def test_iteration_zero_evaluation_is_not_counted_as_an_iteration(tmp_path):
+    """eval_on_start writes an iteration-0 row (held-out eval only): 4 iterations, not 5."""
+    run = write_run(tmp_path / "run", 0.35, iterations=4, eval_every=2)
+    start = {"iteration": 0, "eval_reward": 0.1, "eval_meteor": 0.1, "eval_test_reward": 0.0}
+    lines = (run / "metrics.jsonl").read_text()
+    (run / "metrics.jsonl").write_text(json.dumps(start) + "\n" + lines)
+    loaded = load_run(run)
+    assert [m["iteration"] for m in loaded.metrics] == [0, 1, 2, 3, 4]
+    assert loaded.num_iterations == 4
+    report = build_report([str(run)]).read_text()
+    row = next(line for line in report.splitlines() if line.startswith("| `run`"))
+    assert "| 4 |" in row and "| 5 |" not in row

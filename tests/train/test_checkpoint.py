@@ -14,9 +14,11 @@ from superhf.train.checkpoint import (
     check_checkpoint,
     find_resume_checkpoint,
     list_checkpoints,
+    read_rng_state,
     rng_state,
     save_checkpoint,
     set_rng_state,
+    write_rng_state,
 )
 
 
@@ -41,6 +43,24 @@ def test_save_total_limit_keeps_the_newest(tmp_path):
     for iteration in range(1, 6):
         save_checkpoint(tmp_path, iteration, _writer("w"), save_total_limit=2)
     assert [p.name for p in list_checkpoints(tmp_path)] == ["checkpoint-4", "checkpoint-5"]
+
+
+def test_pruning_after_a_fallback_resume_keeps_the_new_save(tmp_path):
+    """checkpoint-10 is corrupt, the run resumed from 5 and saved 7: 7 must survive limit 1."""
+    save_checkpoint(tmp_path, 5, _writer("a"), save_total_limit=2)
+    corrupt = save_checkpoint(tmp_path, 10, _writer("b"), save_total_limit=2)
+    (corrupt / "weights.bin").write_bytes(b"X" * 100)
+    new = save_checkpoint(tmp_path, 7, _writer("c"), save_total_limit=1)
+    assert new.is_dir() and check_checkpoint(new) is None
+    assert find_resume_checkpoint(tmp_path, warn=lambda _: None) == new
+    assert not (tmp_path / "checkpoints" / "checkpoint-5").exists()
+
+
+def test_pruning_never_deletes_the_newest_valid_or_the_one_just_written(tmp_path):
+    save_checkpoint(tmp_path, 5, _writer("a"))
+    newer = save_checkpoint(tmp_path, 10, _writer("b"))
+    new = save_checkpoint(tmp_path, 7, _writer("c"), save_total_limit=1)
+    assert list_checkpoints(tmp_path) == [new, newer]
 
 
 @pytest.mark.parametrize(
@@ -97,10 +117,59 @@ def test_full_disk_leaves_the_previous_checkpoint_intact(tmp_path):
     assert not list((tmp_path / "checkpoints").glob(".tmp-*"))
 
 
-def test_random_states_round_trip(tmp_path):
-    state = rng_state()
-    torch.save(state, tmp_path / "rng.pt")
+def test_random_states_round_trip_through_files_that_run_no_code(tmp_path):
+    write_rng_state(tmp_path)
+    expected = (random.random(), np.random.rand(), np.random.randn(), torch.rand(3))
+    assert sorted(p.name for p in tmp_path.iterdir()) == [
+        "rng_state.json",
+        "rng_state.safetensors",
+    ]
+    set_rng_state(read_rng_state(tmp_path))
+    again = (random.random(), np.random.rand(), np.random.randn(), torch.rand(3))
+    assert expected[:3] == again[:3] and torch.equal(expected[3], again[3])
+
+
+def test_a_legacy_rng_pt_still_loads_without_running_code(tmp_path):
+    torch.save(rng_state(), tmp_path / "rng.pt")
     expected = (random.random(), np.random.rand(), torch.rand(3))
-    set_rng_state(torch.load(tmp_path / "rng.pt", weights_only=False))
+    set_rng_state(read_rng_state(tmp_path))
     again = (random.random(), np.random.rand(), torch.rand(3))
     assert expected[:2] == again[:2] and torch.equal(expected[2], again[2])
+
+
+def test_every_checkpoint_file_loads_with_weights_only(tmp_path, tiny_model_dir):
+    """A checkpoint someone sent you must not be able to run code when it is resumed."""
+    import json
+
+    from safetensors.torch import load_file
+
+    from superhf.config import SuperHFConfig
+    from superhf.train.trainer import SuperHFTrainer
+
+    config = SuperHFConfig(
+        model_name_or_path=str(tiny_model_dir),
+        num_generations=2,
+        max_completion_length=4,
+        prompts_per_iteration=2,
+        max_iterations=1,
+        top_k=20,
+        num_eval_prompts=0,
+        output_dir=str(tmp_path / "run"),
+    )
+    rows = [{"prompt": f"Question {i}?"} for i in range(4)]
+    trainer = SuperHFTrainer(
+        reward_funcs=lambda p, c, **kw: [0.0] * len(c), args=config, train_dataset=rows
+    )
+    trainer.train()
+    (checkpoint,) = list_checkpoints(tmp_path / "run")
+    files = sorted(p for p in checkpoint.rglob("*") if p.is_file())
+    assert {"rng_state.json", "rng_state.safetensors", "optimizer.pt"} <= {p.name for p in files}
+    for path in files:
+        if path.suffix == ".safetensors":
+            load_file(path)
+        elif path.suffix == ".json":
+            json.loads(path.read_text())
+        elif path.suffix == ".md":  # peft's model card
+            path.read_text()
+        else:
+            torch.load(path, weights_only=True)

@@ -251,8 +251,11 @@ def test_out_of_memory_in_fine_tuning_halves_the_micro_batch_and_keeps_the_gradi
                 return forward(*args, **kwargs)
 
             trainer.model.forward = limited
+        start = {n: p.detach().clone() for n, p in trainer.model.named_parameters()}
         metrics = trainer.fine_tune(samples, trainer.prompts[:2])
         weights = {n: p.detach().clone() for n, p in trainer.model.named_parameters()}
+        # the first iteration trains (warm-up starts above 0), so the comparison means something
+        assert any((weights[n] - start[n]).abs().max() > 1e-3 for n in start)
         results.append((metrics, weights))
         assert trainer.train_micro_batch_size == (4 if limit is None else 1)
     (plain, plain_weights), (halved, halved_weights) = results
@@ -260,7 +263,9 @@ def test_out_of_memory_in_fine_tuning_halves_the_micro_batch_and_keeps_the_gradi
     for key in ("loss", "loss/sft", "loss/kl", "kl"):
         assert math.isclose(plain[key], halved[key], rel_tol=1e-4), key
     for name, weight in plain_weights.items():
-        torch.testing.assert_close(halved_weights[name], weight, rtol=1e-4, atol=1e-6)
+        # Adam's first step divides by |gradient|: float noise of the split is amplified for
+        # gradients near eps, up to ~1e-5 here against updates of up to lr = 1e-2.
+        torch.testing.assert_close(halved_weights[name], weight, rtol=1e-4, atol=2e-5)
 
 
 def test_out_of_memory_in_generation_halves_the_batch_and_keeps_every_sample(

@@ -145,12 +145,6 @@ def test_full_fine_tuning_uses_a_frozen_reference(tmp_path, tiny_model_dir):
     assert AutoModelForCausalLM.from_pretrained(tmp_path / "run").num_parameters() > 0
 
 
-def test_beta_zero_full_fine_tuning_loads_no_reference(tmp_path, tiny_model_dir):
-    config = _config(tmp_path, max_iterations=1, beta=0.0, model_name_or_path=str(tiny_model_dir))
-    trainer = SuperHFTrainer(reward_funcs=_length_reward, args=config, train_dataset=ROWS)
-    assert trainer.reference is None
-
-
 def test_non_finite_minibatches_are_skipped_not_applied(tmp_path, tiny_model_dir):
     from superhf.generation import Completion
 
@@ -236,3 +230,114 @@ def test_held_out_evaluation_is_logged_and_never_drives_training(tmp_path, tiny_
         json.loads(x)["prompt"] for x in (run / "completions.jsonl").read_text().splitlines()
     }
     assert len(held_out) == 8 and trained and not held_out & trained
+
+
+def _record_learning_rates(trainer) -> list[float]:
+    """The learning rate of every optimizer step, as fine-tuning applies it."""
+    rates: list[float] = []
+    step = trainer.optimizer.step
+
+    def recording_step(*args, **kwargs):
+        rates.append(trainer.optimizer.param_groups[0]["lr"])
+        return step(*args, **kwargs)
+
+    trainer.optimizer.step = recording_step
+    return rates
+
+
+def test_logged_learning_rate_is_the_one_the_iteration_trained_at(tmp_path, tiny_model_dir):
+    config = _config(
+        tmp_path,
+        max_iterations=4,
+        prompts_per_iteration=2,
+        num_generations=2,
+        per_device_train_batch_size=2,
+        lr_scheduler_type="cosine",
+        warmup_steps=2,
+        learning_rate=1e-3,
+        model_name_or_path=str(tiny_model_dir),
+    )
+    trainer = SuperHFTrainer(reward_funcs=_length_reward, args=config, train_dataset=ROWS)
+    rates = _record_learning_rates(trainer)
+    history = trainer.train()
+    assert len(rates) == 4  # one optimizer step per iteration here
+    assert [m["learning_rate"] for m in history] == pytest.approx(rates)
+    # warm-up: iteration 1 at lr / warmup_steps, the full rate at iteration warmup_steps
+    assert rates[0] == pytest.approx(1e-3 / 2) and rates[1] == pytest.approx(1e-3)
+    # then the cosine decay, ending where it did: the last iteration at the rate of step N-1
+    assert rates[2] == pytest.approx(1e-3) and rates[3] == pytest.approx(1e-3 / 2)
+
+
+def test_first_iteration_trains_with_warmup(tmp_path, tiny_model_dir):
+    config = _config(
+        tmp_path,
+        max_iterations=1,
+        prompts_per_iteration=2,
+        num_generations=2,
+        lr_scheduler_type="linear",
+        warmup_steps=32,
+        model_name_or_path=str(tiny_model_dir),
+    )
+    trainer = SuperHFTrainer(reward_funcs=_length_reward, args=config, train_dataset=ROWS)
+    rates = _record_learning_rates(trainer)
+    before = {n: p.detach().clone() for n, p in trainer._trainable_parameters().items()}
+    trainer.train()
+    assert rates and rates[0] == pytest.approx(config.learning_rate / 32)
+    moved = [
+        not torch.equal(p.detach(), before[n]) for n, p in trainer._trainable_parameters().items()
+    ]
+    assert any(moved)
+
+
+def test_beta_zero_full_fine_tuning_still_logs_the_kl(tmp_path, tiny_model_dir):
+    config = _config(tmp_path, max_iterations=2, beta=0.0, model_name_or_path=str(tiny_model_dir))
+    trainer = SuperHFTrainer(reward_funcs=_length_reward, args=config, train_dataset=ROWS)
+    assert trainer.reference is not None
+    history = trainer.train()
+    assert all(math.isfinite(m["kl"]) for m in history)
+    assert history[-1]["kl"] > 0 and history[-1]["loss/kl"] == 0  # logged, not optimised
+
+
+def test_beta_zero_without_the_kl_loads_no_reference(tmp_path, tiny_model_dir):
+    config = _config(
+        tmp_path,
+        max_iterations=1,
+        beta=0.0,
+        log_kl_without_beta=False,
+        model_name_or_path=str(tiny_model_dir),
+    )
+    trainer = SuperHFTrainer(reward_funcs=_length_reward, args=config, train_dataset=ROWS)
+    assert trainer.reference is None
+    (metrics,) = trainer.train()
+    assert math.isnan(metrics["kl"])
+
+
+def _startup_text(tmp_path, tiny_model_dir, rows, **overrides) -> str:
+    import io
+
+    from rich.console import Console
+
+    out = io.StringIO()
+    config = _config(
+        tmp_path, max_iterations=1, model_name_or_path=str(tiny_model_dir), **overrides
+    )
+    SuperHFTrainer(
+        reward_funcs=_length_reward,
+        args=config,
+        train_dataset=rows,
+        console=Console(file=out, width=400),
+    )
+    return out.getvalue()
+
+
+def test_plain_string_prompts_for_a_chat_model_are_pointed_out(tmp_path, tiny_model_dir):
+    text = _startup_text(tmp_path, tiny_model_dir, ROWS)
+    assert "chat template" in text and "--apply_chat_template" in text
+    assert text.count("apply_chat_template") == 1  # said once
+
+
+def test_no_chat_template_note_for_conversations_or_when_applied(tmp_path, tiny_model_dir):
+    conversations = [{"prompt": [{"role": "user", "content": r["prompt"]}]} for r in ROWS]
+    assert "apply_chat_template" not in _startup_text(tmp_path, tiny_model_dir, conversations)
+    applied = _startup_text(tmp_path / "b", tiny_model_dir, ROWS, apply_chat_template=True)
+    assert "apply_chat_template" not in applied

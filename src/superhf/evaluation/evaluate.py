@@ -175,7 +175,13 @@ def _evaluate_one(
             spec.path, config.dtype, config.reference_model, references
         )
     seconds["load"] = time.perf_counter() - t0
-    prompts, stats = prepare_prompts(rows, tokenizer, config.max_prompt_length, config.dataset_name)
+    prompts, stats = prepare_prompts(
+        rows,
+        tokenizer,
+        config.max_prompt_length,
+        config.dataset_name,
+        apply_chat_template=config.apply_chat_template,
+    )
     progress = Progress(
         TextColumn("[bold]{task.description}"),
         BarColumn(),

@@ -3,7 +3,8 @@
     superhf report runs/beta-0.1 runs/beta-0.35 runs/beta-1.0 --output_dir runs/report
     build_report(["runs/beta-0.1", "runs/beta-0.35"], "runs/report")
 
-Each run folder is the output_dir of `superhf train`: metrics.jsonl (one line per iteration),
+Each run folder is the output_dir of `superhf train`: metrics.jsonl (one line per iteration,
+plus an iteration-0 line for the evaluation of the starting policy, not counted as an iteration),
 config.yaml (its settings) and, after `superhf eval RUN --output_dir RUN`, eval.json. The
 report compares runs the way the paper compares its KL sweep: reward against METEOR
 similarity, one point per run. Metrics a run did not log are skipped, and the report says so.
@@ -59,6 +60,12 @@ class Run:
     """Problems met while reading it (bad lines, unmatched eval.json)."""
     label: str = ""
     """What distinguishes it from the other runs, e.g. `beta=0.35`."""
+
+    @property
+    def num_iterations(self) -> int:
+        """Training iterations logged: the iteration-0 row (`eval_on_start`) is an evaluation
+        of the starting policy, not an iteration."""
+        return sum(1 for i, m in enumerate(self.metrics, start=1) if int(m.get("iteration", i)) > 0)
 
     def series(self, key: str) -> tuple[list[int], list[float]]:
         """(iterations, values) where `key` was logged as a finite number."""
@@ -488,7 +495,7 @@ def _runs_table(runs: list[Run], keys: list[str]) -> list[str]:
         cells = [
             f"`{run.name}`",
             *[_fmt_value(run.config.get(k, "n/a")) for k in settings],
-            str(len(run.metrics)),
+            str(run.num_iterations),
             f"{_num(first_window_mean(rewards))} → {_num(last_window_mean(rewards))}"
             f" (k={window(len(rewards))})",
             _num(eval_reward[-1] if eval_reward else None),

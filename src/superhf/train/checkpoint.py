@@ -21,11 +21,14 @@ from typing import Any
 
 import numpy as np
 import torch
+from safetensors.torch import load_file, save_file
 
 from superhf.errors import CheckpointError
 
 CHECKPOINTS_DIR = "checkpoints"
 MANIFEST = "manifest.json"
+RNG_JSON, RNG_TENSORS = "rng_state.json", "rng_state.safetensors"
+LEGACY_RNG = "rng.pt"
 _NAME = re.compile(r"^checkpoint-(\d+)$")
 
 
@@ -47,6 +50,58 @@ def set_rng_state(state: dict[str, Any]) -> None:
     torch.set_rng_state(state["torch"])
     if "cuda" in state and torch.cuda.is_available():
         torch.cuda.set_rng_state_all(state["cuda"])
+
+
+def write_rng_state(folder: Path) -> None:
+    """The random states as JSON (Python, NumPy) and safetensors (torch CPU and CUDA bytes).
+
+    Neither format can run code when read, unlike a pickled rng.pt.
+    """
+    state = rng_state()
+    version, internal, gauss = state["python"]
+    name, keys, pos, has_gauss, cached_gaussian = state["numpy"]
+    plain = {
+        "python": {"version": version, "state": list(internal), "gauss": gauss},
+        "numpy": {
+            "bit_generator": name,
+            "keys": keys.tolist(),
+            "pos": int(pos),
+            "has_gauss": int(has_gauss),
+            "cached_gaussian": float(cached_gaussian),
+        },
+    }
+    (folder / RNG_JSON).write_text(json.dumps(plain), encoding="utf-8")
+    tensors = {"torch": state["torch"]}
+    tensors |= {f"cuda.{i}": t for i, t in enumerate(state.get("cuda", []))}
+    save_file({k: t.contiguous() for k, t in tensors.items()}, folder / RNG_TENSORS)
+
+
+def read_rng_state(folder: Path) -> dict[str, Any]:
+    """What `write_rng_state` wrote, for `set_rng_state`. A checkpoint from before it (rng.pt)
+    is read with `weights_only=True`, allowing only NumPy's array types."""
+    if not (folder / RNG_JSON).is_file() and (folder / LEGACY_RNG).is_file():
+        core = getattr(np, "_core", None) or np.core  # numpy 2 / numpy 1
+        arrays = [np.ndarray, np.dtype, np.dtypes.UInt32DType, core.multiarray._reconstruct]
+        with torch.serialization.safe_globals(arrays):
+            return torch.load(folder / LEGACY_RNG, weights_only=True)
+    plain = json.loads((folder / RNG_JSON).read_text(encoding="utf-8"))
+    tensors = load_file(folder / RNG_TENSORS)
+    py, npy = plain["python"], plain["numpy"]
+    state: dict[str, Any] = {
+        "python": (py["version"], tuple(py["state"]), py["gauss"]),
+        "numpy": (
+            npy["bit_generator"],
+            np.array(npy["keys"], dtype=np.uint32),
+            npy["pos"],
+            npy["has_gauss"],
+            npy["cached_gaussian"],
+        ),
+        "torch": tensors["torch"],
+    }
+    cuda = sorted((k for k in tensors if k.startswith("cuda.")), key=lambda k: int(k[5:]))
+    if cuda:
+        state["cuda"] = [tensors[k] for k in cuda]
+    return state
 
 
 def _sha256(path: Path) -> str:
@@ -122,9 +177,27 @@ def save_checkpoint(
             f"could not write checkpoint {final} ({err.strerror or err}); {kept}."
         ) from err
     if save_total_limit:
-        for old in list_checkpoints(run_dir)[:-save_total_limit]:
-            shutil.rmtree(old, ignore_errors=True)
+        prune_checkpoints(run_dir, final, save_total_limit)
     return final
+
+
+def prune_checkpoints(run_dir: str | Path, just_written: Path, save_total_limit: int) -> None:
+    """Delete all but the newest `save_total_limit` checkpoints, never `just_written` nor the
+    newest valid one.
+
+    After a resume that fell back past a damaged checkpoint, that damaged one is the newest by
+    number; counting it alone would delete the good save just made. Only checkpoints newer than
+    `just_written` are verified (the normal case hashes nothing).
+    """
+    found = list_checkpoints(run_dir)
+    keep = set(found[-save_total_limit:]) | {just_written}
+    for candidate in reversed(found):
+        if candidate == just_written or check_checkpoint(candidate) is None:
+            keep.add(candidate)  # the newest valid checkpoint
+            break
+    for old in found:
+        if old not in keep:
+            shutil.rmtree(old, ignore_errors=True)
 
 
 def check_checkpoint(path: Path) -> str | None:

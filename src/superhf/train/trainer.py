@@ -48,9 +48,10 @@ from superhf.rewards.scoring import RewardFunc, RewardScorer, load_reward_funcs
 from superhf.train.checkpoint import (
     CheckpointError,
     find_resume_checkpoint,
-    rng_state,
+    read_rng_state,
     save_checkpoint,
     set_rng_state,
+    write_rng_state,
 )
 from superhf.train.filtering import top_k_per_prompt
 from superhf.train.loss import superhf_loss
@@ -112,8 +113,13 @@ class SuperHFTrainer:
                 args.dataset_name, args.dataset_config, args.dataset_train_split
             )
         self.prompts, self.prompt_stats = prepare_prompts(
-            train_dataset, self.tokenizer, args.max_prompt_length, source=args.dataset_name
+            train_dataset,
+            self.tokenizer,
+            args.max_prompt_length,
+            source=args.dataset_name,
+            apply_chat_template=args.apply_chat_template,
         )
+        self._note_plain_prompts_for_a_chat_model()
         # One shuffle: the last num_eval_prompts are held out for evaluation, never trained on.
         order = list(range(len(self.prompts)))
         random.Random(args.seed).shuffle(order)
@@ -176,7 +182,7 @@ class SuperHFTrainer:
         params = [p for p in policy.parameters() if p.requires_grad]
         optimizer = torch.optim.AdamW(params, lr=args.learning_rate, weight_decay=args.weight_decay)
         # Not prepared by accelerate: it steps once per iteration, not per optimizer step.
-        self.scheduler = get_scheduler(
+        self.scheduler = iteration_scheduler(
             args.lr_scheduler_type, optimizer, args.warmup_steps, self.num_iterations
         )
         self.model, self.optimizer = self.accelerator.prepare(policy, optimizer)
@@ -338,6 +344,18 @@ class SuperHFTrainer:
         self.accelerator.end_training()
         return history
 
+    def _note_plain_prompts_for_a_chat_model(self) -> None:
+        """Plain-string prompts reach a chat model as they are: say so once, with the fix."""
+        if self.args.apply_chat_template or self.tokenizer.chat_template is None:
+            return
+        plain = sum(isinstance(p.prompt, str) and p.text == p.prompt for p in self.prompts)
+        if plain:
+            self._warn(
+                f"{plain} prompts are plain strings, used as they are although the model has a "
+                "chat template: an instruct model may continue them instead of answering. "
+                "--apply_chat_template renders them as user messages."
+            )
+
     def _warn(self, message: str) -> None:
         self.console.print(f"[yellow]{message}[/yellow]", soft_wrap=True)
 
@@ -399,7 +417,7 @@ class SuperHFTrainer:
                 self.accelerator.unwrap_model(self.model).save_pretrained(folder)
             torch.save(self.optimizer.state_dict(), folder / "optimizer.pt")
             torch.save(self.scheduler.state_dict(), folder / "scheduler.pt")
-            torch.save(rng_state(), folder / "rng.pt")
+            write_rng_state(folder)  # JSON + safetensors: loading it runs no code
             (folder / "trainer_state.json").write_text(json.dumps(state), encoding="utf-8")
 
         try:
@@ -423,7 +441,7 @@ class SuperHFTrainer:
                 param.copy_(tensors[name])
         self.optimizer.load_state_dict(torch.load(folder / "optimizer.pt", weights_only=True))
         self.scheduler.load_state_dict(torch.load(folder / "scheduler.pt", weights_only=True))
-        set_rng_state(torch.load(folder / "rng.pt", weights_only=False))
+        set_rng_state(read_rng_state(folder))
         state = json.loads((folder / "trainer_state.json").read_text(encoding="utf-8"))
         self.num_skipped_total = state["num_skipped_total"]
         self.generation_batch_size = state["generation_batch_size"]
@@ -476,6 +494,7 @@ class SuperHFTrainer:
         train_metrics = self.fine_tune([completions[i] for i in kept], prompts)
         self.num_skipped_total += train_metrics["num_skipped_minibatches"]
         num_oom_retries += train_metrics.pop("num_oom_retries")
+        learning_rate = self.optimizer.param_groups[0]["lr"]  # the rate this iteration used
         self.scheduler.step()
         t3 = time.perf_counter()
 
@@ -500,7 +519,7 @@ class SuperHFTrainer:
             "reward_kept": _mean([rewards[i] for i in kept]),
             **{f"rewards/{name}/mean": _mean(v) for name, v in scores.per_func.items()},
             **train_metrics,
-            "learning_rate": self.optimizer.param_groups[0]["lr"],
+            "learning_rate": learning_rate,
             "completions/mean_length": _mean(lengths),
             "completions/min_length": min(lengths, default=0),
             "completions/max_length": max(lengths, default=0),
@@ -671,7 +690,8 @@ class SuperHFTrainer:
     def reference_logits(self, batch, keep: int) -> torch.Tensor | None:
         """Logits of the KL reference: the adapter-disabled policy, or the frozen copy.
 
-        Under LoRA this runs even when beta = 0, so the KL is still logged at no memory cost.
+        It runs even when beta = 0, so the KL is still logged: free under LoRA; with full
+        fine-tuning the copy exists at beta 0 unless `log_kl_without_beta` is off.
         """
         if self.uses_adapter:
             policy = self.accelerator.unwrap_model(self.model)
@@ -689,6 +709,29 @@ class SuperHFTrainer:
             model = self.accelerator.unwrap_model(self.model)
             model.save_pretrained(output_dir)
             self.tokenizer.save_pretrained(output_dir)
+
+
+def iteration_scheduler(
+    name: str, optimizer: torch.optim.Optimizer, warmup_steps: int, num_iterations: int
+) -> torch.optim.lr_scheduler.LRScheduler:
+    """transformers' schedule `name`, stepped once per iteration, with its warm-up moved one
+    iteration earlier: iteration 1 trains at learning_rate / warmup_steps (not 0, as
+    transformers' step 0 would), iteration `warmup_steps` at the full rate. After the warm-up
+    the schedule is transformers' own, so it ends where it always did.
+    """
+    scheduler = get_scheduler(name, optimizer, warmup_steps, num_iterations)
+    if warmup_steps == 0 or not isinstance(scheduler, torch.optim.lr_scheduler.LambdaLR):
+        return scheduler
+
+    def shifted(schedule: Callable[[int], float]) -> Callable[[int], float]:
+        # A plain function (not a callable object), so the scheduler's state_dict holds no
+        # code and checkpoints load with weights_only=True.
+        def lr_lambda(step: int) -> float:
+            return schedule(step + 1) if step < warmup_steps else schedule(step)
+
+        return lr_lambda
+
+    return torch.optim.lr_scheduler.LambdaLR(optimizer, [shifted(f) for f in scheduler.lr_lambdas])
 
 
 def _numeric(metrics: dict[str, Any]) -> dict[str, float]:
