@@ -122,3 +122,15 @@ def test_no_reference_means_no_kl_term(tokenizer):
     out = superhf_loss(logits, batch.labels, None, beta=0.35)
     assert float(out.kl_loss) == 0.0 and torch.isnan(out.kl)
     assert torch.equal(out.loss, out.sft_loss)
+
+
+def test_beta_zero_keeps_an_infinite_kl_out_of_the_loss():
+    """At beta = 0 the KL is only logged: an infinite KL (the policy gives a token the
+    reference likes zero probability) must not turn the loss into 0 * inf = NaN."""
+    labels = torch.tensor([[IGNORE_INDEX, 3, 4]])
+    logits = torch.zeros(1, 3, 8)
+    logits[..., 5] = -float("inf")  # the policy never picks token 5
+    ref_logits = torch.zeros(1, 3, 8)
+    out = superhf_loss(logits, labels, ref_logits, beta=0.0)
+    assert torch.isinf(out.kl)
+    assert torch.isfinite(out.loss) and out.kl_loss.item() == 0.0

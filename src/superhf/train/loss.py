@@ -57,5 +57,6 @@ def superhf_loss(
     per_example = torch.zeros(mask.shape[0], device=logits.device).index_add(
         0, example_of_token, per_token
     ) / mask.sum(-1).clamp(min=1)
-    kl_loss = beta * per_example.sum()
+    # At beta = 0 the KL is only logged: keep it out of the graph (0 * inf would be NaN).
+    kl_loss = beta * per_example.sum() if beta else torch.zeros_like(sft_loss)
     return LossOutput(sft_loss + kl_loss, sft_loss, kl_loss, per_example.mean().detach())
