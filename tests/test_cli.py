@@ -50,3 +50,87 @@ def test_missing_model_folder_is_named(tmp_path):
     assert result.returncode == 2
     assert "model_name_or_path: no such folder" in result.stderr
     assert "Traceback" not in result.stderr
+
+
+HEAVY_MODULES = ("torch", "transformers", "datasets", "peft", "accelerate", "matplotlib")
+
+
+@pytest.mark.parametrize(
+    "args",
+    [
+        ["--help"],
+        ["train", "--help"],
+        ["train", "--beta", "-1"],
+        ["eval", "--help"],
+        ["eval", "some/model", "--num_prompts", "0"],
+        ["report", "--help"],
+        ["report"],
+        ["calibrate", "--help"],
+        ["calibrate", "some/model", "--limit", "0"],
+        ["judge", "--help"],
+        ["judge", "a.jsonl", "b.jsonl"],
+    ],
+)
+def test_help_and_refused_settings_load_no_heavy_library(args):
+    """--help and a refused setting answer at once: torch & co. load only with the work."""
+    result = subprocess.run(
+        [sys.executable, "-X", "importtime", "-m", "superhf", *args],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert result.returncode in (0, 2), result.stderr[-2000:]
+    imported = {
+        line.rsplit("|", 1)[-1].strip().split(".")[0]
+        for line in result.stderr.splitlines()
+        if line.startswith("import time:")
+    }
+    assert imported, "no -X importtime output"
+    assert not imported & set(HEAVY_MODULES)
+    if result.returncode == 2:
+        assert "error:" in result.stderr and "Traceback" not in result.stderr
+
+
+def test_every_superhf_error_is_one_line_and_its_exit_code(monkeypatch, tmp_path):
+    """One error boundary: any SuperHFError of any command exits with the error's code."""
+    from typer.testing import CliRunner
+
+    from superhf.cli import app
+    from superhf.errors import CheckpointError, JudgeError
+    from superhf.evaluation import report
+
+    def fail(*args, **kwargs):
+        raise CheckpointError("disk [full]")
+
+    monkeypatch.setattr(report, "build_report", fail)
+    result = CliRunner().invoke(app, ["report", str(tmp_path)])
+    assert result.exit_code == CheckpointError.exit_code == 1
+    assert (
+        "error: disk [full]" in result.output
+        and result.exception is None
+        or isinstance(result.exception, SystemExit)
+    )
+
+    def fail_judge(*args, **kwargs):
+        raise JudgeError("endpoint down")
+
+    from superhf.evaluation import judge
+
+    monkeypatch.setattr(judge, "run_judge", fail_judge)
+    result = CliRunner().invoke(app, ["judge", "a.jsonl", "--judge_model", "m"])
+    assert result.exit_code == 2 and "error: endpoint down" in result.output
+
+
+def test_top_level_help_lists_every_command_in_one_line():
+    result = _superhf("--help")
+    box = result.stdout.split("Commands")[1].splitlines()[1:-1]
+    names = [row.strip("│ ").split(" ")[0] for row in box if row.startswith("│")]
+    assert names == ["train", "eval", "report", "calibrate", "judge", "reward"]
+
+
+@pytest.mark.parametrize("command", ["report", "calibrate", "judge"])
+def test_every_command_has_the_grouped_settings_help(command):
+    result = _superhf(command, "--help")
+    assert result.returncode == 0
+    assert f"usage: superhf {command}" in result.stdout and "--output_dir" in result.stdout
+    assert "--config" in result.stdout and "output:" in result.stdout

@@ -15,22 +15,24 @@ it because it is the standard measure and weighs bins by their size.
 
 from __future__ import annotations
 
+import functools
 import gzip
 import json
 import math
 import random
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any, Literal
 
 import numpy as np
-import torch
 from tqdm.auto import tqdm
-from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
-from superhf.batching import left_pad
-from superhf.data import DatasetError, load_any_dataset
+from superhf.config import check_types, config_field, parse_config_args
+from superhf.errors import ConfigError, DatasetError
+
+if TYPE_CHECKING:  # torch and transformers load with a model, not for `calibrate --help`
+    from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
 LETTERS = ("A", "B", "C", "D")
 NUM_BINS = 10
@@ -164,6 +166,8 @@ def load_questions(
     source = name if config is None else f"{name} ({config}, {split})"
     rows = _read_json_rows(Path(name))
     if rows is None:
+        from superhf.data import load_any_dataset
+
         try:
             rows = load_any_dataset(name, config, split).to_list()
         except DatasetError:
@@ -389,7 +393,20 @@ def _fit_prompt(
         shots = shots[:-1]
 
 
-@torch.no_grad()
+def _no_grad(function: Callable[..., Any]) -> Callable[..., Any]:
+    """`torch.no_grad()` as a decorator that imports torch only when the function runs."""
+
+    @functools.wraps(function)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        import torch
+
+        with torch.no_grad():
+            return function(*args, **kwargs)
+
+    return wrapper
+
+
+@_no_grad
 def letter_probabilities(
     model: PreTrainedModel,
     tokenizer: PreTrainedTokenizerBase,
@@ -403,6 +420,10 @@ def letter_probabilities(
     Position ids count real tokens only, so a question's probabilities do not depend on the
     batch it is in (tested).
     """
+    import torch
+
+    from superhf.batching import left_pad
+
     letter_ids = torch.tensor(letter_token_ids(tokenizer))
     pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
     device = next(model.parameters()).device
@@ -600,19 +621,59 @@ def summary_table(results: Sequence[CalibrationResult]) -> Any:
     return table
 
 
+@dataclass
+class CalibrationConfig:
+    """Settings of `superhf calibrate` (MMLU 5-shot, as the paper)."""
+
+    models: list[str] = config_field(
+        [],
+        "Hub ids, model folders, run folders (LoRA) or embedded:SmolLM2-135M-Instruct.",
+        "models",
+        positional="MODEL",
+    )
+    dtype: Literal["float32", "bfloat16"] = config_field(
+        "float32", "Dtype the models are loaded in.", "models"
+    )
+    dataset: str = config_field("cais/mmlu", "cais/mmlu or a local file.", "questions")
+    config_name: str | None = config_field("all", "Hub config.", "questions")
+    split: str = config_field("test", "Hub split of the questions.", "questions")
+    fewshot_split: str = config_field("dev", "Hub split of the few-shot examples.", "questions")
+    fewshot_file: str | None = config_field(
+        None,
+        "Local file of few-shot examples (for a local --dataset the default is the other "
+        "questions).",
+        "questions",
+    )
+    num_fewshot: int = config_field(5, "Shots per prompt.", "questions")
+    limit: int | None = config_field(None, "A seeded sample of N questions.", "questions")
+    batch_size: int = config_field(8, "Prompts per forward.", "models")
+    output_dir: str = config_field("runs/calibration", "Output folder.", "output")
+
+    def __post_init__(self) -> None:
+        check_types(self)
+        if not self.models:
+            raise ConfigError("calibrate: give at least one MODEL.")
+        if self.num_fewshot < 0:
+            raise ConfigError(f"num_fewshot must be >= 0, got {self.num_fewshot}.")
+        if self.limit is not None and self.limit < 1:
+            raise ConfigError(f"limit must be >= 1, got {self.limit}.")
+        if self.batch_size < 1:
+            raise ConfigError(f"batch_size must be >= 1, got {self.batch_size}.")
+
+
+def parse_calibration_args(argv: list[str]) -> CalibrationConfig:
+    """`superhf calibrate MODEL [MODEL ...] [--config FILE] [--name value ...]`."""
+    return parse_config_args(
+        CalibrationConfig,
+        argv,
+        prog="superhf calibrate",
+        description="MMLU calibration: the paper's MSE over 10 bins, and ECE. Writes "
+        "calibration.json and reliability.png into --output_dir.",
+    )
+
+
 def run_calibration(
-    models: Sequence[str],
-    dataset: str = "cais/mmlu",
-    config_name: str | None = "all",
-    split: str = "test",
-    fewshot_split: str = "dev",
-    fewshot_file: str | None = None,
-    num_fewshot: int = 5,
-    limit: int | None = None,
-    batch_size: int = 8,
-    dtype: str = "float32",
-    output_dir: str | Path = "runs/calibration",
-    console: Any | None = None,
+    config: CalibrationConfig, console: Any | None = None
 ) -> list[CalibrationResult]:
     """`superhf calibrate`: evaluate each model, write calibration.json and reliability.png.
 
@@ -620,23 +681,15 @@ def run_calibration(
     examples: `fewshot_file`; else the hub dataset's `fewshot_split`; else, for a local file,
     the other questions of that file.
     """
-    from superhf.config import ConfigError
-
-    if not models:
-        raise ConfigError("calibrate: give at least one MODEL.")
-    if num_fewshot < 0:
-        raise ConfigError(f"num_fewshot must be >= 0, got {num_fewshot}.")
-    if limit is not None and limit < 1:
-        raise ConfigError(f"limit must be >= 1, got {limit}.")
-    if batch_size < 1:
-        raise ConfigError(f"batch_size must be >= 1, got {batch_size}.")
+    dataset, config_name, split = config.dataset, config.config_name, config.split
+    num_fewshot = config.num_fewshot
     local = _is_local(dataset)
-    questions = load_questions(dataset, None if local else config_name, split, limit)
+    questions = load_questions(dataset, None if local else config_name, split, config.limit)
     fewshot: QuestionSet | None = None
-    if fewshot_file is not None:
-        fewshot = load_questions(fewshot_file)
+    if config.fewshot_file is not None:
+        fewshot = load_questions(config.fewshot_file)
     elif not local and num_fewshot > 0:
-        fewshot = load_questions(dataset, config_name, fewshot_split)
+        fewshot = load_questions(dataset, config_name, config.fewshot_split)
     if console is not None:
         skipped = f", {questions.num_skipped} rows skipped" if questions.num_skipped else ""
         first = f" (first: {questions.first_problem})" if questions.first_problem else ""
@@ -646,23 +699,23 @@ def run_calibration(
             f"{num_fewshot}-shot examples from {pool}."
         )
     results = []
-    for path in models:
-        model, tokenizer, name = load_eval_model(path, dtype)
+    for path in config.models:
+        model, tokenizer, name = load_eval_model(path, config.dtype)
         result = evaluate_calibration(
-            model, tokenizer, questions, fewshot, num_fewshot, batch_size, label=name
+            model, tokenizer, questions, fewshot, num_fewshot, config.batch_size, label=name
         )
         results.append(result)
         del model
         if console is not None:
             console.print(bins_table(result))
-    out = Path(output_dir)
+    out = Path(config.output_dir)
     settings = {
         "dataset": dataset,
         "config_name": None if local else config_name,
         "split": split,
         "fewshot": fewshot.source if fewshot is not None else "the other questions",
         "num_fewshot": num_fewshot,
-        "limit": limit,
+        "limit": config.limit,
         "num_bins": NUM_BINS,
         "calibration_mse": "mean over non-empty bins of (bin accuracy - bin centre)^2",
         "ece": "sum over bins of n_b/N * |bin accuracy - bin mean confidence|",

@@ -19,15 +19,17 @@ import statistics
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import yaml
-from matplotlib.axes import Axes
-from matplotlib.figure import Figure
 from rich.console import Console
 
-from superhf.config import ConfigError
+from superhf.config import ConfigError, check_types, config_field, parse_config_args
 from superhf.train.run_log import METRICS_FILE
+
+if TYPE_CHECKING:  # matplotlib loads when a plot is drawn, not for `superhf report --help`
+    from matplotlib.axes import Axes
+    from matplotlib.figure import Figure
 
 EVAL_FILE = "eval.json"
 IGNORED_SETTINGS = {
@@ -43,6 +45,36 @@ IGNORED_SETTINGS = {
 KEY_SETTINGS = ["model_name_or_path", "beta", "learning_rate", "num_generations", "use_peft"]
 """Shown for a single run, where no setting 'differs'."""
 HACK_COLOR = "#d62728"
+
+
+@dataclass
+class ReportConfig:
+    """Settings of `superhf report`."""
+
+    run_dirs: list[str] = config_field(
+        [], "Run folders of `superhf train`.", "input", positional="RUN_DIR"
+    )
+    output_dir: str | None = config_field(
+        None,
+        "Where report.md and the plots go (default: the run folder, or runs/report).",
+        "output",
+    )
+
+    def __post_init__(self) -> None:
+        check_types(self)
+        if not self.run_dirs:
+            raise ConfigError("RUN_DIR: give at least one run folder.")
+
+
+def parse_report_args(argv: list[str]) -> ReportConfig:
+    """`superhf report RUN_DIR [RUN_DIR ...] [--output_dir DIR]`."""
+    return parse_config_args(
+        ReportConfig,
+        argv,
+        prog="superhf report",
+        description="Plots and a Markdown report of one or more training runs: reward, KL, "
+        "METEOR similarity and reward-hacking warnings.",
+    )
 
 
 @dataclass
@@ -254,6 +286,8 @@ def plot_reward(runs: list[Run], path: Path) -> str | None:
     if not has_train and not has_eval:
         return "no run logged `reward` or `eval_reward`/`eval_test_reward`"
     panels = int(has_train) + int(has_eval)
+    from matplotlib.figure import Figure
+
     fig = Figure(figsize=(6.2 * panels, 4.2))
     axes = list(fig.subplots(1, panels, squeeze=False)[0])
     colors = _colors(len(runs))
@@ -294,6 +328,8 @@ def _plot_series(
 ) -> str | None:
     if not any(r.series(key)[0] for r in runs):
         return f"no run logged `{key}`"
+    from matplotlib.figure import Figure
+
     fig = Figure(figsize=(7, 4.2))
     ax = fig.subplots()
     for run, color in zip(runs, _colors(len(runs)), strict=True):
@@ -426,6 +462,8 @@ def plot_tradeoff(runs: list[Run], path: Path, sweep_keys: list[str]) -> str | N
     reward_label, meteor_label, points, left_out = tradeoff_points(runs)
     if not points:
         return "no run has both a reward and a METEOR similarity"
+    from matplotlib.figure import Figure
+
     fig = Figure(figsize=(6.5, 4.8))
     ax = fig.subplots()
     colors = _colors(len(runs))
