@@ -134,3 +134,25 @@ def test_every_command_has_the_grouped_settings_help(command):
     assert result.returncode == 0
     assert f"usage: superhf {command}" in result.stdout and "--output_dir" in result.stdout
     assert "--config" in result.stdout and "output:" in result.stdout
+
+
+def test_eval_table_prints_whole_numbers_off_a_terminal(capsys):
+    """Piped or redirected output (rich's 80 columns) used to cut figures to "-0.1…"."""
+    from superhf.console import make_console
+    from superhf.evaluation.evaluate import results_table
+
+    metrics = {
+        "reward": {"mean": -0.123456, "se": 0.045678},
+        "test_reward": {"mean": 0.654321, "se": 0.012345},
+        "kl": {"per_sequence": {"mean": 12.3456, "se": 0.5}, "per_token": {"mean": 0.1234}},
+        "meteor": {"mean": 0.2, "ci_low": 0.18, "ci_high": 0.22},
+        "length": {"mean_tokens": 40.0, "clipped_fraction": 0.125},
+        "distinct_1": 0.5,
+        "distinct_2": 0.875,
+    }
+    result = {"models": {"runs/a-rather-long-run-folder-name/beta-0.35": metrics}}
+    make_console().print(results_table(result))
+    printed = capsys.readouterr().err
+    for figure in ("-0.123 ± 0.046", "+0.654 ± 0.012", "12.35 ± 0.50", "0.1234", "0.200 [0.180"):
+        assert figure in printed
+    assert "…" not in printed

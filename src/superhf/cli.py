@@ -13,28 +13,15 @@ A `SuperHFError` from any command is one red line and its exit code (`_ErrorBoun
 
 from __future__ import annotations
 
-import sys
 from typing import Any
 
 import click
 import typer
-from rich.console import Console
 from rich.markup import escape
 from typer.core import TyperGroup
 
+from superhf.console import make_console
 from superhf.errors import SuperHFError
-
-CONSOLE_WIDTH = 160
-"""Columns for tables when stderr is not a terminal (a file, a pipe, CI): rich would use 80
-and cut numbers to "-0.1…"."""
-
-
-def make_console(stderr: bool = True) -> Console:
-    """A console as wide as the terminal, or `CONSOLE_WIDTH` when the output is not one."""
-    stream = sys.stderr if stderr else sys.stdout
-    width = None if stream.isatty() else CONSOLE_WIDTH
-    return Console(stderr=stderr, width=width)
-
 
 console = make_console()
 

@@ -23,11 +23,11 @@ from typing import Any
 
 import torch
 from rich.console import Console
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 from transformers import PreTrainedModel, set_seed
 
 from superhf.config import EvalConfig
+from superhf.console import make_console, progress_bar
 from superhf.data import load_prompt_dataset, prepare_prompts
 from superhf.errors import ConfigError
 from superhf.evaluation.heldout import _meteor, _score, distinct_n, mean_se, sample_completions
@@ -107,7 +107,7 @@ def evaluate_models(
     each model so a crash keeps what was done) and `output_dir/completions-<name>.jsonl`
     (prompt, completion, model, reward, test_reward, prompt_index), and prints one table.
     """
-    console = console or Console(stderr=True)
+    console = console or make_console()
     if not models:
         raise ConfigError("MODEL_OR_RUN_DIR: give at least one model or run folder.")
     # Everything cheap first: a bad path, dataset or reward fails before any model loads.
@@ -176,14 +176,7 @@ def _evaluate_one(
         )
     seconds["load"] = time.perf_counter() - t0
     prompts, stats = prepare_prompts(rows, tokenizer, config.max_prompt_length, config.dataset_name)
-    progress = Progress(
-        TextColumn("[bold]{task.description}"),
-        BarColumn(),
-        MofNCompleteColumn(),
-        TimeElapsedColumn(),
-        console=console,
-        transient=True,
-    )
+    progress = progress_bar(console, transient=True)
     with progress:
         task = progress.add_task(f"{name}: sampling", total=len(prompts))
         t0 = time.perf_counter()
@@ -295,7 +288,10 @@ def results_table(result: dict[str, Any]) -> Table:
         "dist-1",
         "dist-2",
     ):
-        table.add_column(column, justify="left" if column == "model" else "right")
+        if column == "model":  # a long name folds; numbers are never cut
+            table.add_column(column, justify="left", overflow="fold")
+        else:
+            table.add_column(column, justify="right", no_wrap=True)
     for name, m in result["models"].items():
         meteor = m.get("meteor")
         meteor_text = (

@@ -25,6 +25,7 @@ import yaml
 from rich.console import Console
 
 from superhf.config import ConfigError, check_types, config_field, parse_config_args
+from superhf.console import make_console
 from superhf.train.run_log import METRICS_FILE
 
 if TYPE_CHECKING:  # matplotlib loads when a plot is drawn, not for `superhf report --help`
@@ -598,7 +599,7 @@ def build_report(
 
     `output_dir` defaults to the run folder for one run, `runs/report` for several.
     """
-    console = console or Console(stderr=True)
+    console = console or make_console()
     if not run_dirs:
         raise ConfigError("RUN_DIR: give at least one run folder.")
     runs = [load_run(d) for d in run_dirs]

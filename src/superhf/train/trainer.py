@@ -32,12 +32,12 @@ from accelerate import Accelerator
 from accelerate.utils import set_seed
 from datasets import Dataset
 from rich.console import Console
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from safetensors.torch import load_file, save_file
 from transformers import PreTrainedModel, PreTrainedTokenizerBase, get_scheduler
 
 from superhf.batching import build_training_batch
 from superhf.config import ConfigError, EvalConfig, SuperHFConfig
+from superhf.console import make_console, progress_bar
 from superhf.data import Prompt, load_prompt_dataset, prepare_prompts
 from superhf.errors import TrainingError
 from superhf.evaluation.heldout import generate_and_score
@@ -83,7 +83,7 @@ class SuperHFTrainer:
         console: Console | None = None,
     ):
         self.args = args = args or SuperHFConfig()
-        self.console = console or Console()
+        self.console = console or make_console(stderr=False)
         self.accelerator = Accelerator(
             mixed_precision="bf16" if args.bf16 else "no",
             log_with=args.report_to or None,
@@ -230,14 +230,7 @@ class SuperHFTrainer:
             f"iterations of {args.prompts_per_iteration} prompts x {args.num_generations} "
             f"samples, rewards: {', '.join(self.scorer.names)} -> {args.output_dir}"
         )
-        progress = Progress(
-            TextColumn("[bold]{task.description}"),
-            BarColumn(),
-            MofNCompleteColumn(),
-            TimeElapsedColumn(),
-            console=self.console,
-            transient=False,
-        )
+        progress = progress_bar(self.console)
         first = history[-1]["iteration"] + 1 if history else 1
         if first == 1 and self.eval_prompts and args.eval_on_start:
             self.console.print("Evaluating the starting policy on the held-out prompts ...")
