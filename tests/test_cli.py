@@ -156,3 +156,19 @@ def test_eval_table_prints_whole_numbers_off_a_terminal(capsys):
     for figure in ("-0.123 ± 0.046", "+0.654 ± 0.012", "12.35 ± 0.50", "0.1234", "0.200 [0.180"):
         assert figure in printed
     assert "…" not in printed
+
+
+def test_lora_wrapping_prints_no_library_warning(tokenizer):
+    """peft's `is_gradient_checkpointing` FutureWarning is for peft, not for our users."""
+    import warnings
+
+    from superhf.config import SuperHFConfig
+    from superhf.models import prepare_policy
+    from tests.conftest import make_tiny_llama
+
+    model = make_tiny_llama(len(tokenizer))
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        policy = prepare_policy(model, SuperHFConfig(output_dir="unused"))
+    assert hasattr(policy, "disable_adapter")  # wrapped
+    assert [str(w.message) for w in caught] == []

@@ -13,6 +13,7 @@ import json
 import os
 import shutil
 import tempfile
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
@@ -97,11 +98,23 @@ def load_model(name_or_path: str, dtype: str = "float32") -> PreTrainedModel:
     )
 
 
+def get_peft_model(model: PreTrainedModel, peft_config: Any) -> PreTrainedModel:
+    """peft's `get_peft_model`, without the FutureWarning it triggers in transformers
+    (`is_gradient_checkpointing` is deprecated): peft's to fix, nothing a user can act on."""
+    from peft import get_peft_model as peft_get_peft_model
+
+    with warnings.catch_warnings():
+        warnings.filterwarnings(
+            "ignore", message="`is_gradient_checkpointing` is deprecated", category=FutureWarning
+        )
+        return peft_get_peft_model(model, peft_config)
+
+
 def prepare_policy(model: PreTrainedModel, config: SuperHFConfig) -> PreTrainedModel:
     """The trainable policy: the model wrapped with a LoRA adapter (default), or itself."""
     if not config.use_peft:
         return model
-    from peft import LoraConfig, PeftModel, get_peft_model
+    from peft import LoraConfig, PeftModel
 
     if isinstance(model, PeftModel):
         return model

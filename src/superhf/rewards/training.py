@@ -258,7 +258,9 @@ def load_reward_backbone(config: RewardTrainingConfig) -> tuple[Any, Any]:
     # padding only when the model knows the pad id.
     model.config.pad_token_id = tokenizer.pad_token_id
     if config.use_peft:
-        from peft import LoraConfig, get_peft_model
+        from peft import LoraConfig
+
+        from superhf.models import get_peft_model
 
         model = get_peft_model(
             model,

@@ -43,7 +43,13 @@ from superhf.errors import TrainingError
 from superhf.evaluation.heldout import generate_and_score
 from superhf.evaluation.monitor import RewardHackingMonitor
 from superhf.generation import Completion, generate_completions
-from superhf.models import load_model, load_tokenizer, make_reference, prepare_policy
+from superhf.models import (
+    get_peft_model,
+    load_model,
+    load_tokenizer,
+    make_reference,
+    prepare_policy,
+)
 from superhf.rewards.scoring import RewardFunc, RewardScorer, load_reward_funcs
 from superhf.train.checkpoint import (
     CheckpointError,
@@ -166,8 +172,6 @@ class SuperHFTrainer:
         if isinstance(model, str):
             model = load_model(model, args.dtype)
         if peft_config is not None:
-            from peft import get_peft_model
-
             policy = get_peft_model(model, peft_config)
         else:
             policy = prepare_policy(model, args)
