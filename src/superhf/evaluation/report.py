@@ -26,13 +26,12 @@ from rich.console import Console
 
 from superhf.config import ConfigError, check_types, config_field, parse_config_args
 from superhf.console import make_console
-from superhf.train.run_log import METRICS_FILE
+from superhf.files import CONFIG_FILE, EVAL_FILE, METRICS_FILE, read_json_lines, read_text
 
 if TYPE_CHECKING:  # matplotlib loads when a plot is drawn, not for `superhf report --help`
     from matplotlib.axes import Axes
     from matplotlib.figure import Figure
 
-EVAL_FILE = "eval.json"
 IGNORED_SETTINGS = {
     "output_dir",
     "resume_from_checkpoint",
@@ -116,16 +115,11 @@ class Run:
 def _read_metrics(path: Path, notes: list[str]) -> list[dict[str, Any]]:
     """metrics.jsonl; a torn line is skipped; an iteration logged twice (resume): the last wins."""
     by_iteration: dict[int, dict[str, Any]] = {}
-    for number, line in enumerate(path.read_text(encoding="utf-8").splitlines(), start=1):
-        if not line.strip():
+    for line in read_json_lines(read_text(path, "RUN_DIR"), str(path), "RUN_DIR", skip_bad=True):
+        if line.problem is not None:
+            notes.append(f"{line.problem}, skipped")
             continue
-        try:
-            row = json.loads(line)
-        except json.JSONDecodeError:
-            notes.append(f"{path}: line {number} is not JSON, skipped")
-            continue
-        if isinstance(row, dict):
-            by_iteration[int(row.get("iteration", len(by_iteration) + 1))] = row
+        by_iteration[int(line.value.get("iteration", len(by_iteration) + 1))] = line.value
     return [by_iteration[k] for k in sorted(by_iteration)]
 
 
@@ -159,11 +153,11 @@ def load_run(path: str | Path) -> Run:
     notes: list[str] = []
     metrics = _read_metrics(folder / METRICS_FILE, notes)
     config: dict[str, Any] = {}
-    if (folder / "config.yaml").is_file():
-        loaded = yaml.safe_load((folder / "config.yaml").read_text(encoding="utf-8"))
+    if (folder / CONFIG_FILE).is_file():
+        loaded = yaml.safe_load((folder / CONFIG_FILE).read_text(encoding="utf-8"))
         config = loaded if isinstance(loaded, dict) else {}
     else:
-        notes.append(f"{folder}: no config.yaml, settings unknown")
+        notes.append(f"{folder}: no {CONFIG_FILE}, settings unknown")
     return Run(folder, folder.resolve().name, metrics, config, _eval_entry(folder, notes), notes)
 
 

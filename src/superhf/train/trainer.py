@@ -42,6 +42,7 @@ from superhf.data import Prompt, load_prompt_dataset, prepare_prompts
 from superhf.errors import TrainingError
 from superhf.evaluation.heldout import generate_and_score
 from superhf.evaluation.monitor import RewardHackingMonitor
+from superhf.files import CONFIG_FILE, EVAL_PROMPTS_FILE
 from superhf.generation import Completion, generate_completions
 from superhf.models import (
     get_peft_model,
@@ -65,7 +66,8 @@ from superhf.train.run_log import RunLogger, format_metrics
 RewardSpec = str | RewardFunc
 
 
-def _mean(values: Sequence[float]) -> float:
+def _mean_or_nan(values: Sequence[float]) -> float:
+    """NaN for no values: metrics are floats, and NaN is logged as null (not measured)."""
     return statistics.fmean(values) if values else float("nan")
 
 
@@ -223,10 +225,10 @@ class SuperHFTrainer:
         logger = RunLogger(args.output_dir, history, completions_bytes)
         if self.eval_prompts:
             logger.write_rows(
-                "eval_prompts.jsonl",
+                EVAL_PROMPTS_FILE,
                 [{"prompt": p.prompt, "text": p.text} for p in self.eval_prompts],
             )
-        with open(f"{args.output_dir}/config.yaml", "w", encoding="utf-8") as f:
+        with open(Path(args.output_dir) / CONFIG_FILE, "w", encoding="utf-8") as f:
             yaml.safe_dump({**args.to_dict(), "resume_from_checkpoint": None}, f, sort_keys=False)
         self.console.print(
             f"SuperHF: {len(self.prompts)} prompts ({self.prompt_stats.num_too_long} too long "
@@ -315,7 +317,7 @@ class SuperHFTrainer:
         if len(trained) >= 2:
             k = max(1, len(trained) // 4)
             first_mean, last_mean = (
-                _mean([m["reward"] for m in part]) for part in (trained[:k], trained[-k:])
+                _mean_or_nan([m["reward"] for m in part]) for part in (trained[:k], trained[-k:])
             )
             self.console.print(
                 f"Mean reward: first {k} iterations {first_mean:+.3f}, last {k} "
@@ -483,24 +485,24 @@ class SuperHFTrainer:
             # The held-out scorer on what was trained on, beside the train reward of the same.
             kept_prompts = [sample_prompts[i].prompt for i in kept]
             test = self.test_scorer(kept_prompts, [completions[i].text for i in kept])
-            eval_metrics["eval_kept_test_reward"] = _mean(test.total)
-            eval_metrics["eval_kept_reward"] = _mean([scores.total[i] for i in kept])
+            eval_metrics["eval_kept_test_reward"] = _mean_or_nan(test.total)
+            eval_metrics["eval_kept_reward"] = _mean_or_nan([scores.total[i] for i in kept])
         t4 = time.perf_counter()
         lengths = [c.num_tokens for c in completions]
         metrics: dict[str, Any] = {
             "iteration": iteration,
-            "reward": _mean(rewards),
+            "reward": _mean_or_nan(rewards),
             "reward_std": statistics.pstdev(rewards) if rewards else float("nan"),
             "reward_max": max(rewards, default=float("nan")),
             "reward_min": min(rewards, default=float("nan")),
-            "reward_kept": _mean([rewards[i] for i in kept]),
-            **{f"rewards/{name}/mean": _mean(v) for name, v in scores.per_func.items()},
+            "reward_kept": _mean_or_nan([rewards[i] for i in kept]),
+            **{f"rewards/{name}/mean": _mean_or_nan(v) for name, v in scores.per_func.items()},
             **train_metrics,
             "learning_rate": self.optimizer.param_groups[0]["lr"],
-            "completions/mean_length": _mean(lengths),
+            "completions/mean_length": _mean_or_nan(lengths),
             "completions/min_length": min(lengths, default=0),
             "completions/max_length": max(lengths, default=0),
-            "completions/clipped_ratio": _mean([float(c.clipped) for c in completions]),
+            "completions/clipped_ratio": _mean_or_nan([float(c.clipped) for c in completions]),
             "completions/num_empty": gen.num_empty,
             "num_completions": len(completions),
             "num_kept": len(kept),
@@ -592,8 +594,8 @@ class SuperHFTrainer:
             for minibatch_stats in stats:
                 for key, value in minibatch_stats.items():
                     totals[key].append(value)
-        metrics = {key: _mean(values) for key, values in totals.items()}
-        metrics["grad_norm"] = _mean(grad_norms)
+        metrics = {key: _mean_or_nan(values) for key, values in totals.items()}
+        metrics["grad_norm"] = _mean_or_nan(grad_norms)
         metrics["num_skipped_minibatches"] = skipped
         metrics["num_oom_retries"] = oom_retries
         return metrics
