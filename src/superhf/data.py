@@ -11,10 +11,10 @@ Accepted forms (TRL's conventions plus the paper's):
 
 from __future__ import annotations
 
-import gzip
 import importlib.util
 import json
 import zlib
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -24,6 +24,7 @@ from transformers import PreTrainedTokenizerBase
 
 from superhf.config import EMBEDDED_DATASET
 from superhf.errors import DatasetError
+from superhf.files import is_local_path, read_json_lines, read_text
 
 HH_HUMAN, HH_ASSISTANT = "\n\nHuman:", "\n\nAssistant:"
 _LOCAL_FORMATS = {".jsonl": "json", ".json": "json", ".csv": "csv", ".parquet": "parquet"}
@@ -92,7 +93,7 @@ def load_any_dataset(name: str, config: str | None = None, split: str = "train")
     """A hub dataset, or a local .jsonl/.json/.csv/.parquet file (.jsonl.gz and .json.gz too)."""
     path = Path(name)
     suffix = Path(path.stem).suffix if path.suffix == ".gz" else path.suffix
-    if suffix in _LOCAL_FORMATS or path.exists():
+    if is_local_path(name):
         if not path.is_file():
             raise DatasetError(f"dataset_name: no such file {name!r}.")
         if suffix not in _LOCAL_FORMATS:
@@ -100,7 +101,7 @@ def load_any_dataset(name: str, config: str | None = None, split: str = "train")
                 f"dataset_name: cannot read {name!r}; use a {', '.join(_LOCAL_FORMATS)} file."
             )
         if suffix in (".jsonl", ".json", ".csv"):
-            data = _read_utf8(path)
+            data = read_text(path, "dataset_name")
             if suffix == ".jsonl":
                 return _json_lines_dataset(data, name)
         try:
@@ -110,39 +111,11 @@ def load_any_dataset(name: str, config: str | None = None, split: str = "train")
     return load_dataset(name, config, split=split)
 
 
-def _read_utf8(path: Path) -> str:
-    raw = gzip.decompress(path.read_bytes()) if path.suffix == ".gz" else path.read_bytes()
-    try:
-        return raw.decode("utf-8")
-    except UnicodeDecodeError as err:
-        line = raw[: err.start].count(b"\n") + 1
-        raise DatasetError(
-            f"dataset_name: line {line} of {str(path)!r} is not valid UTF-8 (byte "
-            f"{raw[err.start]:#04x}); save the file as UTF-8."
-        ) from None
-
-
 def _json_lines_dataset(text: str, name: str) -> Dataset:
     """JSON lines parsed here, so that a bad line or a column of mixed types is named."""
-    rows: list[dict[str, Any]] = []
-    numbers: list[int] = []
-    for number, line in enumerate(text.splitlines(), 1):
-        if not line.strip():
-            continue
-        try:
-            row = json.loads(line)
-        except json.JSONDecodeError as err:
-            raise DatasetError(
-                f"dataset_name: line {number} of {name!r} is not valid JSON ({err.msg}, "
-                f"column {err.colno})."
-            ) from None
-        if not isinstance(row, dict):
-            raise DatasetError(
-                f"dataset_name: line {number} of {name!r} is a JSON {type(row).__name__}; "
-                "each line must be an object of column: value."
-            )
-        rows.append(row)
-        numbers.append(number)
+    lines = read_json_lines(text, name, "dataset_name")
+    rows = [line.value for line in lines]
+    numbers = [line.number for line in lines]
     if not rows:
         raise DatasetError(f"dataset_name: {name!r} has no rows.")
     columns = list(dict.fromkeys(key for row in rows for key in row))
@@ -168,6 +141,30 @@ def load_prompt_dataset(name: str, config: str | None = None, split: str = "trai
     if name == EMBEDDED_DATASET:
         return embedded_prompts(split)
     return load_any_dataset(name, config, split)
+
+
+def message_text(content: Any) -> str:
+    """Text of a chat message's content, which may be a string or a list of typed parts."""
+    if isinstance(content, str):
+        return content
+    if isinstance(content, Sequence):
+        parts = [p.get("text", "") for p in content if isinstance(p, dict)]
+        return "\n".join(p for p in parts if isinstance(p, str))
+    return "" if content is None else str(content)
+
+
+def question_text(prompt: str | Sequence[dict[str, Any]]) -> str:
+    """The question being answered: the string itself, or a conversation's last user message.
+
+    Earlier turns and system prompts are left out: rewards and judges ask whether the answer
+    addresses what the user asked last.
+    """
+    if isinstance(prompt, str):
+        return prompt
+    for message in reversed(list(prompt)):
+        if message.get("role") == "user":
+            return message_text(message.get("content"))
+    return message_text(prompt[-1].get("content")) if len(prompt) else ""
 
 
 def first_human_turn(transcript: str) -> str | None:

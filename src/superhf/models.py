@@ -7,12 +7,15 @@ the user cache (`$SUPERHF_CACHE`, default `~/.cache/superhf`) and loaded from th
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import importlib.util
 import json
 import os
 import shutil
 import tempfile
+import warnings
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
@@ -28,6 +31,7 @@ from transformers import (
 )
 
 from superhf.config import EMBEDDED_MODEL, ConfigError, SuperHFConfig
+from superhf.files import CONFIG_FILE, is_local_path
 
 _GGUF_FILE = "SmolLM2-135M-Instruct.Q4_1.gguf"
 
@@ -97,11 +101,30 @@ def load_model(name_or_path: str, dtype: str = "float32") -> PreTrainedModel:
     )
 
 
+@contextlib.contextmanager
+def _without_peft_future_warning() -> Iterator[None]:
+    """Silence the FutureWarning peft triggers in transformers on every LoRA wrap
+    (`is_gradient_checkpointing` is deprecated): peft's to fix, nothing a user can act on."""
+    with warnings.catch_warnings():
+        warnings.filterwarnings(
+            "ignore", message="`is_gradient_checkpointing` is deprecated", category=FutureWarning
+        )
+        yield
+
+
+def get_peft_model(model: PreTrainedModel, peft_config: Any) -> PreTrainedModel:
+    """peft's `get_peft_model`, without a warning the user cannot act on."""
+    from peft import get_peft_model as peft_get_peft_model
+
+    with _without_peft_future_warning():
+        return peft_get_peft_model(model, peft_config)
+
+
 def prepare_policy(model: PreTrainedModel, config: SuperHFConfig) -> PreTrainedModel:
     """The trainable policy: the model wrapped with a LoRA adapter (default), or itself."""
     if not config.use_peft:
         return model
-    from peft import LoraConfig, PeftModel, get_peft_model
+    from peft import LoraConfig, PeftModel
 
     if isinstance(model, PeftModel):
         return model
@@ -147,12 +170,8 @@ class ModelSpec:
     """A run folder's config.yaml."""
 
 
-def _looks_local(path: str) -> bool:
-    return path.startswith((".", "/", "~")) or Path(path).expanduser().exists()
-
-
 def _read_run_config(folder: Path) -> dict[str, Any] | None:
-    path = folder / "config.yaml"
+    path = folder / CONFIG_FILE
     if not path.is_file():
         return None
     try:
@@ -166,7 +185,7 @@ def inspect_model(path: str) -> ModelSpec:
     """Classify a model argument (adapter run, full model, hub id); ConfigError if unusable."""
     if path == EMBEDDED_MODEL:
         return ModelSpec(path, EMBEDDED_MODEL.removeprefix("embedded:"), "full")
-    if not _looks_local(path):
+    if not is_local_path(path):
         return ModelSpec(path, path, "full")  # a hub id: checked when it loads
     folder = Path(path).expanduser()
     if not folder.is_dir():
@@ -176,7 +195,7 @@ def inspect_model(path: str) -> ModelSpec:
     adapter_file = folder / "adapter_config.json"
     if adapter_file.is_file():
         base = json.loads(adapter_file.read_text(encoding="utf-8")).get("base_model_name_or_path")
-        if base and _looks_local(base) and not Path(base).expanduser().is_dir():
+        if base and is_local_path(base) and not Path(base).expanduser().is_dir():
             base = None  # trained elsewhere: fall back to the run's settings
         base = base or (run_config or {}).get("model_name_or_path")
         if not base:
@@ -238,7 +257,8 @@ def load_policy(
         )
         tokenizer = load_tokenizer(path if has_tokenizer else spec.base_model)
         try:
-            model = PeftModel.from_pretrained(base, path)
+            with _without_peft_future_warning():
+                model = PeftModel.from_pretrained(base, path)
         except (OSError, ValueError, RuntimeError) as err:
             raise ConfigError(
                 f"MODEL_OR_RUN_DIR: cannot load the adapter in {path!r}: {err}"
@@ -254,7 +274,7 @@ def load_policy(
         return model, tokenizer, model, spec.name  # its own reference: KL is 0
     references = {} if references is None else references
     if ref_name not in references:
-        if _looks_local(ref_name) and not Path(ref_name).expanduser().is_dir():
+        if is_local_path(ref_name) and not Path(ref_name).expanduser().is_dir():
             raise ConfigError(f"reference_model: no such folder {ref_name!r}.")
         references[ref_name] = _load(ref_name, dtype).requires_grad_(False).eval().to(device)
     reference = references[ref_name]

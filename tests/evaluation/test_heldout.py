@@ -18,9 +18,10 @@ from typer.testing import CliRunner
 from superhf.cli import app
 from superhf.config import ConfigError, EvalConfig, parse_eval_args
 from superhf.data import prepare_prompts
-from superhf.evaluation.evaluate import _clean, summarize
+from superhf.evaluation.evaluate import summarize
 from superhf.evaluation.heldout import distinct_n, generate_and_score, mean_se
 from superhf.evaluation.kl import KL_ESTIMATOR, KLEstimate, kl_estimate
+from superhf.files import json_safe
 from superhf.generation import Completion
 from superhf.models import inspect_model, load_policy, reference_name
 from superhf.rewards.scoring import RewardScorer
@@ -180,7 +181,7 @@ def test_summary_schema_is_json_with_nulls():
     assert summary["kl"]["per_token"]["mean"] == pytest.approx((0.25 + 0.5) / 2)
     assert summary["length"] == {"mean_tokens": 4.5, "mean_words": 3.0, "clipped_fraction": 0.5}
     assert summary["distinct_1"] == pytest.approx(4 / 6)
-    text = json.dumps(_clean({**summary, "x": float("nan")}), allow_nan=False)
+    text = json.dumps(json_safe({**summary, "x": float("nan")}), allow_nan=False)
     assert json.loads(text)["x"] is None
 
 

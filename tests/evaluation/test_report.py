@@ -134,7 +134,7 @@ def test_missing_metrics_are_skipped_and_said(tmp_path):
     assert "METEOR similarity (reward hacking): skipped, no run logged `eval_meteor`" in report
     assert "Reward vs. METEOR: skipped" in report
     assert "No run logged the reward-hacking monitor" in report
-    assert "line 17 is not JSON" in report
+    assert "line 17 of" in report and "is not valid JSON" in report
     assert "| 16 |" in report  # 16 iterations read, the torn one skipped
 
 

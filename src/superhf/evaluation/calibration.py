@@ -20,22 +20,24 @@ Beside it, the usual top-1 view: the predicted letter's probability as the confi
 
 from __future__ import annotations
 
-import gzip
+import functools
 import json
 import math
 import random
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any, Literal
 
 import numpy as np
-import torch
 from tqdm.auto import tqdm
-from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
-from superhf.batching import left_pad
-from superhf.data import DatasetError, load_any_dataset
+from superhf.config import check_types, config_field, parse_config_args
+from superhf.errors import ConfigError, DatasetError
+from superhf.files import is_local_path, json_safe, read_json_lines, read_text
+
+if TYPE_CHECKING:  # torch and transformers load with a model, not for `calibrate --help`
+    from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
 LETTERS = ("A", "B", "C", "D")
 NUM_BINS = 10
@@ -130,11 +132,9 @@ def _read_json_rows(path: Path) -> list[Any] | None:
         return None
     if not path.is_file():
         raise DatasetError(f"dataset: no such file {str(path)!r}.")
-    opener = gzip.open if path.suffix == ".gz" else open
     try:
-        with opener(path, "rt", encoding="utf-8") as handle:
-            text = handle.read()
-    except (OSError, UnicodeDecodeError) as err:
+        text = read_text(path, "dataset")
+    except OSError as err:
         raise DatasetError(f"dataset: cannot read {str(path)!r}: {err}") from err
     if kind == ".json":
         try:
@@ -144,14 +144,8 @@ def _read_json_rows(path: Path) -> list[Any] | None:
         if not isinstance(data, list):
             raise DatasetError(f"dataset: {str(path)!r} must hold a JSON list of questions.")
         return data
-    rows: list[Any] = []
-    for line in text.splitlines():
-        if line.strip():
-            try:
-                rows.append(json.loads(line))
-            except json.JSONDecodeError:
-                rows.append(None)  # counted as a skipped row
-    return rows
+    # A bad line is None here: parse_questions counts it as a skipped row.
+    return [line.value for line in read_json_lines(text, str(path), "dataset", skip_bad=True)]
 
 
 def load_questions(
@@ -169,6 +163,8 @@ def load_questions(
     source = name if config is None else f"{name} ({config}, {split})"
     rows = _read_json_rows(Path(name))
     if rows is None:
+        from superhf.data import load_any_dataset
+
         try:
             rows = load_any_dataset(name, config, split).to_list()
         except DatasetError:
@@ -372,22 +368,21 @@ class CalibrationResult:
         `ece` repeats `top1_ece` under its former name.
         """
 
-        def clean(value: float) -> float | None:
-            return None if isinstance(value, float) and not math.isfinite(value) else value
-
-        return {
-            "label": self.label,
-            "accuracy": clean(self.accuracy),
-            "calibration_mse": clean(self.calibration_mse),
-            "top1_ece": clean(self.top1_ece),
-            "top1_calibration_mse": clean(self.top1_calibration_mse),
-            "ece": clean(self.top1_ece),
-            "num_questions": self.num_questions,
-            "num_skipped": self.num_skipped,
-            "num_fewshot": self.num_fewshot,
-            "bins": self.bins,
-            "top1_bins": self.top1_bins,
-        }
+        return json_safe(
+            {
+                "label": self.label,
+                "accuracy": self.accuracy,
+                "calibration_mse": self.calibration_mse,
+                "top1_ece": self.top1_ece,
+                "top1_calibration_mse": self.top1_calibration_mse,
+                "ece": self.top1_ece,
+                "num_questions": self.num_questions,
+                "num_skipped": self.num_skipped,
+                "num_fewshot": self.num_fewshot,
+                "bins": self.bins,
+                "top1_bins": self.top1_bins,
+            }
+        )
 
 
 def result_from_probabilities(
@@ -445,7 +440,20 @@ def _fit_prompt(
         shots = shots[:-1]
 
 
-@torch.no_grad()
+def _no_grad(function: Callable[..., Any]) -> Callable[..., Any]:
+    """`torch.no_grad()` as a decorator that imports torch only when the function runs."""
+
+    @functools.wraps(function)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        import torch
+
+        with torch.no_grad():
+            return function(*args, **kwargs)
+
+    return wrapper
+
+
+@_no_grad
 def letter_probabilities(
     model: PreTrainedModel,
     tokenizer: PreTrainedTokenizerBase,
@@ -459,6 +467,10 @@ def letter_probabilities(
     Position ids count real tokens only, so a question's probabilities do not depend on the
     batch it is in (tested).
     """
+    import torch
+
+    from superhf.batching import left_pad
+
     letter_ids = torch.tensor(letter_token_ids(tokenizer))
     pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
     device = next(model.parameters()).device
@@ -606,12 +618,6 @@ def reliability_diagram(
 # --- the command ---------------------------------------------------------------------------
 
 
-def _is_local(name: str) -> bool:
-    return Path(name).exists() or name.endswith(
-        (".jsonl", ".json", ".csv", ".parquet", ".jsonl.gz", ".json.gz")
-    )
-
-
 def load_eval_model(path: str, dtype: str = "float32") -> tuple[Any, Any, str]:
     """(model, tokenizer, name) for a hub id, model folder, LoRA run folder or embedded name.
 
@@ -662,19 +668,59 @@ def summary_table(results: Sequence[CalibrationResult]) -> Any:
     return table
 
 
+@dataclass
+class CalibrationConfig:
+    """Settings of `superhf calibrate` (MMLU 5-shot, as the paper)."""
+
+    models: list[str] = config_field(
+        [],
+        "Hub ids, model folders, run folders (LoRA) or embedded:SmolLM2-135M-Instruct.",
+        "models",
+        positional="MODEL",
+    )
+    dtype: Literal["float32", "bfloat16"] = config_field(
+        "float32", "Dtype the models are loaded in.", "models"
+    )
+    dataset: str = config_field("cais/mmlu", "cais/mmlu or a local file.", "questions")
+    config_name: str | None = config_field("all", "Hub config.", "questions")
+    split: str = config_field("test", "Hub split of the questions.", "questions")
+    fewshot_split: str = config_field("dev", "Hub split of the few-shot examples.", "questions")
+    fewshot_file: str | None = config_field(
+        None,
+        "Local file of few-shot examples (for a local --dataset the default is the other "
+        "questions).",
+        "questions",
+    )
+    num_fewshot: int = config_field(5, "Shots per prompt.", "questions")
+    limit: int | None = config_field(None, "A seeded sample of N questions.", "questions")
+    batch_size: int = config_field(8, "Prompts per forward.", "models")
+    output_dir: str = config_field("runs/calibration", "Output folder.", "output")
+
+    def __post_init__(self) -> None:
+        check_types(self)
+        if not self.models:
+            raise ConfigError("calibrate: give at least one MODEL.")
+        if self.num_fewshot < 0:
+            raise ConfigError(f"num_fewshot must be >= 0, got {self.num_fewshot}.")
+        if self.limit is not None and self.limit < 1:
+            raise ConfigError(f"limit must be >= 1, got {self.limit}.")
+        if self.batch_size < 1:
+            raise ConfigError(f"batch_size must be >= 1, got {self.batch_size}.")
+
+
+def parse_calibration_args(argv: list[str]) -> CalibrationConfig:
+    """`superhf calibrate MODEL [MODEL ...] [--config FILE] [--name value ...]`."""
+    return parse_config_args(
+        CalibrationConfig,
+        argv,
+        prog="superhf calibrate",
+        description="MMLU calibration: the paper's MSE over 10 bins, and ECE. Writes "
+        "calibration.json and reliability.png into --output_dir.",
+    )
+
+
 def run_calibration(
-    models: Sequence[str],
-    dataset: str = "cais/mmlu",
-    config_name: str | None = "all",
-    split: str = "test",
-    fewshot_split: str = "dev",
-    fewshot_file: str | None = None,
-    num_fewshot: int = 5,
-    limit: int | None = None,
-    batch_size: int = 8,
-    dtype: str = "float32",
-    output_dir: str | Path = "runs/calibration",
-    console: Any | None = None,
+    config: CalibrationConfig, console: Any | None = None
 ) -> list[CalibrationResult]:
     """`superhf calibrate`: evaluate each model, write calibration.json and reliability.png.
 
@@ -682,23 +728,15 @@ def run_calibration(
     examples: `fewshot_file`; else the hub dataset's `fewshot_split`; else, for a local file,
     the other questions of that file.
     """
-    from superhf.config import ConfigError
-
-    if not models:
-        raise ConfigError("calibrate: give at least one MODEL.")
-    if num_fewshot < 0:
-        raise ConfigError(f"num_fewshot must be >= 0, got {num_fewshot}.")
-    if limit is not None and limit < 1:
-        raise ConfigError(f"limit must be >= 1, got {limit}.")
-    if batch_size < 1:
-        raise ConfigError(f"batch_size must be >= 1, got {batch_size}.")
-    local = _is_local(dataset)
-    questions = load_questions(dataset, None if local else config_name, split, limit)
+    dataset, config_name, split = config.dataset, config.config_name, config.split
+    num_fewshot = config.num_fewshot
+    local = is_local_path(dataset)
+    questions = load_questions(dataset, None if local else config_name, split, config.limit)
     fewshot: QuestionSet | None = None
-    if fewshot_file is not None:
-        fewshot = load_questions(fewshot_file)
+    if config.fewshot_file is not None:
+        fewshot = load_questions(config.fewshot_file)
     elif not local and num_fewshot > 0:
-        fewshot = load_questions(dataset, config_name, fewshot_split)
+        fewshot = load_questions(dataset, config_name, config.fewshot_split)
     if console is not None:
         skipped = f", {questions.num_skipped} rows skipped" if questions.num_skipped else ""
         first = f" (first: {questions.first_problem})" if questions.first_problem else ""
@@ -708,23 +746,23 @@ def run_calibration(
             f"{num_fewshot}-shot examples from {pool}."
         )
     results = []
-    for path in models:
-        model, tokenizer, name = load_eval_model(path, dtype)
+    for path in config.models:
+        model, tokenizer, name = load_eval_model(path, config.dtype)
         result = evaluate_calibration(
-            model, tokenizer, questions, fewshot, num_fewshot, batch_size, label=name
+            model, tokenizer, questions, fewshot, num_fewshot, config.batch_size, label=name
         )
         results.append(result)
         del model
         if console is not None:
             console.print(bins_table(result))
-    out = Path(output_dir)
+    out = Path(config.output_dir)
     settings = {
         "dataset": dataset,
         "config_name": None if local else config_name,
         "split": split,
         "fewshot": fewshot.source if fewshot is not None else "the other questions",
         "num_fewshot": num_fewshot,
-        "limit": limit,
+        "limit": config.limit,
         "num_bins": NUM_BINS,
         "calibration_mse": "the paper's: all four choices' probabilities binned (hit = the "
         "choice is the answer); mean over non-empty bins of (bin hit rate - bin centre)^2",

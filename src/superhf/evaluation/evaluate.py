@@ -23,19 +23,18 @@ from typing import Any
 
 import torch
 from rich.console import Console
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 from transformers import PreTrainedModel, set_seed
 
 from superhf.config import EvalConfig
-from superhf.data import load_prompt_dataset, prepare_prompts
+from superhf.console import make_console, progress_bar
+from superhf.data import load_prompt_dataset, prepare_prompts, question_text
 from superhf.errors import ConfigError
 from superhf.evaluation.heldout import _meteor, _score, distinct_n, mean_se, sample_completions
 from superhf.evaluation.kl import KL_ESTIMATOR, KL_SAMPLING_NOTE, KLEstimate, kl_estimate
-from superhf.models import ModelSpec, _looks_local, inspect_model, load_policy, reference_name
+from superhf.files import EVAL_FILE, is_local_path, json_safe
+from superhf.models import ModelSpec, inspect_model, load_policy, reference_name
 from superhf.rewards.scoring import RewardScorer, load_reward_funcs
-
-EVAL_FILE = "eval.json"
 
 
 def summarize(
@@ -69,25 +68,6 @@ def safe_name(name: str) -> str:
     return re.sub(r"[^A-Za-z0-9._-]+", "_", name).strip("_") or "model"
 
 
-def user_text(prompt: str | list[dict[str, str]]) -> str:
-    """The user's words of a prompt: the string, or the last user message of a conversation."""
-    if isinstance(prompt, str):
-        return prompt
-    users = [m["content"] for m in prompt if m.get("role") == "user"]
-    return str(users[-1] if users else prompt[-1]["content"])
-
-
-def _clean(value: Any) -> Any:
-    """JSON has no NaN: write null, which reads as "not measured"."""
-    if isinstance(value, float) and not math.isfinite(value):
-        return None
-    if isinstance(value, dict):
-        return {k: _clean(v) for k, v in value.items()}
-    if isinstance(value, list | tuple):
-        return [_clean(v) for v in value]
-    return value
-
-
 def _unique_names(specs: list[ModelSpec]) -> list[str]:
     names: list[str] = []
     for spec in specs:
@@ -107,13 +87,13 @@ def evaluate_models(
     each model so a crash keeps what was done) and `output_dir/completions-<name>.jsonl`
     (prompt, completion, model, reward, test_reward, prompt_index), and prints one table.
     """
-    console = console or Console(stderr=True)
+    console = console or make_console()
     if not models:
         raise ConfigError("MODEL_OR_RUN_DIR: give at least one model or run folder.")
     # Everything cheap first: a bad path, dataset or reward fails before any model loads.
     specs = [inspect_model(m) for m in models]
     ref = config.reference_model
-    if ref is not None and _looks_local(ref) and not Path(ref).expanduser().is_dir():
+    if ref is not None and is_local_path(ref) and not Path(ref).expanduser().is_dir():
         raise ConfigError(f"reference_model: no such folder {ref!r}.")
     names = _unique_names(specs)
     dataset = load_prompt_dataset(config.dataset_name, config.dataset_config, config.dataset_split)
@@ -148,14 +128,16 @@ def evaluate_models(
     for spec, name in zip(specs, names, strict=True):
         metrics = _evaluate_one(spec, name, rows, config, scorer, test_scorer, references, console)
         result["models"][name] = metrics
-        (out / EVAL_FILE).write_text(json.dumps(_clean(result), indent=2) + "\n", encoding="utf-8")
+        (out / EVAL_FILE).write_text(
+            json.dumps(json_safe(result), indent=2) + "\n", encoding="utf-8"
+        )
     console.print(results_table(result))
     for name, m in result["models"].items():
         if m["kl"].get("reason"):
             console.print(f"[yellow]{name}: KL not measured: {m['kl']['reason']}", soft_wrap=True)
     if any(m["meteor"] and not m["meteor"]["uses_wordnet"] for m in result["models"].values()):
         console.print("[yellow]METEOR ran without WordNet synonyms (lower than the paper's).")
-    return _clean(result)
+    return json_safe(result)
 
 
 def _evaluate_one(
@@ -182,14 +164,7 @@ def _evaluate_one(
         config.dataset_name,
         apply_chat_template=config.apply_chat_template,
     )
-    progress = Progress(
-        TextColumn("[bold]{task.description}"),
-        BarColumn(),
-        MofNCompleteColumn(),
-        TimeElapsedColumn(),
-        console=console,
-        transient=True,
-    )
+    progress = progress_bar(console, transient=True)
     with progress:
         task = progress.add_task(f"{name}: sampling", total=len(prompts))
         t0 = time.perf_counter()
@@ -254,7 +229,7 @@ def _evaluate_one(
     with path.open("w", encoding="utf-8") as f:
         for i, c in enumerate(completions):
             row = {
-                "prompt": user_text(prompts[c.prompt_index].prompt),
+                "prompt": question_text(prompts[c.prompt_index].prompt),
                 "completion": c.text,
                 "model": name,
                 "reward": rewards[i],
@@ -301,7 +276,10 @@ def results_table(result: dict[str, Any]) -> Table:
         "dist-1",
         "dist-2",
     ):
-        table.add_column(column, justify="left" if column == "model" else "right")
+        if column == "model":  # a long name folds; numbers are never cut
+            table.add_column(column, justify="left", overflow="fold")
+        else:
+            table.add_column(column, justify="right", no_wrap=True)
     for name, m in result["models"].items():
         meteor = m.get("meteor")
         meteor_text = (

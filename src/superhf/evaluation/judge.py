@@ -36,7 +36,9 @@ from typing import Any, Protocol
 
 import numpy as np
 
-from superhf.errors import JudgeError
+from superhf.config import check_types, config_field, parse_config_args
+from superhf.errors import ConfigError, DatasetError, JudgeError
+from superhf.files import json_safe, read_json_lines, read_text
 
 logger = logging.getLogger(__name__)
 
@@ -567,25 +569,14 @@ def load_answer_files(paths: Sequence[str | Path]) -> AnswerSet:
     prompt is used; prompts not answered by every model are left out (counted).
     DatasetError, naming the file, line and field, for unusable input.
     """
-    from superhf.data import DatasetError
-
     by_model: dict[str, dict[str, str]] = {}
     order: list[str] = []
     duplicates = 0
     for path in map(Path, paths):
         if not path.is_file():
             raise DatasetError(f"answers: no such file {str(path)!r}.")
-        lines = path.read_text(encoding="utf-8").splitlines()
-        for number, line in enumerate(lines, start=1):
-            if not line.strip():
-                continue
-            where = f"{path}, line {number}"
-            try:
-                row = json.loads(line)
-            except json.JSONDecodeError as err:
-                raise DatasetError(f"answers: {where} is not valid JSON ({err}).") from None
-            if not isinstance(row, dict):
-                raise DatasetError(f"answers: {where} is not a JSON object.")
+        for line in read_json_lines(read_text(path, "answers"), str(path), "answers"):
+            row, where = line.value, f"{path}, line {line.number}"
             for name in ("prompt", "completion", "model"):
                 if not isinstance(row.get(name), str):
                     raise DatasetError(
@@ -643,21 +634,74 @@ def win_rate_table(result: JudgeResult) -> Any:
     return table
 
 
-def run_judge(
-    files: Sequence[str | Path],
-    judge: Judge,
-    output_dir: str | Path = "runs/judge",
-    num_prompts: int | None = None,
-    seed: int = 0,
-    num_orderings: int = 1000,
-    console: Any | None = None,
-) -> JudgeResult:
+@dataclass
+class JudgeConfig:
+    """Settings of `superhf judge`."""
+
+    files: list[str] = config_field(
+        [],
+        "completions-*.jsonl of `superhf eval` (rows: prompt, completion, model): two or more "
+        "files, or one file with several models.",
+        "answers",
+        positional="FILE",
+    )
+    judge_model: str | None = config_field(
+        None, "Judge (required): a chat model name, or (local) a model.", "judge"
+    )
+    judge_url: str | None = config_field(
+        None,
+        "OpenAI-compatible base URL (default $SUPERHF_JUDGE_BASE_URL, $OPENAI_BASE_URL). The "
+        "key is read from $SUPERHF_JUDGE_API_KEY or $OPENAI_API_KEY only.",
+        "judge",
+    )
+    judge_backend: str = config_field(
+        "api", "api (chat endpoint) or local (HF causal LM).", "judge"
+    )
+    num_prompts: int | None = config_field(None, "Judge the first N aligned prompts.", "answers")
+    num_orderings: int = config_field(1000, "Random game orderings Elo is averaged over.", "elo")
+    seed: int = config_field(0, "Judging order and Elo orderings.", "elo")
+    output_dir: str = config_field("runs/judge", "Output folder.", "output")
+
+    def __post_init__(self) -> None:
+        check_types(self)
+        if not self.files:
+            raise ConfigError("FILE: give the completions files of `superhf eval` to judge.")
+        if not self.judge_model:
+            raise ConfigError("judge_model: give the judge, e.g. --judge_model gpt-4o-mini.")
+        if self.judge_backend not in ("api", "local"):
+            raise ConfigError(f"judge_backend must be api or local, got {self.judge_backend!r}.")
+        if self.num_prompts is not None and self.num_prompts < 1:
+            raise ConfigError(f"num_prompts must be >= 1, got {self.num_prompts}.")
+        if self.num_orderings < 1:
+            raise ConfigError(f"num_orderings must be >= 1, got {self.num_orderings}.")
+
+
+def parse_judge_args(argv: list[str]) -> JudgeConfig:
+    """`superhf judge FILE [FILE ...] --judge_model NAME [--name value ...]`."""
+    return parse_config_args(
+        JudgeConfig,
+        argv,
+        prog="superhf judge",
+        description="Pairwise LLM judge, both orders per pair; Elo and win rates. Writes "
+        "judge.json and judgements.jsonl (every judge call) into --output_dir.",
+    )
+
+
+def make_judge(config: JudgeConfig) -> Judge:
+    """The judge `config` names: a local causal LM or an OpenAI-compatible endpoint."""
+    if config.judge_backend == "local":
+        return LocalHFJudge(config.judge_model)
+    return OpenAIChatJudge(config.judge_model, base_url=config.judge_url)
+
+
+def run_judge(config: JudgeConfig, judge: Judge, console: Any | None = None) -> JudgeResult:
     """`superhf judge`: align the answers, judge every pair both ways, write judge.json and
     judgements.jsonl, print the Elo and win-rate tables."""
+    files, num_prompts = config.files, config.num_prompts
     answer_set = load_answer_files(files)
     prompts = answer_set.prompts[:num_prompts] if num_prompts else answer_set.prompts
     answers = {m: a[: len(prompts)] for m, a in answer_set.answers.items()}
-    out = Path(output_dir)
+    out = Path(config.output_dir)
     if console is not None:
         console.print(
             f"{len(answers)} models x {len(prompts)} prompts "
@@ -665,7 +709,12 @@ def run_judge(
             f"judge: {judge.name}; every pair judged in both orders."
         )
     result = judge_pairs(
-        judge, prompts, answers, out / "judgements.jsonl", seed, num_orderings=num_orderings
+        judge,
+        prompts,
+        answers,
+        out / "judgements.jsonl",
+        config.seed,
+        num_orderings=config.num_orderings,
     )
     data = {
         "files": [str(f) for f in files],
@@ -674,7 +723,7 @@ def run_judge(
         "num_duplicate_completions": answer_set.num_duplicates,
         **result.to_dict(),
     }
-    (out / "judge.json").write_text(json.dumps(data, indent=2) + "\n", encoding="utf-8")
+    (out / "judge.json").write_text(json.dumps(json_safe(data), indent=2) + "\n", encoding="utf-8")
     if console is not None:
         console.print(elo_table(result))
         console.print(win_rate_table(result))

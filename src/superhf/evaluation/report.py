@@ -20,17 +20,19 @@ import statistics
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import yaml
-from matplotlib.axes import Axes
-from matplotlib.figure import Figure
 from rich.console import Console
 
-from superhf.config import ConfigError
-from superhf.train.run_log import METRICS_FILE
+from superhf.config import ConfigError, check_types, config_field, parse_config_args
+from superhf.console import make_console
+from superhf.files import CONFIG_FILE, EVAL_FILE, METRICS_FILE, read_json_lines, read_text
 
-EVAL_FILE = "eval.json"
+if TYPE_CHECKING:  # matplotlib loads when a plot is drawn, not for `superhf report --help`
+    from matplotlib.axes import Axes
+    from matplotlib.figure import Figure
+
 IGNORED_SETTINGS = {
     "output_dir",
     "resume_from_checkpoint",
@@ -44,6 +46,36 @@ IGNORED_SETTINGS = {
 KEY_SETTINGS = ["model_name_or_path", "beta", "learning_rate", "num_generations", "use_peft"]
 """Shown for a single run, where no setting 'differs'."""
 HACK_COLOR = "#d62728"
+
+
+@dataclass
+class ReportConfig:
+    """Settings of `superhf report`."""
+
+    run_dirs: list[str] = config_field(
+        [], "Run folders of `superhf train`.", "input", positional="RUN_DIR"
+    )
+    output_dir: str | None = config_field(
+        None,
+        "Where report.md and the plots go (default: the run folder, or runs/report).",
+        "output",
+    )
+
+    def __post_init__(self) -> None:
+        check_types(self)
+        if not self.run_dirs:
+            raise ConfigError("RUN_DIR: give at least one run folder.")
+
+
+def parse_report_args(argv: list[str]) -> ReportConfig:
+    """`superhf report RUN_DIR [RUN_DIR ...] [--output_dir DIR]`."""
+    return parse_config_args(
+        ReportConfig,
+        argv,
+        prog="superhf report",
+        description="Plots and a Markdown report of one or more training runs: reward, KL, "
+        "METEOR similarity and reward-hacking warnings.",
+    )
 
 
 @dataclass
@@ -90,16 +122,11 @@ class Run:
 def _read_metrics(path: Path, notes: list[str]) -> list[dict[str, Any]]:
     """metrics.jsonl; a torn line is skipped; an iteration logged twice (resume): the last wins."""
     by_iteration: dict[int, dict[str, Any]] = {}
-    for number, line in enumerate(path.read_text(encoding="utf-8").splitlines(), start=1):
-        if not line.strip():
+    for line in read_json_lines(read_text(path, "RUN_DIR"), str(path), "RUN_DIR", skip_bad=True):
+        if line.problem is not None:
+            notes.append(f"{line.problem}, skipped")
             continue
-        try:
-            row = json.loads(line)
-        except json.JSONDecodeError:
-            notes.append(f"{path}: line {number} is not JSON, skipped")
-            continue
-        if isinstance(row, dict):
-            by_iteration[int(row.get("iteration", len(by_iteration) + 1))] = row
+        by_iteration[int(line.value.get("iteration", len(by_iteration) + 1))] = line.value
     return [by_iteration[k] for k in sorted(by_iteration)]
 
 
@@ -133,11 +160,11 @@ def load_run(path: str | Path) -> Run:
     notes: list[str] = []
     metrics = _read_metrics(folder / METRICS_FILE, notes)
     config: dict[str, Any] = {}
-    if (folder / "config.yaml").is_file():
-        loaded = yaml.safe_load((folder / "config.yaml").read_text(encoding="utf-8"))
+    if (folder / CONFIG_FILE).is_file():
+        loaded = yaml.safe_load((folder / CONFIG_FILE).read_text(encoding="utf-8"))
         config = loaded if isinstance(loaded, dict) else {}
     else:
-        notes.append(f"{folder}: no config.yaml, settings unknown")
+        notes.append(f"{folder}: no {CONFIG_FILE}, settings unknown")
     return Run(folder, folder.resolve().name, metrics, config, _eval_entry(folder, notes), notes)
 
 
@@ -261,6 +288,8 @@ def plot_reward(runs: list[Run], path: Path) -> str | None:
     if not has_train and not has_eval:
         return "no run logged `reward` or `eval_reward`/`eval_test_reward`"
     panels = int(has_train) + int(has_eval)
+    from matplotlib.figure import Figure
+
     fig = Figure(figsize=(6.2 * panels, 4.2))
     axes = list(fig.subplots(1, panels, squeeze=False)[0])
     colors = _colors(len(runs))
@@ -301,6 +330,8 @@ def _plot_series(
 ) -> str | None:
     if not any(r.series(key)[0] for r in runs):
         return f"no run logged `{key}`"
+    from matplotlib.figure import Figure
+
     fig = Figure(figsize=(7, 4.2))
     ax = fig.subplots()
     for run, color in zip(runs, _colors(len(runs)), strict=True):
@@ -433,6 +464,8 @@ def plot_tradeoff(runs: list[Run], path: Path, sweep_keys: list[str]) -> str | N
     reward_label, meteor_label, points, left_out = tradeoff_points(runs)
     if not points:
         return "no run has both a reward and a METEOR similarity"
+    from matplotlib.figure import Figure
+
     fig = Figure(figsize=(6.5, 4.8))
     ax = fig.subplots()
     colors = _colors(len(runs))
@@ -567,7 +600,7 @@ def build_report(
 
     `output_dir` defaults to the run folder for one run, `runs/report` for several.
     """
-    console = console or Console(stderr=True)
+    console = console or make_console()
     if not run_dirs:
         raise ConfigError("RUN_DIR: give at least one run folder.")
     runs = [load_run(d) for d in run_dirs]

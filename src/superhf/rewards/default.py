@@ -94,6 +94,8 @@ from transformers import DynamicCache
 
 from superhf.batching import left_pad
 from superhf.config import EMBEDDED_MODEL
+from superhf.data import message_text as _content_text
+from superhf.data import question_text as prompt_text
 from superhf.models import load_model, load_tokenizer
 
 __all__ = [
@@ -137,30 +139,6 @@ JUDGE_MAX_ANSWER_TOKENS = 256
 
 Prompt = str | Sequence[dict[str, Any]]
 Completion = str | Sequence[dict[str, Any]]
-
-
-def _content_text(content: Any) -> str:
-    """Text of a chat message's content, which may be a string or a list of typed parts."""
-    if isinstance(content, str):
-        return content
-    if isinstance(content, Sequence):
-        parts = [p.get("text", "") for p in content if isinstance(p, dict)]
-        return "\n".join(p for p in parts if isinstance(p, str))
-    return "" if content is None else str(content)
-
-
-def prompt_text(prompt: Prompt) -> str:
-    """The question being answered: the string itself, or a conversation's last user message.
-
-    Earlier turns and system prompts are ignored: the reward asks whether the answer addresses
-    what the user asked last.
-    """
-    if isinstance(prompt, str):
-        return prompt
-    for message in reversed(list(prompt)):
-        if message.get("role") == "user":
-            return _content_text(message.get("content"))
-    return _content_text(prompt[-1].get("content")) if len(prompt) else ""
 
 
 def completion_text(completion: Completion) -> str:

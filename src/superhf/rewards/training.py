@@ -21,9 +21,9 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 from rich.console import Console
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
 from superhf.config import ConfigError, check_types, config_field
+from superhf.console import make_console, progress_bar
 from superhf.data import DatasetError, load_any_dataset
 
 EMBEDDED_MINILM = "embedded:all-MiniLM-L6-v2"
@@ -258,7 +258,9 @@ def load_reward_backbone(config: RewardTrainingConfig) -> tuple[Any, Any]:
     # padding only when the model knows the pad id.
     model.config.pad_token_id = tokenizer.pad_token_id
     if config.use_peft:
-        from peft import LoraConfig, get_peft_model
+        from peft import LoraConfig
+
+        from superhf.models import get_peft_model
 
         model = get_peft_model(
             model,
@@ -344,7 +346,7 @@ def train_reward_model(
     from accelerate import Accelerator
     from transformers import get_scheduler
 
-    console = console or Console()
+    console = console or make_console(stderr=False)
     rows = read_rows(config.dataset_name, config.dataset_config, config.dataset_train_split)
     train_rows, eval_rows = split_rows(len(rows), config.split)
     model, tokenizer = load_reward_backbone(config)
@@ -378,13 +380,7 @@ def train_reward_model(
     history: list[dict[str, Any]] = []
     step = 0
     start_time = time.perf_counter()
-    progress = Progress(
-        TextColumn("[bold]{task.description}"),
-        BarColumn(),
-        MofNCompleteColumn(),
-        TimeElapsedColumn(),
-        console=console,
-    )
+    progress = progress_bar(console)
     with progress:
         task = progress.add_task("training", total=total_steps)
         for epoch in range(1, config.num_train_epochs + 1):

@@ -6,18 +6,10 @@ loses nothing already logged.
 from __future__ import annotations
 
 import json
-import math
 from pathlib import Path
 from typing import Any
 
-METRICS_FILE = "metrics.jsonl"
-COMPLETIONS_FILE = "completions.jsonl"
-
-
-def _jsonable(value: Any) -> Any:
-    if isinstance(value, float) and not math.isfinite(value):
-        return None  # JSON has no NaN; null reads as "not measured"
-    return value
+from superhf.files import COMPLETIONS_FILE, METRICS_FILE, json_safe
 
 
 def format_metrics(metrics: dict[str, Any], max_iterations: int) -> str:
@@ -74,7 +66,7 @@ class RunLogger:
         (self.output_dir / name).write_text(text, encoding="utf-8")
 
     def log_metrics(self, metrics: dict[str, Any]) -> None:
-        line = json.dumps({k: _jsonable(v) for k, v in metrics.items()})
+        line = json.dumps(json_safe(metrics))
         self._metrics.write(line + "\n")
         self._metrics.flush()
 
@@ -86,8 +78,3 @@ class RunLogger:
     def close(self) -> None:
         self._metrics.close()
         self._completions.close()
-
-
-def read_metrics(output_dir: str | Path) -> list[dict[str, Any]]:
-    path = Path(output_dir) / METRICS_FILE
-    return [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines() if line]

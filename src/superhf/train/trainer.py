@@ -32,18 +32,25 @@ from accelerate import Accelerator
 from accelerate.utils import set_seed
 from datasets import Dataset
 from rich.console import Console
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from safetensors.torch import load_file, save_file
 from transformers import PreTrainedModel, PreTrainedTokenizerBase, get_scheduler
 
 from superhf.batching import build_training_batch, encode_prompt
 from superhf.config import ConfigError, EvalConfig, SuperHFConfig
+from superhf.console import make_console, progress_bar
 from superhf.data import Prompt, load_prompt_dataset, prepare_prompts
 from superhf.errors import TrainingError
 from superhf.evaluation.heldout import fork_all_rng, generate_and_score
 from superhf.evaluation.monitor import RewardHackingMonitor
+from superhf.files import CONFIG_FILE, EVAL_PROMPTS_FILE
 from superhf.generation import Completion, generate_completions
-from superhf.models import load_model, load_tokenizer, make_reference, prepare_policy
+from superhf.models import (
+    get_peft_model,
+    load_model,
+    load_tokenizer,
+    make_reference,
+    prepare_policy,
+)
 from superhf.rewards.scoring import RewardFunc, RewardScorer, load_reward_funcs
 from superhf.train.checkpoint import (
     CheckpointError,
@@ -60,7 +67,8 @@ from superhf.train.run_log import RunLogger, format_metrics
 RewardSpec = str | RewardFunc
 
 
-def _mean(values: Sequence[float]) -> float:
+def _mean_or_nan(values: Sequence[float]) -> float:
+    """NaN for no values: metrics are floats, and NaN is logged as null (not measured)."""
     return statistics.fmean(values) if values else float("nan")
 
 
@@ -84,7 +92,7 @@ class SuperHFTrainer:
         console: Console | None = None,
     ):
         self.args = args = args or SuperHFConfig()
-        self.console = console or Console()
+        self.console = console or make_console(stderr=False)
         self.accelerator = Accelerator(
             mixed_precision="bf16" if args.bf16 else "no",
             log_with=args.report_to or None,
@@ -172,8 +180,6 @@ class SuperHFTrainer:
         if isinstance(model, str):
             model = load_model(model, args.dtype)
         if peft_config is not None:
-            from peft import get_peft_model
-
             policy = get_peft_model(model, peft_config)
         else:
             policy = prepare_policy(model, args)
@@ -225,10 +231,10 @@ class SuperHFTrainer:
         logger = RunLogger(args.output_dir, history, completions_bytes)
         if self.eval_prompts:
             logger.write_rows(
-                "eval_prompts.jsonl",
+                EVAL_PROMPTS_FILE,
                 [{"prompt": p.prompt, "text": p.text} for p in self.eval_prompts],
             )
-        with open(f"{args.output_dir}/config.yaml", "w", encoding="utf-8") as f:
+        with open(Path(args.output_dir) / CONFIG_FILE, "w", encoding="utf-8") as f:
             yaml.safe_dump({**args.to_dict(), "resume_from_checkpoint": None}, f, sort_keys=False)
         self.console.print(
             f"SuperHF: {len(self.prompts)} prompts ({self.prompt_stats.num_too_long} too long "
@@ -236,14 +242,7 @@ class SuperHFTrainer:
             f"iterations of {args.prompts_per_iteration} prompts x {args.num_generations} "
             f"samples, rewards: {', '.join(self.scorer.names)} -> {args.output_dir}"
         )
-        progress = Progress(
-            TextColumn("[bold]{task.description}"),
-            BarColumn(),
-            MofNCompleteColumn(),
-            TimeElapsedColumn(),
-            console=self.console,
-            transient=False,
-        )
+        progress = progress_bar(self.console)
         first = history[-1]["iteration"] + 1 if history else 1
         if first == 1 and self.eval_prompts and args.eval_on_start:
             self.console.print("Evaluating the starting policy on the held-out prompts ...")
@@ -324,7 +323,7 @@ class SuperHFTrainer:
         if len(trained) >= 2:
             k = max(1, len(trained) // 4)
             first_mean, last_mean = (
-                _mean([m["reward"] for m in part]) for part in (trained[:k], trained[-k:])
+                _mean_or_nan([m["reward"] for m in part]) for part in (trained[:k], trained[-k:])
             )
             self.console.print(
                 f"Mean reward: first {k} iterations {first_mean:+.3f}, last {k} "
@@ -506,24 +505,24 @@ class SuperHFTrainer:
             kept_prompts = [sample_prompts[i].prompt for i in kept]
             with fork_all_rng():  # only on evaluation iterations: keep training's streams
                 test = self.test_scorer(kept_prompts, [completions[i].text for i in kept])
-            eval_metrics["eval_kept_test_reward"] = _mean(test.total)
-            eval_metrics["eval_kept_reward"] = _mean([scores.total[i] for i in kept])
+            eval_metrics["eval_kept_test_reward"] = _mean_or_nan(test.total)
+            eval_metrics["eval_kept_reward"] = _mean_or_nan([scores.total[i] for i in kept])
         t4 = time.perf_counter()
         lengths = [c.num_tokens for c in completions]
         metrics: dict[str, Any] = {
             "iteration": iteration,
-            "reward": _mean(rewards),
+            "reward": _mean_or_nan(rewards),
             "reward_std": statistics.pstdev(rewards) if rewards else float("nan"),
             "reward_max": max(rewards, default=float("nan")),
             "reward_min": min(rewards, default=float("nan")),
-            "reward_kept": _mean([rewards[i] for i in kept]),
-            **{f"rewards/{name}/mean": _mean(v) for name, v in scores.per_func.items()},
+            "reward_kept": _mean_or_nan([rewards[i] for i in kept]),
+            **{f"rewards/{name}/mean": _mean_or_nan(v) for name, v in scores.per_func.items()},
             **train_metrics,
             "learning_rate": learning_rate,
-            "completions/mean_length": _mean(lengths),
+            "completions/mean_length": _mean_or_nan(lengths),
             "completions/min_length": min(lengths, default=0),
             "completions/max_length": max(lengths, default=0),
-            "completions/clipped_ratio": _mean([float(c.clipped) for c in completions]),
+            "completions/clipped_ratio": _mean_or_nan([float(c.clipped) for c in completions]),
             "completions/num_empty": gen.num_empty,
             "num_completions": len(completions),
             "num_kept": len(kept),
@@ -612,8 +611,8 @@ class SuperHFTrainer:
             for minibatch_stats in stats:
                 for key, value in minibatch_stats.items():
                     totals[key].append(value)
-        metrics = {key: _mean(values) for key, values in totals.items()}
-        metrics["grad_norm"] = _mean(grad_norms)
+        metrics = {key: _mean_or_nan(values) for key, values in totals.items()}
+        metrics["grad_norm"] = _mean_or_nan(grad_norms)
         metrics["num_skipped_minibatches"] = skipped
         metrics["num_oom_retries"] = oom_retries
         return metrics
