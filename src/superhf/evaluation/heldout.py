@@ -21,7 +21,7 @@ import torch
 from transformers import PreTrainedModel, PreTrainedTokenizerBase, set_seed
 
 from superhf.batching import encode_prompt
-from superhf.config import EvalConfig, SuperHFConfig
+from superhf.config import SamplingSettings
 from superhf.data import Prompt
 from superhf.evaluation.meteor import meteor_similarity, source_dataset
 from superhf.generation import Completion, generate_completions
@@ -84,7 +84,7 @@ def sample_completions(
     model: PreTrainedModel,
     tokenizer: PreTrainedTokenizerBase,
     prompt_texts: Sequence[str],
-    config: EvalConfig | SuperHFConfig,
+    config: SamplingSettings,
     advance: Callable[[int], None] = lambda _: None,
 ) -> list[Completion]:
     """`generate_completions` in calls of `generation_batch_size` sequences, to show progress.
@@ -155,7 +155,7 @@ def generate_and_score(
     model: PreTrainedModel,
     tokenizer: PreTrainedTokenizerBase,
     prompts: list[Prompt],
-    config: EvalConfig | SuperHFConfig,
+    config: SamplingSettings,
     scorer: RewardScorer,
     test_scorer: RewardScorer | None = None,
     meteor_pairs: int = 200,

@@ -36,7 +36,7 @@ from safetensors.torch import load_file, save_file
 from transformers import PreTrainedModel, PreTrainedTokenizerBase, get_scheduler
 
 from superhf.batching import build_training_batch, encode_prompt
-from superhf.config import ConfigError, EvalConfig, SuperHFConfig
+from superhf.config import ConfigError, EvalConfig, SuperHFConfig, check_reward_weights
 from superhf.console import make_console, progress_bar
 from superhf.data import Prompt, load_prompt_dataset, prepare_prompts
 from superhf.errors import TrainingError
@@ -157,11 +157,7 @@ class SuperHFTrainer:
 
         specs = reward_funcs if reward_funcs is not None else args.reward_funcs
         specs = [specs] if isinstance(specs, str) or callable(specs) else list(specs)
-        if args.reward_weights is not None and len(args.reward_weights) != len(specs):
-            raise ConfigError(
-                f"reward_weights has {len(args.reward_weights)} values for {len(specs)} "
-                "reward functions: give one weight per reward function."
-            )
+        check_reward_weights(args.reward_weights, len(specs))
         funcs, weights = load_reward_funcs(
             specs, args.reward_weights, args.reward_batch_size, str(self.accelerator.device)
         )
