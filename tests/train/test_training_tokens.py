@@ -129,8 +129,10 @@ def test_stop_sequence_trains_through_the_token_that_completes_it(tokenizer):
 def _frequent_token(completions: list[Completion]) -> int:
     """The token sampled most often after the first position: a stop token that ends some
     samples after a word or two (and rarely empties one)."""
-    counts = collections.Counter(t for c in completions for t in c.token_ids[1:])
-    return counts.most_common(1)[0][0]
+    later = collections.Counter(t for c in completions for t in c.token_ids[1:])
+    first = collections.Counter(c.token_ids[0] for c in completions)
+    # a token that also starts samples would mostly end them empty (dropped before training)
+    return max(later, key=lambda t: (later[t] - 4 * first[t], -t))
 
 
 # --- fine_tune trains on them ----------------------------------------------------------------
@@ -224,7 +226,8 @@ def llama_style_model_dir(tmp_path_factory, tokenizer):
     model = make_tiny_llama(len(tokenizer))
     config = SuperHFConfig(num_generations=4, max_completion_length=6, top_k=3, stop_sequences=[])
     torch.manual_seed(0)
-    probe, _ = generate_completions(model, tokenizer, [r["prompt"] for r in ROWS[:8]], config)
+    # probed as training will sample: the same prompts, encoded with the BOS
+    probe, _ = generate_completions(model, bos_tokenizer, [r["prompt"] for r in ROWS], config)
     model.generation_config.eos_token_id = [tokenizer.eos_token_id, _frequent_token(probe)]
     path = tmp_path_factory.mktemp("llama-style")
     model.save_pretrained(path)
@@ -257,6 +260,7 @@ def test_superhf_train_trains_on_prompt_and_sampled_ids(
         "--dataset_name", str(data),
         "--reward_funcs", "tests.train.test_training_tokens:constant_reward",
         "--num_generations", "4",
+        "--num_kept_per_prompt", "4",  # every sample trained: each way of ending shows up
         "--max_completion_length", "6",
         "--top_k", "3",
         "--prompts_per_iteration", "4",
@@ -282,7 +286,8 @@ def test_superhf_train_trains_on_prompt_and_sampled_ids(
         samples |= {(tuple(prompts[i // n]), tuple(row)) for i, row in enumerate(rows)}
     rows = _trained_rows(trained)
     if not mask_truncated:
-        assert len(rows) == 2 * 4  # iterations x prompts, one kept each
+        # iterations x prompts x samples, all kept, less the empty ones (dropped before scoring)
+        assert 2 * 4 * 2 < len(rows) <= 2 * 4 * 4
     for p, c in rows:
         assert (tuple(p), tuple(c)) in samples  # exactly a sampled sequence
         assert c[-1] in stops or (len(c) == 6 and not set(c) & stops)
