@@ -5,7 +5,8 @@ Accepted forms (TRL's conventions plus the paper's):
 - a `prompt` column of conversations (lists of {"role", "content"}), rendered with the
   tokenizer's chat template and a generation prompt;
 - Anthropic HH transcripts in a `chosen` column: the first human turn, formatted as the paper
-  did ("\\n\\nHuman: {text}\\n\\nAssistant:").
+  did ("\\n\\nHuman: {text}\\n\\nAssistant:"); reward functions receive this HH-form string
+  too, the format HH-trained reward models read.
 """
 
 from __future__ import annotations
@@ -31,7 +32,9 @@ _LOCAL_FORMATS = {".jsonl": "json", ".json": "json", ".csv": "csv", ".parquet": 
 @dataclass
 class Prompt:
     prompt: str | list[dict[str, str]]
-    """The prompt as the dataset holds it; reward functions receive this."""
+    """The prompt as the dataset holds it; reward functions receive this. HH transcripts give
+    their first human turn in the HH form ("\\n\\nHuman: q\\n\\nAssistant:"), the prompt part of
+    the transcripts an HH reward model was trained on."""
     text: str
     """The prompt rendered for the policy (chat template or HH format)."""
     columns: dict[str, Any] = field(default_factory=dict)
@@ -180,6 +183,17 @@ def first_human_turn(transcript: str) -> str | None:
     return text or None
 
 
+def hh_question(prompt: str) -> str | None:
+    """The last human message of an HH-form prompt ("...\\n\\nHuman: q\\n\\nAssistant:"), or None
+    when the string is not in that form."""
+    if not prompt.rstrip().endswith(HH_ASSISTANT):
+        return None
+    start = prompt.rfind(HH_HUMAN)
+    if start < 0:
+        return None
+    return prompt[start + len(HH_HUMAN) : prompt.rstrip().rfind(HH_ASSISTANT)].strip()
+
+
 def _is_conversation(value: Any) -> bool:
     return (
         isinstance(value, list)
@@ -231,8 +245,8 @@ def prepare_prompts(
             text = render_prompt(value, tokenizer)
         else:
             chosen = row.get("chosen")
-            value = first_human_turn(chosen) if isinstance(chosen, str) else None
-            text = f"{HH_HUMAN} {value}{HH_ASSISTANT}" if value else None
+            question = first_human_turn(chosen) if isinstance(chosen, str) else None
+            value = text = f"{HH_HUMAN} {question}{HH_ASSISTANT}" if question else None
         if text is None:
             stats.num_empty += 1
             continue

@@ -94,6 +94,7 @@ from transformers import DynamicCache
 
 from superhf.batching import left_pad
 from superhf.config import EMBEDDED_MODEL
+from superhf.data import hh_question
 from superhf.models import load_model, load_tokenizer
 
 __all__ = [
@@ -150,13 +151,16 @@ def _content_text(content: Any) -> str:
 
 
 def prompt_text(prompt: Prompt) -> str:
-    """The question being answered: the string itself, or a conversation's last user message.
+    """The question being answered: the string itself, an HH-form prompt's last human turn
+    (HH rows reach reward functions as "\\n\\nHuman: q\\n\\nAssistant:"), or a conversation's last
+    user message.
 
     Earlier turns and system prompts are ignored: the reward asks whether the answer addresses
     what the user asked last.
     """
     if isinstance(prompt, str):
-        return prompt
+        question = hh_question(prompt)
+        return prompt if question is None else question
     for message in reversed(list(prompt)):
         if message.get("role") == "user":
             return _content_text(message.get("content"))
