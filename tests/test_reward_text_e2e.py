@@ -178,10 +178,15 @@ def test_trainer_scores_the_text_reward_training_made(form, rm_kind, rm_dirs, to
 
 
 def test_hh_prompt_is_what_reward_functions_receive(tokenizer):
-    """HH rows reach reward functions in the HH form the reward model was trained on."""
+    """HH rows reach reward functions in the HH form the reward model was trained on; files
+    for people and the judge show the question alone."""
     from superhf.data import prepare_prompts
 
     rows = [{"chosen": "\n\nHuman: How do I bake bread?\n\nAssistant: Use flour.\n\nHuman: ok"}]
     prompts, _ = prepare_prompts(rows, tokenizer, 256)
     assert prompts[0].prompt == "\n\nHuman: How do I bake bread?\n\nAssistant:"
     assert prompts[0].text == "\n\nHuman: How do I bake bread?\n\nAssistant:"
+    # `superhf eval` still writes (and the judge still reads) the question itself.
+    from superhf.evaluation.evaluate import user_text
+
+    assert user_text(prompts[0].prompt) == "How do I bake bread?"

@@ -28,7 +28,7 @@ from rich.table import Table
 from transformers import PreTrainedModel, set_seed
 
 from superhf.config import EvalConfig
-from superhf.data import load_prompt_dataset, prepare_prompts
+from superhf.data import hh_question, load_prompt_dataset, prepare_prompts
 from superhf.errors import ConfigError
 from superhf.evaluation.heldout import _meteor, _score, distinct_n, mean_se, sample_completions
 from superhf.evaluation.kl import KL_ESTIMATOR, KL_SAMPLING_NOTE, KLEstimate, kl_estimate
@@ -70,9 +70,10 @@ def safe_name(name: str) -> str:
 
 
 def user_text(prompt: str | list[dict[str, str]]) -> str:
-    """The user's words of a prompt: the string, or the last user message of a conversation."""
+    """The user's words of a prompt: the string (an HH-form prompt's last human turn), or the last
+    user message of a conversation."""
     if isinstance(prompt, str):
-        return prompt
+        return hh_question(prompt) or prompt
     users = [m["content"] for m in prompt if m.get("role") == "user"]
     return str(users[-1] if users else prompt[-1]["content"])
 

@@ -1,4 +1,4 @@
-"""Reward models: Bradley-Terry training on human preference pairs (SUPERHF.md section 4).
+"""Reward models: Bradley-Terry training on human preference pairs (docs/METHOD.md).
 
     superhf reward train --dataset_name ../shared/data/hh-rlhf/harmless-base-test.jsonl.gz \\
         --split first-half --output_dir runs/rm-train      # the train RM (drives SuperHF)
