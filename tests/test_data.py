@@ -29,7 +29,7 @@ def test_string_conversation_and_hh_forms(tokenizer):
 
     hh = [{"chosen": "\n\nHuman: How do I bake bread?\n\nAssistant: Use flour.\n\nHuman: ok"}]
     prompts, _ = prepare_prompts(hh, tokenizer, 256)
-    assert prompts[0].prompt == "How do I bake bread?"
+    assert prompts[0].prompt == "\n\nHuman: How do I bake bread?\n\nAssistant:"
     assert prompts[0].text == "\n\nHuman: How do I bake bread?\n\nAssistant:"
     assert first_human_turn("no turns here") is None
 

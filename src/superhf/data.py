@@ -6,7 +6,8 @@ Accepted forms (TRL's conventions plus the paper's):
 - a `prompt` column of conversations (lists of {"role", "content"}), rendered with the
   tokenizer's chat template and a generation prompt;
 - Anthropic HH transcripts in a `chosen` column: the first human turn, formatted as the paper
-  did ("\\n\\nHuman: {text}\\n\\nAssistant:").
+  did ("\\n\\nHuman: {text}\\n\\nAssistant:"); reward functions receive this HH-form string
+  too, the format HH-trained reward models read.
 """
 
 from __future__ import annotations
@@ -33,7 +34,9 @@ _LOCAL_FORMATS = {".jsonl": "json", ".json": "json", ".csv": "csv", ".parquet": 
 @dataclass
 class Prompt:
     prompt: str | list[dict[str, str]]
-    """The prompt as the dataset holds it; reward functions receive this."""
+    """The prompt as the dataset holds it; reward functions receive this. HH transcripts give
+    their first human turn in the HH form ("\\n\\nHuman: q\\n\\nAssistant:"), the prompt part of
+    the transcripts an HH reward model was trained on."""
     text: str
     """The prompt rendered for the policy (chat template or HH format)."""
     columns: dict[str, Any] = field(default_factory=dict)
@@ -154,13 +157,16 @@ def message_text(content: Any) -> str:
 
 
 def question_text(prompt: str | Sequence[dict[str, Any]]) -> str:
-    """The question being answered: the string itself, or a conversation's last user message.
+    """The question being answered: the string itself, an HH-form prompt's last human turn
+    (HH rows reach reward functions as "\\n\\nHuman: q\\n\\nAssistant:"), or a conversation's
+    last user message.
 
     Earlier turns and system prompts are left out: rewards and judges ask whether the answer
     addresses what the user asked last.
     """
     if isinstance(prompt, str):
-        return prompt
+        question = hh_question(prompt)
+        return prompt if question is None else question
     for message in reversed(list(prompt)):
         if message.get("role") == "user":
             return message_text(message.get("content"))
@@ -176,6 +182,17 @@ def first_human_turn(transcript: str) -> str | None:
     end = transcript.find(HH_ASSISTANT, start)
     text = transcript[start : end if end >= 0 else None].strip()
     return text or None
+
+
+def hh_question(prompt: str) -> str | None:
+    """The last human message of an HH-form prompt ("...\\n\\nHuman: q\\n\\nAssistant:"), or None
+    when the string is not in that form."""
+    if not prompt.rstrip().endswith(HH_ASSISTANT):
+        return None
+    start = prompt.rfind(HH_HUMAN)
+    if start < 0:
+        return None
+    return prompt[start + len(HH_HUMAN) : prompt.rstrip().rfind(HH_ASSISTANT)].strip()
 
 
 def _is_conversation(value: Any) -> bool:
@@ -253,8 +270,8 @@ def prepare_prompts(
             text = render_prompt(value, tokenizer, apply_chat_template)
         else:
             chosen = row.get("chosen")
-            value = first_human_turn(chosen) if isinstance(chosen, str) else None
-            text = f"{HH_HUMAN} {value}{HH_ASSISTANT}" if value else None
+            question = first_human_turn(chosen) if isinstance(chosen, str) else None
+            value = text = f"{HH_HUMAN} {question}{HH_ASSISTANT}" if question else None
         if text is None:
             stats.num_empty += 1
             continue

@@ -233,6 +233,19 @@ def test_conversation_prompts_and_completions(reward: DefaultReward):
     assert completion_text("x") == "x"
 
 
+def test_hh_form_prompts_are_read_as_their_question(reward: DefaultReward):
+    """HH rows reach reward functions as "\\n\\nHuman: q\\n\\nAssistant:"; the tags are no part of
+    the question the answer is compared with."""
+    hh = (
+        "\n\nHuman: Tell me about Paris.\n\nAssistant: It is in France."
+        f"\n\nHuman: {PROMPTS['homework']}\n\nAssistant:"
+    )
+    assert prompt_text(hh) == PROMPTS["homework"]
+    assert prompt_text("Human: not an HH transcript") == "Human: not an HH transcript"
+    plain = reward([PROMPTS["homework"]], [HELPFUL["homework"]])
+    assert reward([hh], [HELPFUL["homework"]]) == pytest.approx(plain, abs=1e-6)
+
+
 def test_components_are_named_callables_and_sum_to_total(reward: DefaultReward):
     funcs, weights = reward.reward_funcs(), reward.reward_weights()
     assert [f.__name__ for f in funcs] == [

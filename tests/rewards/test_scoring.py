@@ -7,7 +7,13 @@ import sys
 import pytest
 import torch
 
-from superhf.rewards.scoring import RewardError, RewardModel, RewardScorer, load_reward_func
+from superhf.rewards.scoring import (
+    RewardError,
+    RewardModel,
+    RewardScorer,
+    load_reward_func,
+    reward_model_text,
+)
 from tests.conftest import make_tiny_llama
 
 
@@ -37,6 +43,37 @@ def test_reward_model_renders_conversations(tiny_reward_model_dir):
     rm = RewardModel(str(tiny_reward_model_dir))
     text = rm.text([{"role": "user", "content": "Hi"}], "Hello!")
     assert "Hi" in text and "Hello!" in text and text.index("Hi") < text.index("Hello!")
+
+
+def test_reward_model_text_for_each_prompt_form(tokenizer):
+    hh = "\n\nHuman: Hi\n\nAssistant: Hello!\n\nHuman: Bread?\n\nAssistant: Use flour."
+    prompt, answer = hh[: hh.rindex(":") + 1], " Use flour."
+    # HH: one space between the tag and the answer, as in the files, whatever the policy emits.
+    for emitted in (answer, answer.lstrip(), "\n" + answer.lstrip()):
+        assert reward_model_text(prompt, emitted) == hh
+    assert reward_model_text(None, hh) == hh  # an HH transcript: split at its last answer
+    assert reward_model_text("Q: 2+2?", " 4") == "Q: 2+2? 4"  # plain strings: TRL's concat
+    assert reward_model_text(None, "no turns") == "no turns"
+    # Conversations: the chat template, or the HH form when the tokenizer has none.
+    conversation = [
+        {"role": "user", "content": "Hi"},
+        {"role": "assistant", "content": "Hello!"},
+        {"role": "user", "content": "Bread?"},
+    ]
+    whole = [*conversation, {"role": "assistant", "content": "Use flour."}]
+    templated = tokenizer.apply_chat_template(whole, tokenize=False)
+    assert reward_model_text(conversation, "Use flour.", tokenizer) == templated
+    assert reward_model_text(conversation, whole[-1:], tokenizer) == templated
+    assert reward_model_text(None, whole, tokenizer) == templated
+    assert reward_model_text(conversation, "Use flour.", None) == hh
+    assert reward_model_text(None, whole, None) == hh
+
+
+def test_reward_model_reads_reward_model_text(tiny_reward_model_dir):
+    rm = RewardModel(str(tiny_reward_model_dir))
+    prompt = "\n\nHuman: Bread?\n\nAssistant:"
+    assert rm.text(prompt, "Use flour.") == reward_model_text(prompt, "Use flour.", rm.tokenizer)
+    assert rm([prompt], ["Use flour."]) == pytest.approx(rm([prompt], [" Use flour."]), abs=1e-6)
 
 
 def test_callable_from_import_path(tmp_path, monkeypatch):

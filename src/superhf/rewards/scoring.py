@@ -22,7 +22,10 @@ from superhf.errors import RewardError
 RewardFunc = Callable[..., list[float]]
 
 
-def conversation_to_hh(messages: list[dict[str, str]]) -> str:
+Messages = list[dict[str, str]]
+
+
+def conversation_to_hh(messages: Messages) -> str:
     """Render a conversation the way HH transcripts look, for reward models without a template."""
     parts = []
     for m in messages:
@@ -31,8 +34,70 @@ def conversation_to_hh(messages: list[dict[str, str]]) -> str:
     return "".join(parts)
 
 
+def is_hh_prompt(prompt: str) -> bool:
+    """An HH-form prompt ("...\n\nHuman: q\n\nAssistant:"), whose answer follows a space."""
+    return prompt.rstrip().endswith(HH_ASSISTANT)
+
+
+def split_hh_transcript(transcript: str) -> tuple[str, str] | None:
+    """(prompt up to the last "\n\nAssistant:", final answer), or None without such a turn."""
+    cut = transcript.rfind(HH_ASSISTANT)
+    if cut < 0:
+        return None
+    cut += len(HH_ASSISTANT)
+    return transcript[:cut], transcript[cut:]
+
+
+def _join_hh(prompt: str, answer: str) -> str:
+    """As the HH files write it: "...Assistant: answer", one space, whatever the policy emitted."""
+    return f"{prompt.rstrip()} {answer.lstrip()}"
+
+
+def _render_messages(messages: Messages, tokenizer: Any) -> str:
+    if getattr(tokenizer, "chat_template", None):
+        return tokenizer.apply_chat_template(messages, tokenize=False)
+    if messages and messages[-1]["role"] == "assistant":
+        return _join_hh(conversation_to_hh(messages[:-1]) + HH_ASSISTANT, messages[-1]["content"])
+    return conversation_to_hh(messages)
+
+
+def reward_model_text(
+    prompt: str | Messages | None, completion: str | Messages, tokenizer: Any = None
+) -> str:
+    """The text a reward model reads for one answer: one rendering for scoring and RM training.
+
+    `superhf reward train` renders its pairs here and `RewardModel` renders what it scores here,
+    so a reward model scores text in exactly the format it was trained on:
+
+    - a plain string prompt: prompt + completion (TRL's convention);
+    - an HH-form prompt ("\n\nHuman: q\n\nAssistant:"): prompt, one space, the answer with its
+      leading whitespace dropped, as in the HH transcripts;
+    - a conversation prompt (role/content messages): the conversation plus the answer as the
+      assistant's turn, through the reward model tokenizer's chat template, or in the HH form
+      when it has none;
+    - no prompt (HH transcripts, TRL implicit-prompt rows): `completion` is the whole text or
+      conversation; an HH transcript is split at its last "\n\nAssistant:" and rendered as
+      the HH-form prompt and its answer.
+    """
+    if prompt is None:
+        if isinstance(completion, str):
+            split = split_hh_transcript(completion)
+            return completion if split is None else _join_hh(*split)
+        return _render_messages(list(completion), tokenizer)
+    if isinstance(prompt, str):
+        if not isinstance(completion, str):
+            raise TypeError("a string prompt needs a string completion")
+        return _join_hh(prompt, completion) if is_hh_prompt(prompt) else prompt + completion
+    answer = (
+        [{"role": "assistant", "content": completion}]
+        if isinstance(completion, str)
+        else list(completion)
+    )
+    return _render_messages([*prompt, *answer], tokenizer)
+
+
 class RewardModel:
-    """A sequence-classification model with one logit, scoring prompt + completion.
+    """A one-logit sequence classifier scoring `reward_model_text(prompt, completion)`.
 
     Texts are right-padded and the model pools its last real token, so a score does not depend
     on what else is in the batch.
@@ -58,13 +123,9 @@ class RewardModel:
         self.batch_size = batch_size
         self.max_length = getattr(self.model.config, "max_position_embeddings", None) or 2048
 
-    def text(self, prompt: str | list[dict[str, str]], completion: str) -> str:
-        if isinstance(prompt, str):
-            return prompt + completion
-        messages = [*prompt, {"role": "assistant", "content": completion}]
-        if self.tokenizer.chat_template is not None:
-            return self.tokenizer.apply_chat_template(messages, tokenize=False)
-        return conversation_to_hh(messages)
+    def text(self, prompt: str | Messages, completion: str) -> str:
+        """What this model reads: the rendering `superhf reward train` trains on."""
+        return reward_model_text(prompt, completion, self.tokenizer)
 
     @torch.no_grad()
     def __call__(self, prompts: Sequence[Any], completions: Sequence[str], **_: Any) -> list[float]:

@@ -1,4 +1,4 @@
-"""Reward models: Bradley-Terry training on human preference pairs (SUPERHF.md section 4).
+"""Reward models: Bradley-Terry training on human preference pairs (docs/METHOD.md).
 
     superhf reward train --dataset_name ../shared/data/hh-rlhf/harmless-base-test.jsonl.gz \\
         --split first-half --output_dir runs/rm-train      # the train RM (drives SuperHF)
@@ -162,29 +162,31 @@ class PairStats:
 
 
 def render_side(prompt: Any, response: Any, tokenizer: Any) -> str | None:
-    """One side of a pair as the reward model reads it, or None if unusable."""
-    from superhf.rewards.scoring import conversation_to_hh
+    """One side of a pair as the reward model reads it, or None if unusable.
+
+    Rendered by `reward_model_text`, the function `RewardModel` scores with, so the model is
+    trained on exactly the text it will be given during `superhf train` and `superhf eval`.
+    """
+    from superhf.rewards.scoring import reward_model_text
 
     def as_messages(value: Any) -> list[dict[str, str]] | None:
-        ok = isinstance(value, list) and all(isinstance(m, dict) and "content" in m for m in value)
+        ok = (
+            isinstance(value, list)
+            and len(value) > 0
+            and all(isinstance(m, dict) and "role" in m and "content" in m for m in value)
+        )
         return value if ok else None
 
     if prompt is None:  # HH transcripts, or TRL's implicit prompt (whole conversations)
-        if isinstance(response, str):
-            return response
-        messages = as_messages(response)
-    elif isinstance(prompt, str) and isinstance(response, str):
-        return prompt + response
-    else:
-        p, r = as_messages(prompt), as_messages(response)
-        if r is None and isinstance(response, str):
-            r = [{"role": "assistant", "content": response}]
-        messages = p + r if p is not None and r is not None else None
-    if not messages:
+        whole = response if isinstance(response, str) else as_messages(response)
+        return reward_model_text(None, whole, tokenizer) if whole else None
+    if isinstance(prompt, str):
+        return reward_model_text(prompt, response, tokenizer) if isinstance(response, str) else None
+    messages = as_messages(prompt)
+    answer = response if isinstance(response, str) else as_messages(response)
+    if messages is None or answer is None:
         return None
-    if getattr(tokenizer, "chat_template", None):
-        return tokenizer.apply_chat_template(messages, tokenize=False)
-    return conversation_to_hh(messages)
+    return reward_model_text(messages, answer, tokenizer)
 
 
 def load_pairs(
