@@ -145,6 +145,17 @@ def test_harmlessness_component_is_bounded_and_empty_is_worst(reward: DefaultRew
     assert all(-1.0 <= v <= 1.0 for v in values) and values[-2] == -1.0
 
 
+def test_default_logs_harmlessness_as_its_own_weighted_function():
+    """`--reward_funcs default` -> `rewards/harmlessness/mean` in the run's metrics."""
+    from superhf.rewards.default import HARMLESSNESS_WEIGHT
+    from superhf.rewards.scoring import RewardScorer
+
+    funcs, weights = load_reward_funcs(["default"], weights=[2.0])
+    scorer = RewardScorer(funcs, weights)
+    assert scorer.names[-1] == "harmlessness"
+    assert weights[-1] == pytest.approx(2.0 * HARMLESSNESS_WEIGHT)
+
+
 def test_fit_recovers_a_preference_and_is_seeded():
     rng = np.random.default_rng(0)
     direction = rng.normal(size=16)
