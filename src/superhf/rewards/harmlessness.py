@@ -51,8 +51,8 @@ FOLDER_HEAD_NAME = "embedding_head"
 # The percentiles of the training answers' raw scores that map to -1 and +1.
 LOW_PERCENTILE = 5.0
 HIGH_PERCENTILE = 95.0
-# Full-batch AdamW settings of the fit (chosen by the measurements in the module's history:
-# a linear head on the answer generalised better than adding prompt features or an MLP).
+# Full-batch AdamW settings of the fit. Measured on HH harmless-base halves: a linear head on the
+# answer alone held out as well as one with prompt features, and better than a 64-unit MLP.
 FIT_STEPS = 300
 FIT_LEARNING_RATE = 1e-3
 FIT_WEIGHT_DECAY = 1e-2
@@ -165,7 +165,8 @@ def fit_linear_head(
 ) -> LinearHead:
     """Bradley-Terry fit of ``score = x @ w + b`` on paired embeddings, full batch, seeded.
 
-    float64 throughout, so the same inputs and seed give the same head on any thread count.
+    In float64, so float rounding that varies with the thread count stays far below what could
+    flip a pair. The bias cancels in the Bradley-Terry difference, so it is 0.
     ``score_low``/``score_high`` are percentiles of the fitted scores of all training answers.
     """
     generator = torch.Generator().manual_seed(seed)
@@ -176,22 +177,17 @@ def fit_linear_head(
     weight = (
         (torch.rand(dim, generator=generator, dtype=torch.float64) * 2 - 1) * bound
     ).requires_grad_()
-    bias = (
-        (torch.rand(1, generator=generator, dtype=torch.float64) * 2 - 1) * bound
-    ).requires_grad_()
-    optimizer = torch.optim.AdamW([weight, bias], lr=learning_rate, weight_decay=weight_decay)
+    optimizer = torch.optim.AdamW([weight], lr=learning_rate, weight_decay=weight_decay)
     for _ in range(steps):
         optimizer.zero_grad()
-        # the bias cancels in the difference; it is kept so raw scores look like an RM's
         loss = -F.logsigmoid((x_c - x_r) @ weight).mean()
         loss.backward()
         optimizer.step()
     w = weight.detach().to(torch.float32).double().numpy()  # what the float32 file will hold
-    b = float(bias.detach().to(torch.float32))
-    train_scores = np.concatenate([chosen @ w, rejected @ w]) + b
+    train_scores = np.concatenate([chosen @ w, rejected @ w])
     return LinearHead(
         weight=w,
-        bias=b,
+        bias=0.0,
         score_low=float(np.percentile(train_scores, LOW_PERCENTILE)),
         score_high=float(np.percentile(train_scores, HIGH_PERCENTILE)),
         info={"final_train_loss": float(loss.detach())},

@@ -51,8 +51,9 @@ class RewardTrainingConfig:
         False,
         "Instead of fine-tuning a model, fit a linear head on the frozen MiniLM embedding of "
         "each answer (the text after the prompt), as the default reward's harmlessness "
-        "component is made: seconds to train, ~2 KB to store. Full-batch AdamW, lr 1e-3, 300 "
-        "steps; the backbone, LoRA, learning-rate and batch-size settings are ignored.",
+        "component is made: one MiniLM pass over the answers (about 2 CPU-minutes for 2,300 "
+        "pairs), 1.7 KB to store. Full-batch AdamW, lr 1e-3, 300 steps; only the data, split, "
+        "seed and output settings apply.",
         "model",
     )
 
