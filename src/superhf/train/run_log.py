@@ -6,10 +6,110 @@ loses nothing already logged.
 from __future__ import annotations
 
 import json
+import statistics
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from superhf.files import COMPLETIONS_FILE, METRICS_FILE, json_safe
+
+if TYPE_CHECKING:
+    from superhf.data import Prompt
+    from superhf.generation import Completion, GenerationStats
+    from superhf.rewards.scoring import Scores
+
+
+def mean_or_nan(values: Sequence[float]) -> float:
+    """NaN for no values: metrics are floats, and NaN is logged as null (not measured)."""
+    return statistics.fmean(values) if values else float("nan")
+
+
+def iteration_metrics(
+    iteration: int,
+    completions: list[Completion],
+    generation: GenerationStats,
+    scores: Scores,
+    kept: list[int],
+    train_metrics: dict[str, float],
+    times: list[float],
+) -> dict[str, Any]:
+    """One iteration's metrics from what its stages returned (TRL's flat names).
+
+    `times`: the clock at the start and after sampling, scoring, fine-tuning and evaluation.
+    """
+    rewards = scores.total
+    lengths = [c.num_tokens for c in completions]
+    start, sampled, scored, tuned, evaluated = times
+    return {
+        "iteration": iteration,
+        "reward": mean_or_nan(rewards),
+        "reward_std": statistics.pstdev(rewards) if rewards else float("nan"),
+        "reward_max": max(rewards, default=float("nan")),
+        "reward_min": min(rewards, default=float("nan")),
+        "reward_kept": mean_or_nan([rewards[i] for i in kept]),
+        **{f"rewards/{name}/mean": mean_or_nan(v) for name, v in scores.per_func.items()},
+        **train_metrics,
+        "completions/mean_length": mean_or_nan(lengths),
+        "completions/min_length": min(lengths, default=0),
+        "completions/max_length": max(lengths, default=0),
+        "completions/clipped_ratio": mean_or_nan([float(c.clipped) for c in completions]),
+        "completions/num_empty": generation.num_empty,
+        "num_completions": len(completions),
+        "num_kept": len(kept),
+        "tokens_per_second": (
+            generation.num_sampled_tokens / generation.seconds if generation.seconds else 0.0
+        ),
+        "time/generate": sampled - start,
+        "time/score": scored - sampled,
+        "time/fine_tune": tuned - scored,
+        "time/eval": evaluated - tuned,
+        "step_time": evaluated - start,
+    }
+
+
+def completion_rows(
+    iteration: int,
+    prompts: list[Prompt],
+    completions: list[Completion],
+    scores: Scores,
+    kept: list[int],
+) -> list[dict[str, Any]]:
+    """completions.jsonl rows of the kept completions: prompt, text, total and each reward."""
+    return [
+        {
+            "iteration": iteration,
+            "prompt": prompts[completions[i].prompt_index].prompt,
+            "completion": completions[i].text,
+            "reward": scores.total[i],
+            **{f"rewards/{name}": values[i] for name, values in scores.per_func.items()},
+        }
+        for i in kept
+    ]
+
+
+def run_summary(history: list[dict[str, Any]], num_eval_prompts: int) -> list[str]:
+    """The end-of-run lines: training reward early vs late, held-out reward before vs after."""
+    lines = []
+    trained = [m for m in history if m["iteration"] > 0]
+    if len(trained) >= 2:
+        k = max(1, len(trained) // 4)
+        first, last = (
+            mean_or_nan([m["reward"] for m in part]) for part in (trained[:k], trained[-k:])
+        )
+        lines.append(
+            f"Mean reward: first {k} iterations {first:+.3f}, last {k} {last:+.3f}. Each "
+            "iteration has new prompts, so compare runs on the same seed."
+        )
+    evals = [m for m in history if "eval_reward" in m]
+    if len(evals) >= 2:
+        start, end = evals[0], evals[-1]
+        lines.append(
+            f"Held-out prompts (the same {num_eval_prompts} each time): reward "
+            f"{start['eval_reward']:+.3f} at iteration {start['iteration']}, "
+            f"{end['eval_reward']:+.3f} at iteration {end['iteration']}; METEOR "
+            f"{start['eval_meteor']:.3f} -> {end['eval_meteor']:.3f}."
+        )
+    return lines
 
 
 def format_metrics(metrics: dict[str, Any], max_iterations: int) -> str:
@@ -74,6 +174,12 @@ class RunLogger:
         for row in rows:
             self._completions.write(json.dumps(row, ensure_ascii=False) + "\n")
         self._completions.flush()
+
+    def __enter__(self) -> RunLogger:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
 
     def close(self) -> None:
         self._metrics.close()

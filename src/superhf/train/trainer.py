@@ -1,4 +1,4 @@
-"""SuperHFTrainer: the generate -> score -> filter -> fine-tune loop (SUPERHF.md, section 2).
+"""SuperHFTrainer: the sample -> score -> filter -> fine-tune loop (docs/METHOD.md, section 2).
 
     from superhf import SuperHFConfig, SuperHFTrainer
     trainer = SuperHFTrainer(args=SuperHFConfig(max_iterations=20, output_dir="runs/demo"))
@@ -19,12 +19,11 @@ import json
 import math
 import random
 import signal
-import statistics
 import threading
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import torch
 import yaml
@@ -43,7 +42,7 @@ from superhf.errors import TrainingError
 from superhf.evaluation.heldout import fork_all_rng, generate_and_score
 from superhf.evaluation.monitor import RewardHackingMonitor
 from superhf.files import CONFIG_FILE, EVAL_PROMPTS_FILE
-from superhf.generation import Completion, generate_completions
+from superhf.generation import Completion, GenerationStats, generate_completions
 from superhf.models import (
     get_peft_model,
     load_model,
@@ -51,7 +50,7 @@ from superhf.models import (
     make_reference,
     prepare_policy,
 )
-from superhf.rewards.scoring import RewardFunc, RewardScorer, load_reward_funcs
+from superhf.rewards.scoring import RewardFunc, RewardScorer, Scores, load_reward_funcs
 from superhf.train.checkpoint import (
     CheckpointError,
     find_resume_checkpoint,
@@ -62,14 +61,22 @@ from superhf.train.checkpoint import (
 )
 from superhf.train.filtering import top_k_per_prompt
 from superhf.train.loss import superhf_loss
-from superhf.train.run_log import RunLogger, format_metrics
+from superhf.train.run_log import (
+    RunLogger,
+    completion_rows,
+    format_metrics,
+    iteration_metrics,
+    mean_or_nan,
+    run_summary,
+)
 
 RewardSpec = str | RewardFunc
-
-
-def _mean_or_nan(values: Sequence[float]) -> float:
-    """NaN for no values: metrics are floats, and NaN is logged as null (not measured)."""
-    return statistics.fmean(values) if values else float("nan")
+T = TypeVar("T")
+_IN_USE = {
+    "generation_batch_size": "generation_batch_size",
+    "per_device_train_batch_size": "train_micro_batch_size",
+}
+"""The trainer attribute holding the size in use of each batch-size setting (it shrinks on OOM)."""
 
 
 class SuperHFTrainer:
@@ -103,6 +110,7 @@ class SuperHFTrainer:
         self.generation_batch_size = args.generation_batch_size
         self.train_micro_batch_size = args.per_device_train_batch_size
         self.num_skipped_total = 0
+        self.num_oom_retries = 0  # this iteration's
         self.stop_signal: int | None = None  # set by SIGINT/SIGTERM during train()
         self.stop_reason: str | None = None  # why train() returned early, if it did
         model = model if model is not None else args.model_name_or_path
@@ -199,25 +207,86 @@ class SuperHFTrainer:
         SIGTERM finish the current iteration, save a checkpoint and return early.
         """
         args = self.args
-        order = self.prompt_order
-        resume = args.resume_from_checkpoint
-        if resume_from_checkpoint is not None:
-            resume = args.output_dir if resume_from_checkpoint is True else resume_from_checkpoint
-        history: list[dict[str, Any]] = []
-        completions_bytes = None
-        if resume:
-            checkpoint = find_resume_checkpoint(resume, warn=self._warn)
-            state = self._load_checkpoint(checkpoint)
-            if state["prompt_order"] != order:
-                raise CheckpointError(
-                    f"{checkpoint} was written for other prompts: dataset_name, "
-                    "max_prompt_length and seed must match the run being resumed."
+        history, completions_bytes = self._resume(resume_from_checkpoint)
+        logger = self._start_run(history, completions_bytes)
+        first = history[-1]["iteration"] + 1 if history else 1
+        if first == 1 and self.eval_prompts and args.eval_on_start:
+            self.console.print("Evaluating the starting policy on the held-out prompts ...")
+            self._record({"iteration": 0, **self.evaluate()}, history, logger)
+        saved: Path | None = None
+        with self._stop_signals(), logger, progress_bar(self.console) as progress:
+            task = progress.add_task("iterations", total=self.num_iterations, completed=first - 1)
+
+            def status(text: str) -> None:
+                progress.update(task, description=text)
+
+            for iteration in range(first, self.num_iterations + 1):
+                prompts = self.prompts_of_iteration(iteration)
+                metrics = self.step(
+                    prompts, iteration, logger, lambda s, i=iteration: status(f"iteration {i}: {s}")
                 )
-            history, completions_bytes = state["history"], state["completions_bytes"]
-            self.console.print(
-                f"Resuming from {checkpoint}: {state['iteration']} of {self.num_iterations} "
-                "iterations done."
+                self._record(metrics, history, logger, progress.console)
+                progress.update(task, advance=1, description="iterations")
+                too_many_skipped = self.num_skipped_total >= args.max_skipped_minibatches
+                if self._save_due(iteration) or too_many_skipped:
+                    status(f"iteration {iteration}: saving a checkpoint")
+                    saved = self._save_checkpoint(iteration, history, logger)
+                    status("iterations")
+                if too_many_skipped:
+                    raise TrainingError(
+                        f"{self.num_skipped_total} minibatches had a NaN or inf loss or "
+                        f"gradient (max_skipped_minibatches={args.max_skipped_minibatches}); "
+                        f"stopped after iteration {iteration}. Lower learning_rate or check "
+                        "the rewards; the weights were never updated with a non-finite value"
+                        + (f" and are saved in {saved}." if saved else ".")
+                    )
+                if self.stop_reason is not None:
+                    break
+        if self.stop_reason is not None:
+            where, done = (f" in {saved}" if saved else ""), history[-1]["iteration"]
+            self._warn(
+                f"Stopped by {self.stop_reason} after iteration {done} of "
+                f"{self.num_iterations}; saved{where}. Continue with: "
+                f"superhf train --resume {args.output_dir}"
             )
+            return history
+        for line in run_summary(history, len(self.eval_prompts)):
+            self.console.print(line)
+        self.save_model()
+        self.accelerator.end_training()
+        return history
+
+    def prompts_of_iteration(self, iteration: int) -> list[Prompt]:
+        """The `prompts_per_iteration` prompts of an iteration (1-based), in the run's order."""
+        size = self.args.prompts_per_iteration
+        return [self.prompts[i] for i in self.prompt_order[(iteration - 1) * size :][:size]]
+
+    def _resume(self, resume_from_checkpoint: str | bool | None) -> tuple[list[dict], int | None]:
+        """(metrics so far, completions.jsonl size) from a checkpoint, or nothing for a new run."""
+        resume = self.args.resume_from_checkpoint
+        if resume_from_checkpoint is not None:
+            resume = (
+                self.args.output_dir if resume_from_checkpoint is True else resume_from_checkpoint
+            )
+        if not resume:
+            return [], None
+        checkpoint = find_resume_checkpoint(resume, warn=self._warn)
+        state = self._load_checkpoint(checkpoint)
+        if state["prompt_order"] != self.prompt_order:
+            raise CheckpointError(
+                f"{checkpoint} was written for other prompts: dataset_name, "
+                "max_prompt_length and seed must match the run being resumed."
+            )
+        self.console.print(
+            f"Resuming from {checkpoint}: {state['iteration']} of {self.num_iterations} "
+            "iterations done."
+        )
+        return state["history"], state["completions_bytes"]
+
+    def _start_run(self, history: list[dict[str, Any]], completions_bytes: int | None) -> RunLogger:
+        """The monitor (replayed from the metrics so far), trackers, the run folder's files."""
+        args = self.args
+        self.stop_signal = self.stop_reason = None
         self.monitor = RewardHackingMonitor(args.reward_hacking_window, args.meteor_threshold)
         for metrics in history:  # the monitor is a function of the metrics: replay them
             if metrics["iteration"] > 0:
@@ -238,106 +307,39 @@ class SuperHFTrainer:
             f"iterations of {args.prompts_per_iteration} prompts x {args.num_generations} "
             f"samples, rewards: {', '.join(self.scorer.names)} -> {args.output_dir}"
         )
-        progress = progress_bar(self.console)
-        first = history[-1]["iteration"] + 1 if history else 1
-        if first == 1 and self.eval_prompts and args.eval_on_start:
-            self.console.print("Evaluating the starting policy on the held-out prompts ...")
-            baseline = {"iteration": 0, **self.evaluate()}
-            history.append(baseline)
-            logger.log_metrics(baseline)
-            self.accelerator.log(_numeric(baseline), step=0)
-        saved: Path | None = None
-        self.stop_signal = None
-        self.stop_reason: str | None = None
-        restore_handlers = self._catch_stop_signals()
-        try:
-            with progress:
-                task = progress.add_task(
-                    "iterations", total=self.num_iterations, completed=first - 1
-                )
-                for iteration in range(first, self.num_iterations + 1):
-                    start = (iteration - 1) * args.prompts_per_iteration
-                    batch = [
-                        self.prompts[i] for i in order[start : start + args.prompts_per_iteration]
-                    ]
-                    metrics = self.step(
-                        batch,
-                        iteration,
-                        logger,
-                        status=lambda s, i=iteration: progress.update(
-                            task, description=f"iteration {i}: {s}"
-                        ),
-                    )
-                    metrics["num_prompts_seen"] = start + len(batch)
-                    metrics["reward_hacking"] = warning = self.monitor.update(metrics)
-                    history.append(metrics)
-                    logger.log_metrics(metrics)
-                    self.accelerator.log(_numeric(metrics), step=iteration)
-                    if iteration % args.logging_steps == 0 or iteration == self.num_iterations:
-                        progress.console.print(
-                            format_metrics(metrics, self.num_iterations), soft_wrap=True
-                        )
-                    progress.update(task, advance=1, description="iterations")
-                    if warning:
-                        self._warn(f"Reward hacking? {warning}.")
-                        if args.stop_on_reward_hacking:
-                            self.stop_reason = "the reward-hacking monitor (stop_on_reward_hacking)"
-                    too_many_skipped = self.num_skipped_total >= args.max_skipped_minibatches
-                    if (
-                        iteration % args.save_steps == 0
-                        or iteration == self.num_iterations
-                        or self.stop_reason is not None
-                        or too_many_skipped
-                    ):
-                        status = f"iteration {iteration}: saving a checkpoint"
-                        progress.update(task, description=status)
-                        saved = self._save_checkpoint(iteration, order, history, logger)
-                        progress.update(task, description="iterations")
-                    if too_many_skipped:
-                        raise TrainingError(
-                            f"{self.num_skipped_total} minibatches had a NaN or inf loss or "
-                            f"gradient (max_skipped_minibatches={args.max_skipped_minibatches}); "
-                            f"stopped after iteration {iteration}. Lower learning_rate or check "
-                            "the rewards; the weights were never updated with a non-finite value"
-                            + (f" and are saved in {saved}." if saved else ".")
-                        )
-                    if self.stop_reason is not None:
-                        break
-        finally:
-            restore_handlers()
-            logger.close()
-        if self.stop_reason is not None:
-            where, done = (f" in {saved}" if saved else ""), history[-1]["iteration"]
-            self.console.print(
-                f"[yellow]Stopped by {self.stop_reason} after iteration {done} of "
-                f"{self.num_iterations}; saved{where}. Continue with: "
-                f"superhf train --resume {args.output_dir}[/yellow]",
-                soft_wrap=True,
+        return logger
+
+    def _record(
+        self,
+        metrics: dict[str, Any],
+        history: list[dict[str, Any]],
+        logger: RunLogger,
+        console: Console | None = None,
+    ) -> None:
+        """Monitor, log and print an iteration's metrics (iteration 0: the starting policy)."""
+        iteration = metrics["iteration"]
+        if iteration > 0:
+            metrics["num_prompts_seen"] = min(
+                iteration * self.args.prompts_per_iteration, len(self.prompt_order)
             )
-            return history
-        trained = [m for m in history if m["iteration"] > 0]
-        if len(trained) >= 2:
-            k = max(1, len(trained) // 4)
-            first_mean, last_mean = (
-                _mean_or_nan([m["reward"] for m in part]) for part in (trained[:k], trained[-k:])
-            )
-            self.console.print(
-                f"Mean reward: first {k} iterations {first_mean:+.3f}, last {k} "
-                f"{last_mean:+.3f}. Each iteration has new prompts, so compare runs on the "
-                "same seed."
-            )
-        evals = [m for m in history if "eval_reward" in m]
-        if len(evals) >= 2:
-            start, end = evals[0], evals[-1]
-            self.console.print(
-                f"Held-out prompts (the same {len(self.eval_prompts)} each time): reward "
-                f"{start['eval_reward']:+.3f} at iteration {start['iteration']}, "
-                f"{end['eval_reward']:+.3f} at iteration {end['iteration']}; METEOR "
-                f"{start['eval_meteor']:.3f} -> {end['eval_meteor']:.3f}."
-            )
-        self.save_model()
-        self.accelerator.end_training()
-        return history
+            metrics["reward_hacking"] = warning = self.monitor.update(metrics)
+            if warning:
+                self._warn(f"Reward hacking? {warning}.")
+                if self.args.stop_on_reward_hacking:
+                    self.stop_reason = "the reward-hacking monitor (stop_on_reward_hacking)"
+        history.append(metrics)
+        logger.log_metrics(metrics)
+        self.accelerator.log(_numeric(metrics), step=iteration)
+        last = iteration == self.num_iterations
+        if console is not None and (iteration % self.args.logging_steps == 0 or last):
+            console.print(format_metrics(metrics, self.num_iterations), soft_wrap=True)
+
+    def _save_due(self, iteration: int) -> bool:
+        return (
+            iteration % self.args.save_steps == 0
+            or iteration == self.num_iterations
+            or self.stop_reason is not None
+        )
 
     def _note_plain_prompts_for_a_chat_model(self) -> None:
         """Plain-string prompts reach a chat model as they are: say so once, with the fix."""
@@ -354,10 +356,12 @@ class SuperHFTrainer:
     def _warn(self, message: str) -> None:
         self.console.print(f"[yellow]{message}[/yellow]", soft_wrap=True)
 
-    def _catch_stop_signals(self) -> Callable[[], None]:
+    @contextlib.contextmanager
+    def _stop_signals(self) -> Iterator[None]:
         """SIGINT/SIGTERM set `stop_signal`; the loop saves and stops after the iteration."""
         if threading.current_thread() is not threading.main_thread():
-            return lambda: None
+            yield
+            return
 
         def handler(signum: int, frame: Any) -> None:
             if self.stop_signal is not None:
@@ -370,12 +374,11 @@ class SuperHFTrainer:
             )
 
         previous = {sig: signal.signal(sig, handler) for sig in (signal.SIGINT, signal.SIGTERM)}
-
-        def restore() -> None:
+        try:
+            yield
+        finally:
             for sig, old in previous.items():
                 signal.signal(sig, old)
-
-        return restore
 
     # --- checkpoints ----------------------------------------------------------------------------
     def _trainable_parameters(self) -> dict[str, torch.nn.Parameter]:
@@ -383,11 +386,7 @@ class SuperHFTrainer:
         return {n: p for n, p in model.named_parameters() if p.requires_grad}
 
     def _save_checkpoint(
-        self,
-        iteration: int,
-        order: list[int],
-        history: list[dict[str, Any]],
-        logger: RunLogger,
+        self, iteration: int, history: list[dict[str, Any]], logger: RunLogger
     ) -> Path | None:
         """Everything an exact resume needs; a failed save warns and leaves older ones intact."""
         if not self.accelerator.is_main_process:
@@ -395,7 +394,7 @@ class SuperHFTrainer:
         state = {
             "iteration": iteration,
             "num_iterations": self.num_iterations,
-            "prompt_order": order,
+            "prompt_order": self.prompt_order,
             "history": history,
             "completions_bytes": logger.completions_bytes,
             "num_skipped_total": self.num_skipped_total,
@@ -450,104 +449,86 @@ class SuperHFTrainer:
         logger: RunLogger | None = None,
         status: Callable[[str], None] = lambda _: None,
     ) -> dict[str, Any]:
-        """One generate -> score -> filter -> fine-tune iteration on `prompts`."""
+        """One iteration on `prompts`: sample -> score -> keep the best -> fine-tune."""
         args = self.args
-        t0 = time.perf_counter()
+        self.num_oom_retries = 0
+        times = [time.perf_counter()]
         status("generating")
-        policy = self.accelerator.unwrap_model(self.model)
-        num_oom_retries = 0
-        while True:
-            try:
-                with self.accelerator.autocast():
-                    completions, gen = generate_completions(
-                        policy,
-                        self.tokenizer,
-                        [p.text for p in prompts],
-                        args,
-                        batch_size=self.generation_batch_size,
-                    )
-                break
-            except RuntimeError as err:
-                self._after_oom(err, "generation_batch_size", self.generation_batch_size)
-                self.generation_batch_size //= 2
-                num_oom_retries += 1
-        t1 = time.perf_counter()
+        completions, generation = self._with_oom_backoff(
+            "generation_batch_size", lambda size: self.sample(prompts, size)
+        )
+        times.append(time.perf_counter())
         status("scoring")
+        scores = self.score(prompts, completions)
+        kept = top_k_per_prompt(
+            scores.total, [c.prompt_index for c in completions], args.num_kept_per_prompt
+        )
+        times.append(time.perf_counter())
+        status("fine-tuning")
+        train_metrics = self.fine_tune([completions[i] for i in kept], prompts)
+        learning_rate = self.optimizer.param_groups[0]["lr"]  # the rate this iteration used
+        self.scheduler.step()
+        times.append(time.perf_counter())
+        eval_metrics = {}
+        if iteration % args.eval_steps == 0 or iteration == self.num_iterations:
+            status("evaluating")
+            eval_metrics = self.evaluate() if self.eval_prompts else {}
+            eval_metrics |= self.evaluate_kept(prompts, completions, scores, kept)
+        times.append(time.perf_counter())
+
+        metrics = iteration_metrics(
+            iteration, completions, generation, scores, kept, train_metrics, times
+        )
+        metrics |= {
+            "learning_rate": learning_rate,
+            "num_skipped_minibatches_total": self.num_skipped_total,
+            "num_oom_retries": self.num_oom_retries,  # sampling's and fine-tuning's
+            "generation_batch_size": self.generation_batch_size,
+            "train_micro_batch_size": self.train_micro_batch_size,
+            **eval_metrics,
+        }
+        if logger is not None and args.log_completions:
+            logger.log_completions(completion_rows(iteration, prompts, completions, scores, kept))
+        return metrics
+
+    def sample(
+        self, prompts: list[Prompt], batch_size: int
+    ) -> tuple[list[Completion], GenerationStats]:
+        """`num_generations` completions of each prompt from the current policy."""
+        policy = self.accelerator.unwrap_model(self.model)
+        with self.accelerator.autocast():
+            return generate_completions(
+                policy, self.tokenizer, [p.text for p in prompts], self.args, batch_size
+            )
+
+    def score(self, prompts: list[Prompt], completions: list[Completion]) -> Scores:
+        """The training reward of each completion (its prompt and dataset columns given)."""
         sample_prompts = [prompts[c.prompt_index] for c in completions]
         columns = {
             key: [p.columns.get(key) for p in sample_prompts]
             for key in (sample_prompts[0].columns if sample_prompts else {})
         }
-        scores = self.scorer(
+        return self.scorer(
             [p.prompt for p in sample_prompts], [c.text for c in completions], columns
         )
-        kept = top_k_per_prompt(
-            scores.total, [c.prompt_index for c in completions], args.num_kept_per_prompt
-        )
-        t2 = time.perf_counter()
-        status("fine-tuning")
-        train_metrics = self.fine_tune([completions[i] for i in kept], prompts)
-        self.num_skipped_total += train_metrics["num_skipped_minibatches"]
-        num_oom_retries += train_metrics.pop("num_oom_retries")
-        learning_rate = self.optimizer.param_groups[0]["lr"]  # the rate this iteration used
-        self.scheduler.step()
-        t3 = time.perf_counter()
 
-        rewards = scores.total
-        evaluate = iteration % args.eval_steps == 0 or iteration == self.num_iterations
-        eval_metrics = self.evaluate() if self.eval_prompts and evaluate else {}
-        if self.test_scorer is not None and evaluate:
-            # The held-out scorer on what was trained on, beside the train reward of the same.
-            kept_prompts = [sample_prompts[i].prompt for i in kept]
-            with fork_all_rng():  # only on evaluation iterations: keep training's streams
-                test = self.test_scorer(kept_prompts, [completions[i].text for i in kept])
-            eval_metrics["eval_kept_test_reward"] = _mean_or_nan(test.total)
-            eval_metrics["eval_kept_reward"] = _mean_or_nan([scores.total[i] for i in kept])
-        t4 = time.perf_counter()
-        lengths = [c.num_tokens for c in completions]
-        metrics: dict[str, Any] = {
-            "iteration": iteration,
-            "reward": _mean_or_nan(rewards),
-            "reward_std": statistics.pstdev(rewards) if rewards else float("nan"),
-            "reward_max": max(rewards, default=float("nan")),
-            "reward_min": min(rewards, default=float("nan")),
-            "reward_kept": _mean_or_nan([rewards[i] for i in kept]),
-            **{f"rewards/{name}/mean": _mean_or_nan(v) for name, v in scores.per_func.items()},
-            **train_metrics,
-            "learning_rate": learning_rate,
-            "completions/mean_length": _mean_or_nan(lengths),
-            "completions/min_length": min(lengths, default=0),
-            "completions/max_length": max(lengths, default=0),
-            "completions/clipped_ratio": _mean_or_nan([float(c.clipped) for c in completions]),
-            "completions/num_empty": gen.num_empty,
-            "num_completions": len(completions),
-            "num_kept": len(kept),
-            "tokens_per_second": gen.num_sampled_tokens / gen.seconds if gen.seconds else 0.0,
-            "num_skipped_minibatches_total": self.num_skipped_total,
-            "num_oom_retries": num_oom_retries,
-            "generation_batch_size": self.generation_batch_size,
-            "train_micro_batch_size": self.train_micro_batch_size,
-            "time/generate": t1 - t0,
-            "time/score": t2 - t1,
-            "time/fine_tune": t3 - t2,
-            "time/eval": t4 - t3,
-            "step_time": t4 - t0,
-            **eval_metrics,
+    def evaluate_kept(
+        self,
+        prompts: list[Prompt],
+        completions: list[Completion],
+        scores: Scores,
+        kept: list[int],
+    ) -> dict[str, float]:
+        """The held-out test reward of what was trained on, beside its train reward."""
+        if self.test_scorer is None:
+            return {}
+        kept_prompts = [prompts[completions[i].prompt_index].prompt for i in kept]
+        with fork_all_rng():  # only on evaluation iterations: keep training's streams
+            test = self.test_scorer(kept_prompts, [completions[i].text for i in kept])
+        return {
+            "eval_kept_test_reward": mean_or_nan(test.total),
+            "eval_kept_reward": mean_or_nan([scores.total[i] for i in kept]),
         }
-        if logger is not None and args.log_completions:
-            logger.log_completions(
-                [
-                    {
-                        "iteration": iteration,
-                        "prompt": prompts[completions[i].prompt_index].prompt,
-                        "completion": completions[i].text,
-                        "reward": rewards[i],
-                        **{f"rewards/{n}": v[i] for n, v in scores.per_func.items()},
-                    }
-                    for i in kept
-                ]
-            )
-        return metrics
 
     def evaluate(self) -> dict[str, float]:
         """The held-out prompts, answered with the paper's eval sampling, scored, compared.
@@ -589,17 +570,12 @@ class SuperHFTrainer:
         accumulation = args.gradient_accumulation_steps
         totals: dict[str, list[float]] = {"loss": [], "loss/sft": [], "loss/kl": [], "kl": []}
         grad_norms: list[float] = []
-        skipped = oom_retries = 0
+        skipped, retries_before = 0, self.num_oom_retries
         for start in range(0, len(minibatches), accumulation):
             group = minibatches[start : start + accumulation]
-            while True:
-                try:
-                    stats, norm = self._optimizer_step(group)
-                    break
-                except RuntimeError as err:
-                    self._after_oom(err, "per_device_train_batch_size", self.train_micro_batch_size)
-                    self.train_micro_batch_size //= 2
-                    oom_retries += 1
+            stats, norm = self._with_oom_backoff(
+                "per_device_train_batch_size", lambda micro, g=group: self._optimizer_step(g, micro)
+            )
             if norm is None:
                 skipped += len(group)
                 continue
@@ -607,25 +583,25 @@ class SuperHFTrainer:
             for minibatch_stats in stats:
                 for key, value in minibatch_stats.items():
                     totals[key].append(value)
-        metrics = {key: _mean_or_nan(values) for key, values in totals.items()}
-        metrics["grad_norm"] = _mean_or_nan(grad_norms)
+        metrics = {key: mean_or_nan(values) for key, values in totals.items()}
+        metrics["grad_norm"] = mean_or_nan(grad_norms)
         metrics["num_skipped_minibatches"] = skipped
-        metrics["num_oom_retries"] = oom_retries
+        metrics["num_oom_retries"] = self.num_oom_retries - retries_before
+        self.num_skipped_total += skipped
         return metrics
 
     def _optimizer_step(
-        self, group: list[list[tuple[list[int], list[int]]]]
+        self, group: list[list[tuple[list[int], list[int]]]], micro: int
     ) -> tuple[list[dict[str, float]], float | None]:
         """Accumulate the gradients of `group`'s minibatches, then step; the grad norm, or None
         if the step was skipped as non-finite.
 
-        Each minibatch may be split into micro-batches of `train_micro_batch_size`; their
+        Each minibatch may be split into micro-batches of `micro` sequences; their
         losses are weighted so that the gradient equals the whole minibatch's: the token-mean
         CE by the micro-batch's share of completion tokens, the KL (a sum over examples) as is.
         """
         acc = self.accelerator
         self.optimizer.zero_grad()
-        micro = self.train_micro_batch_size
         pieces = [
             (m, mb[i : i + micro]) for m, mb in enumerate(group) for i in range(0, len(mb), micro)
         ]
@@ -661,25 +637,40 @@ class SuperHFTrainer:
         self.optimizer.zero_grad()
         return stats, float(norm) if norm is not None else float("nan")
 
-    def _after_oom(self, err: RuntimeError, setting: str, size: int) -> None:
-        """Re-raise anything but out-of-memory; otherwise free memory and say what halves."""
-        message = str(err).lower()
-        if not (
-            isinstance(err, torch.OutOfMemoryError)
-            or "out of memory" in message
-            or "can't allocate memory" in message
-        ):
-            raise err
-        self.optimizer.zero_grad()
-        gc.collect()
-        if torch.cuda.is_available():
-            torch.cuda.empty_cache()
-        if size <= 1:
-            raise TrainingError(
-                f"out of memory even with one sequence per batch ({setting}): lower "
-                "max_completion_length or max_prompt_length, use bf16, or a smaller model."
-            ) from err
-        self._warn(f"Out of memory: {setting} in use halved from {size} to {size // 2}; retrying.")
+    def _with_oom_backoff(self, setting: str, run: Callable[[int], T]) -> T:
+        """`run(batch size in use)`, halving that size and retrying after running out of memory.
+
+        `setting` names the config field whose value in use halves (`generation_batch_size`
+        or `per_device_train_batch_size`); the size in use is saved in checkpoints. Anything
+        but out-of-memory is raised as it is; so is out-of-memory at size 1.
+        """
+        attribute = _IN_USE[setting]
+        while True:
+            size = getattr(self, attribute)
+            try:
+                return run(size)
+            except RuntimeError as err:
+                message = str(err).lower()
+                if not (
+                    isinstance(err, torch.OutOfMemoryError)
+                    or "out of memory" in message
+                    or "can't allocate memory" in message
+                ):
+                    raise
+                self.optimizer.zero_grad()
+                gc.collect()
+                if torch.cuda.is_available():
+                    torch.cuda.empty_cache()
+                if size <= 1:
+                    raise TrainingError(
+                        f"out of memory even with one sequence per batch ({setting}): lower "
+                        "max_completion_length or max_prompt_length, use bf16, or a smaller model."
+                    ) from err
+                self._warn(
+                    f"Out of memory: {setting} in use halved from {size} to {size // 2}; retrying."
+                )
+                setattr(self, attribute, size // 2)
+                self.num_oom_retries += 1
 
     @torch.no_grad()
     def reference_logits(self, batch, keep: int) -> torch.Tensor | None:
