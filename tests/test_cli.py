@@ -69,6 +69,8 @@ HEAVY_MODULES = ("torch", "transformers", "datasets", "peft", "accelerate", "mat
         ["calibrate", "some/model", "--limit", "0"],
         ["judge", "--help"],
         ["judge", "a.jsonl", "b.jsonl"],
+        ["reward", "train", "--help"],
+        ["reward", "train", "--learning_rate", "-1"],
     ],
 )
 def test_help_and_refused_settings_load_no_heavy_library(args):

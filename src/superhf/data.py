@@ -18,14 +18,15 @@ import zlib
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
-
-from datasets import Dataset, load_dataset
-from transformers import PreTrainedTokenizerBase
+from typing import TYPE_CHECKING, Any
 
 from superhf.config import EMBEDDED_DATASET
 from superhf.errors import DatasetError
 from superhf.files import is_local_path, read_json_lines, read_text
+
+if TYPE_CHECKING:  # imported where used: the command line parses settings without them
+    from datasets import Dataset
+    from transformers import PreTrainedTokenizerBase
 
 HH_HUMAN, HH_ASSISTANT = "\n\nHuman:", "\n\nAssistant:"
 _LOCAL_FORMATS = {".jsonl": "json", ".json": "json", ".csv": "csv", ".parquet": "parquet"}
@@ -84,6 +85,8 @@ def embedded_prompts(split: str = "train") -> Dataset:
     if split != "all":
         held_out = split == "test"
         rows = [r for r in rows if (zlib.crc32(r["prompt"].encode()) % 10 == 9) == held_out]
+    from datasets import Dataset
+
     return Dataset.from_list(
         [
             {"prompt": [{"role": "user", "content": r["prompt"]}], "source": r["source"]}
@@ -107,10 +110,14 @@ def load_any_dataset(name: str, config: str | None = None, split: str = "train")
             data = read_text(path, "dataset_name")
             if suffix == ".jsonl":
                 return _json_lines_dataset(data, name)
+        from datasets import load_dataset
+
         try:
             return load_dataset(_LOCAL_FORMATS[suffix], data_files=str(path), split="train")
         except Exception as err:  # datasets raises many types for malformed files
             raise DatasetError(f"dataset_name: could not read {name!r}: {err}") from err
+    from datasets import load_dataset
+
     return load_dataset(name, config, split=split)
 
 
@@ -134,6 +141,8 @@ def _json_lines_dataset(text: str, name: str) -> Dataset:
                 f"{seen} on line {where}; give each column one type."
             )
     try:
+        from datasets import Dataset
+
         return Dataset.from_dict({key: [row.get(key) for row in rows] for key in columns})
     except Exception as err:  # pyarrow: nested values of mixed types
         raise DatasetError(f"dataset_name: could not read {name!r}: {err}") from err
@@ -255,7 +264,7 @@ def prepare_prompts(
     """
     from superhf.batching import encode_prompt  # here: importing this module stays torch-free
 
-    rows = dataset.to_list() if isinstance(dataset, Dataset) else list(dataset)
+    rows = dataset.to_list() if hasattr(dataset, "to_list") else list(dataset)  # a Dataset
     columns = set(rows[0]) if rows else set()
     if rows and "prompt" not in columns and "chosen" not in columns:
         raise DatasetError(

@@ -16,15 +16,16 @@ import random
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import torch
-import torch.nn.functional as F
 from rich.console import Console
 
 from superhf.config import ConfigError, check_types, config_field
 from superhf.console import make_console, progress_bar
 from superhf.data import DatasetError, load_any_dataset
+
+if TYPE_CHECKING:  # torch loads where training needs it: `reward train --help` stays fast
+    import torch
 
 EMBEDDED_MINILM = "embedded:all-MiniLM-L6-v2"
 
@@ -255,6 +256,7 @@ def resolve_backbone(name: str) -> str:
 
 def load_reward_backbone(config: RewardTrainingConfig) -> tuple[Any, Any]:
     """A one-logit sequence classifier and its (right-padding) tokenizer."""
+    import torch
     from transformers import AutoModelForSequenceClassification, AutoTokenizer
 
     path = resolve_backbone(config.model_name_or_path)
@@ -296,14 +298,17 @@ def score_texts(model: Any, tokenizer: Any, texts: list[str], max_length: int) -
 def bradley_terry_loss(
     chosen: torch.Tensor, rejected: torch.Tensor, margin: float = 0.0
 ) -> torch.Tensor:
+    import torch.nn.functional as F
+
     return -F.logsigmoid(chosen - rejected - margin).mean()
 
 
-@torch.no_grad()
 def evaluate_pairs(
     model: Any, tokenizer: Any, pairs: list[tuple[str, str]], batch_size: int, max_length: int
 ) -> dict[str, Any]:
     """Pairwise accuracy (ties count half), mean loss, and every pair's two scores."""
+    import torch
+
     model.eval()
     # Batches of similar length waste less padding; scores are put back in the pairs' order.
     order = sorted(range(len(pairs)), key=lambda i: max(len(pairs[i][0]), len(pairs[i][1])))
@@ -312,9 +317,10 @@ def evaluate_pairs(
     for start in range(0, len(pairs), batch_size):
         indices = order[start : start + batch_size]
         chunk = [pairs[i] for i in indices]
-        scores = score_texts(
-            model, tokenizer, [c for c, _ in chunk] + [r for _, r in chunk], max_length
-        )
+        with torch.no_grad():
+            scores = score_texts(
+                model, tokenizer, [c for c, _ in chunk] + [r for _, r in chunk], max_length
+            )
         for k, i in enumerate(indices):
             chosen_scores[i] = float(scores[k])
             rejected_scores[i] = float(scores[len(chunk) + k])
@@ -354,6 +360,7 @@ def train_reward_model(
     config: RewardTrainingConfig, console: Console | None = None
 ) -> dict[str, Any]:
     """Train, evaluate on the held-out pairs each epoch, save; returns the final metrics."""
+    import torch
     from accelerate import Accelerator
     from transformers import get_scheduler
 
