@@ -188,7 +188,31 @@ def _check_finite(config: Any) -> None:
 
 
 @dataclass
-class SuperHFConfig(RewardSettings, SamplingSettings, PromptSettings):
+class _Settings(RewardSettings, SamplingSettings, PromptSettings):
+    """The shared pieces composed, checked when made: a command's config adds its own fields
+    and `check_own`, and may change the pieces' defaults (`with_default`)."""
+
+    def __post_init__(self) -> None:
+        check_types(self)
+        self.validate()
+
+    def validate(self) -> None:
+        """Reject impossible values before anything heavy loads."""
+        _check_finite(self)
+        self.check_prompts()
+        self.check_sampling()
+        self.check_rewards()
+        self.check_own()
+
+    def check_own(self) -> None:
+        """The checks of the command's own fields."""
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+
+@dataclass
+class SuperHFConfig(_Settings):
     """Every setting of a SuperHF run.
 
     The defaults are the embedded quickstart (configs/quickstart.yaml): SmolLM2-135M on a CPU
@@ -368,16 +392,7 @@ class SuperHFConfig(RewardSettings, SamplingSettings, PromptSettings):
         True, "Write the kept completions and their scores to completions.jsonl.", "output"
     )
 
-    def __post_init__(self) -> None:
-        check_types(self)
-        self.validate()
-
-    def validate(self) -> None:
-        """Reject impossible values before anything heavy loads."""
-        _check_finite(self)
-        self.check_prompts()
-        self.check_sampling()
-        self.check_rewards()
+    def check_own(self) -> None:
         _check_at_least(
             self,
             1,
@@ -427,9 +442,6 @@ class SuperHFConfig(RewardSettings, SamplingSettings, PromptSettings):
         for tracker in self.report_to:
             if tracker not in ("tensorboard", "wandb"):
                 raise ConfigError(f"report_to: unknown tracker {tracker!r}; use tensorboard/wandb.")
-
-    def to_dict(self) -> dict[str, Any]:
-        return dataclasses.asdict(self)
 
     @classmethod
     def from_yaml(cls, path: str | Path, **overrides: Any) -> SuperHFConfig:
@@ -667,7 +679,7 @@ def parse_train_args(argv: list[str]) -> SuperHFConfig:
 
 
 @dataclass
-class EvalConfig(RewardSettings, SamplingSettings, PromptSettings):
+class EvalConfig(_Settings):
     """Settings of `superhf eval`: the shared prompt, sampling and reward settings with the
     paper's evaluation defaults (docs/METHOD.md, section 5), plus what only evaluation has."""
 
@@ -707,21 +719,9 @@ class EvalConfig(RewardSettings, SamplingSettings, PromptSettings):
         "runs/eval", "Where eval.json and completions-<model>.jsonl go.", "output"
     )
 
-    def __post_init__(self) -> None:
-        check_types(self)
-        self.validate()
-
-    def validate(self) -> None:
-        """Reject impossible values before anything heavy loads."""
-        _check_finite(self)
-        self.check_prompts()
-        self.check_sampling()
-        self.check_rewards()
+    def check_own(self) -> None:
         _check_at_least(self, 1, "num_prompts", "kl_batch_size")
         _check_at_least(self, 0, "meteor_pairs")
-
-    def to_dict(self) -> dict[str, Any]:
-        return dataclasses.asdict(self)
 
     @classmethod
     def from_train_config(cls, args: SuperHFConfig, **overrides: Any) -> EvalConfig:
