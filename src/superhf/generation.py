@@ -222,9 +222,22 @@ def generate_completions(
 ) -> tuple[list[Completion], GenerationStats]:
     """Sample `num_generations` completions for each prompt; empty ones are dropped and counted.
 
-    `batch_size` (default `config.generation_batch_size`) caps the sequences per decode
-    call; below `num_generations` a prompt's samples are split over several calls (the trainer
-    halves it after running out of memory).
+    Args:
+        model: the policy (a LoRA-wrapped model samples with its adapter on).
+        tokenizer: its tokenizer; prompts are encoded with `superhf.batching.encode_prompt`.
+        prompt_texts: the prompts as the policy continues them (`Prompt.text`).
+        config: the sampling settings (`SuperHFConfig`, `EvalConfig`, any `SamplingSettings`).
+        batch_size: most sequences per decode call (default `config.generation_batch_size`);
+            below `num_generations` a prompt's samples are split over several calls (the
+            trainer halves it after running out of memory).
+
+    Returns:
+        (completions in prompt order, each with its text, sampled ids and whether it was
+        clipped; `GenerationStats` with sampled-token count, empties dropped and seconds).
+
+    Example:
+        >>> completions, stats = generate_completions(model, tokenizer, ["Hi!"], SuperHFConfig())
+        >>> completions[0].text, completions[0].token_ids[-1] == tokenizer.eos_token_id
     """
     start = time.perf_counter()
     n = config.num_generations

@@ -212,7 +212,13 @@ class Scores:
 
 
 class RewardScorer:
-    """Calls each reward function on the same samples and combines them with weights."""
+    """Calls each reward function on the same samples and combines them with weights.
+
+    Example:
+        >>> funcs, weights = load_reward_funcs(["default", "my_rewards:brevity"], [1.0, 0.2])
+        >>> scores = RewardScorer(funcs, weights)(prompts, completions, {"source": sources})
+        >>> scores.total[0], scores.per_func["relevance"][0]
+    """
 
     def __init__(
         self,
@@ -236,6 +242,23 @@ class RewardScorer:
         completions: Sequence[str],
         columns: dict[str, list[Any]] | None = None,
     ) -> Scores:
+        """Score every sample with every reward function.
+
+        Args:
+            prompts: each sample's prompt as the dataset holds it (string, HH-form string or
+                role/content messages).
+            completions: each sample's text.
+            columns: the dataset's other columns, one value per sample, passed to each reward
+                function as keyword arguments (TRL's convention).
+
+        Returns:
+            `Scores`: `total` (the weighted sum, minus the length penalty: what the filter
+            ranks) and `per_func` (each function's values, by unique name).
+
+        Raises:
+            RewardError: naming the function (and the sample) that failed or returned a wrong
+                count or a non-finite value.
+        """
         columns = columns or {}
         total = [0.0] * len(completions)
         per_func: dict[str, list[float]] = {}

@@ -1,8 +1,34 @@
-"""Training: the SuperHF loop and what it owns.
+"""Training: the SuperHF loop and what only it uses.
 
 - `trainer`: `SuperHFTrainer`, one iteration = sample -> score -> filter -> fine-tune;
-- `filtering`: keep the best completions of each prompt;
-- `loss`: cross-entropy on the kept completions plus the KL prior;
+- `filtering`: `top_k_per_prompt`, keep the best completions of each prompt;
+- `loss`: `superhf_loss`, cross-entropy on the kept completions plus the KL prior;
 - `checkpoint`: atomic, verified checkpoints and resume;
-- `run_log`: metrics.jsonl, completions.jsonl and the console line.
+- `run_log`: metrics.jsonl, completions.jsonl, the console line and the iteration's metrics.
+
+The names below load on first use (the trainer imports torch and accelerate).
 """
+
+from __future__ import annotations
+
+import importlib
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from superhf.train.filtering import top_k_per_prompt
+    from superhf.train.loss import LossOutput, superhf_loss
+    from superhf.train.trainer import SuperHFTrainer
+
+_WHERE = {
+    "SuperHFTrainer": "superhf.train.trainer",
+    "top_k_per_prompt": "superhf.train.filtering",
+    "superhf_loss": "superhf.train.loss",
+    "LossOutput": "superhf.train.loss",
+}
+__all__ = ["LossOutput", "SuperHFTrainer", "superhf_loss", "top_k_per_prompt"]
+
+
+def __getattr__(name: str) -> Any:
+    if name in _WHERE:
+        return getattr(importlib.import_module(_WHERE[name]), name)
+    raise AttributeError(f"module 'superhf.train' has no attribute {name!r}")

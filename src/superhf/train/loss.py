@@ -36,7 +36,24 @@ def superhf_loss(
     ref_logits: torch.Tensor | None,
     beta: float,
 ) -> LossOutput:
-    """The loss of one minibatch. `logits` and `ref_logits` are (batch, seq, vocab)."""
+    """The loss of one minibatch: CE on the labelled tokens plus beta * the KL to the reference.
+
+    Args:
+        logits: the policy's logits, (batch, seq, vocab).
+        labels: token ids where a completion token sits, IGNORE_INDEX elsewhere (batch, seq),
+            as `superhf.batching.build_training_batch` makes them.
+        ref_logits: the reference's logits at the same positions, or None (no KL).
+        beta: the KL coefficient; at 0 the KL is still measured, not optimised.
+
+    Returns:
+        `LossOutput`: `loss` to optimise, and `sft_loss`, `kl_loss`, `kl` to log.
+
+    Example:
+        >>> batch = build_training_batch([[5, 6]], [[7, 8, 2]], tokenizer)
+        >>> logits = model(**batch.model_inputs()).logits
+        >>> out = superhf_loss(logits, batch.labels, ref_logits=None, beta=0.0)
+        >>> out.loss.backward()
+    """
     logits = logits[:, :-1].float()
     targets = labels[:, 1:]
     mask = targets != IGNORE_INDEX
