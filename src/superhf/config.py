@@ -319,7 +319,8 @@ class SuperHFConfig(_Settings):
     mask_truncated_completions: bool = config_field(
         False,
         "Leave completions clipped at max_completion_length out of the loss (TRL's setting). "
-        "Either way a clipped completion never gets an end token to learn.",
+        "Either way a clipped completion never gets an end token to learn. Logged as "
+        "num_masked_truncated.",
         "training",
     )
 
@@ -559,6 +560,8 @@ def _add_field_argument(group: argparse._ArgumentGroup, f: dataclasses.Field, tp
     kwargs: dict[str, Any] = {"help": f.metadata.get("help", "")}
     if f.metadata.get("positional"):
         (item,) = typing.get_args(tp)
+        # no "(default: ...)" in --help: the leading arguments have none worth showing
+        kwargs["default"] = argparse.SUPPRESS
         group.add_argument(f.name, metavar=f.metadata["positional"], nargs="*", type=item, **kwargs)
         return
     options = [f"--{f.name}"] + ([f"--{f.name.replace('_', '-')}"] if "_" in f.name else [])
@@ -638,7 +641,7 @@ def parse_config_args(cls: type, argv: list[str], prog: str, description: str) -
     given |= {g.removeprefix("no_") for g in given}
     values = dict(file_values)
     for f in dataclasses.fields(cls):
-        if f.name in given or (f.metadata.get("positional") and getattr(namespace, f.name)):
+        if f.name in given or (f.metadata.get("positional") and getattr(namespace, f.name, None)):
             values[f.name] = getattr(namespace, f.name)
     return cls(**values)
 

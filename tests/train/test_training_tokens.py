@@ -191,7 +191,8 @@ def test_fine_tune_trains_on_the_sampled_ids(tmp_path, tokenizer, monkeypatch, m
         Completion(1, "Hello world", 3, True, token_ids=odd),  # clipped: no end token
     ]
     prompts = trainer.prompts[:2]
-    trainer.fine_tune(samples, prompts)
+    metrics = trainer.fine_tune(samples, prompts)
+    assert metrics["num_masked_truncated"] == (1 if mask_truncated else 0)
     prompt_ids = [tokenizer(p.text, add_special_tokens=False)["input_ids"] for p in prompts]
     expected = [(prompt_ids[0], [*odd, eos])]
     if not mask_truncated:

@@ -561,6 +561,7 @@ class SuperHFTrainer:
         """
         args = self.args
         self.model.train()
+        num_kept = len(samples)
         if args.mask_truncated_completions:
             samples = [s for s in samples if not s.clipped]
         prompt_ids = {i: encode_prompt(self.tokenizer, p.text) for i, p in enumerate(prompts)}
@@ -586,6 +587,7 @@ class SuperHFTrainer:
         metrics = {key: mean_or_nan(values) for key, values in totals.items()}
         metrics["grad_norm"] = mean_or_nan(grad_norms)
         metrics["num_skipped_minibatches"] = skipped
+        metrics["num_masked_truncated"] = num_kept - len(samples)  # clipped, left out of the loss
         metrics["num_oom_retries"] = self.num_oom_retries - retries_before
         self.num_skipped_total += skipped
         return metrics
