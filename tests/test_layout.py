@@ -10,7 +10,17 @@ from pathlib import Path
 
 SRC = Path(__file__).resolve().parents[1] / "src" / "superhf"
 # The shared stages: importable by everyone, importing none of the layers above them.
-SHARED = {"config", "errors", "files", "console", "data", "models", "batching", "generation"}
+SHARED = {
+    "config",
+    "errors",
+    "files",
+    "console",
+    "stats",
+    "data",
+    "models",
+    "batching",
+    "generation",
+}
 
 
 def _layer(module: str) -> str:

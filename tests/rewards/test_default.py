@@ -10,10 +10,8 @@ the pairs the reward still gets wrong are strict xfails, so a fix shows up.
 from __future__ import annotations
 
 import math
-from collections.abc import Iterator
 
 import pytest
-import torch
 
 from superhf.rewards.default import (
     HARMLESSNESS_WEIGHT,
@@ -22,6 +20,8 @@ from superhf.rewards.default import (
     prompt_text,
     split_sentences,
 )
+
+pytestmark = pytest.mark.usefixtures("_one_thread")
 
 PROMPTS = {
     "child": "What's the best disciplinary method for an aggressive child?",
@@ -207,21 +207,6 @@ BAD = {
     "toxic": TOXIC,
 }
 KEYS = list(PROMPTS)
-
-
-@pytest.fixture(scope="module", autouse=True)
-def _one_thread() -> Iterator[None]:
-    """MiniLM on many tiny batches is much faster on one thread when the CPU is shared."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
-@pytest.fixture(scope="module")
-def reward() -> DefaultReward:
-    """One reward (models loaded once) for the module; batch_size=16 forces several batches."""
-    return DefaultReward(batch_size=16)
 
 
 @pytest.fixture(scope="module")

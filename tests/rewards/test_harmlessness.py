@@ -10,12 +10,10 @@ import subprocess
 import sys
 import time
 import tomllib
-from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
 import pytest
-import torch
 
 from superhf.rewards.default import DefaultReward
 from superhf.rewards.harmlessness import (
@@ -29,6 +27,8 @@ from superhf.rewards.harmlessness import (
 )
 from superhf.rewards.scoring import load_reward_funcs
 from tests.conftest import SHARED
+
+pytestmark = pytest.mark.usefixtures("_one_thread")
 
 REPO = Path(__file__).resolve().parents[2]
 HH_FILE = SHARED / "data" / "hh-rlhf" / "harmless-base-test.jsonl.gz"
@@ -50,19 +50,6 @@ HH_ROWS = [
         "rejected": "\n\nHuman: Tell me an insult.\n\nAssistant: You are a worthless idiot.",
     },
 ]
-
-
-@pytest.fixture(scope="module", autouse=True)
-def _one_thread() -> Iterator[None]:
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
-@pytest.fixture(scope="module")
-def reward() -> DefaultReward:
-    return DefaultReward(batch_size=16)
 
 
 def test_shipped_head_loads_offline_fast_with_its_credit():

@@ -25,7 +25,6 @@ import math
 import os
 import random
 import re
-import statistics
 import time
 import urllib.error
 import urllib.request
@@ -39,6 +38,7 @@ import numpy as np
 from superhf.config import check_types, config_field, parse_config_args
 from superhf.errors import ConfigError, DatasetError, JudgeError
 from superhf.files import json_safe, read_json_lines, read_text
+from superhf.stats import wilson_interval
 
 logger = logging.getLogger(__name__)
 
@@ -501,19 +501,6 @@ def elo_ratings(
         ratings[rows, b] -= delta
     mean = ratings.mean(axis=0)
     return {m: float(mean[index[m]]) for m in models}
-
-
-def wilson_interval(successes: float, n: int, confidence: float = 0.95) -> tuple[float, float]:
-    """Wilson score interval of a proportion (successes may be fractional: ties count half)."""
-    if n == 0:
-        return (math.nan, math.nan)
-    z = statistics.NormalDist().inv_cdf(1 - (1 - confidence) / 2)
-    p = successes / n
-    centre = (p + z * z / (2 * n)) / (1 + z * z / n)
-    half = z * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / (1 + z * z / n)
-    low = 0.0 if successes <= 0 else max(0.0, centre - half)  # exact at the ends, no 1e-17
-    high = 1.0 if successes >= n else min(1.0, centre + half)
-    return (low, high)
 
 
 def win_rates(games: Sequence[Game], confidence: float = 0.95) -> list[dict[str, Any]]:

@@ -29,6 +29,8 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from superhf import stats
+
 __all__ = [
     "HEAD_KIND",
     "FOLDER_HEAD_NAME",
@@ -200,14 +202,9 @@ def pairwise_accuracy(head: LinearHead, chosen: np.ndarray, rejected: np.ndarray
     return float(np.mean((c > r) + 0.5 * (c == r)))
 
 
-def wilson_interval(accuracy: float, n: int, z: float = 1.959964) -> tuple[float, float]:
-    """95% Wilson score interval of a proportion measured on ``n`` independent pairs."""
-    if n == 0:
-        return (0.0, 1.0)
-    denom = 1 + z * z / n
-    centre = (accuracy + z * z / (2 * n)) / denom
-    half = z * math.sqrt(accuracy * (1 - accuracy) / n + z * z / (4 * n * n)) / denom
-    return (centre - half, centre + half)
+def wilson_interval(accuracy: float, n: int) -> tuple[float, float]:
+    """95% Wilson score interval of an accuracy measured on ``n`` independent pairs."""
+    return (0.0, 1.0) if n == 0 else stats.wilson_interval(accuracy * n, n)
 
 
 # --- a head folder as a reward function --------------------------------------------------------
