@@ -1,0 +1,74 @@
+"""What the comparison hands to one method's run, and what every run leaves behind.
+
+Every method (SuperHF, best-of-n, SFT, TRL GRPO/RLOO, PPO) is run from one `MethodRun` and
+must leave in `output_dir`:
+
+- a policy `superhf eval` can load: a PEFT adapter folder (adapter_config.json naming the
+  base model) with the tokenizer, or a full model folder;
+- `config.yaml` with at least `model_name_or_path` (the start policy), and `settings.json`
+  with every setting the method ran with (TRL's included), for results.json;
+- `progress.jsonl`: one line per update, `ProgressRecord`'s fields;
+- `done.json` last, written atomically: a run with it is finished and never redone.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+DONE_FILE = "done.json"
+PROGRESS_FILE = "progress.jsonl"
+SETTINGS_FILE = "settings.json"
+
+
+@dataclass
+class MethodRun:
+    method: str
+    """"superhf", "best_of_n", "sft", "grpo", "rloo" or "ppo"."""
+    output_dir: str
+    model_name_or_path: str
+    """The start policy, the same for every method."""
+    dataset_name: str
+    """The training prompts (a path or embedded name that `superhf.data` reads)."""
+    dataset_train_split: str
+    apply_chat_template: bool
+    max_prompt_length: int
+    reward_funcs: list[str]
+    """The train reward, as `superhf.rewards.load_reward_funcs` reads it."""
+    reward_weights: list[float] | None
+    test_reward_model: str | None
+    """The held-out reward model: evaluated, never trained on."""
+    num_generations: int
+    max_completion_length: int
+    temperature: float
+    top_p: float
+    prompts_per_step: int
+    learning_rate: float
+    beta: float
+    seed: int
+    sampled_token_budget: int
+    """Stop once this many completion tokens were sampled (prompt tokens not counted)."""
+    lora_r: int = 16
+    lora_alpha: int = 32
+    lora_dropout: float = 0.05
+    lora_target_modules: list[str] = field(
+        default_factory=lambda: ["q_proj", "k_proj", "v_proj", "o_proj"]
+    )
+    extra: dict[str, Any] = field(default_factory=dict)
+    """Method-specific settings (TRL's config fields, SuperHF's options), written to settings."""
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+@dataclass
+class ProgressRecord:
+    step: int
+    sampled_tokens: int
+    """Completion tokens sampled so far, cumulative."""
+    train_reward: float
+    """Mean train reward of this step's samples."""
+    wall_time_s: float
+    """Seconds since the run started, cumulative."""
+    peak_memory_mb: float
+    """Peak resident memory of the process so far (ru_maxrss), or accelerator memory on a GPU."""
