@@ -76,7 +76,9 @@ def train(ctx: typer.Context) -> None:
         raise typer.Exit(128 + trainer.stop_signal)
     if trainer.stop_reason is not None:  # stop_on_reward_hacking: saved, not finished
         raise typer.Exit(3)
-    console.print(f"Done. Model, metrics.jsonl and completions.jsonl are in {config.output_dir}")
+    if trainer.accelerator.is_main_process:
+        where = config.output_dir
+        console.print(f"Done. Model, metrics.jsonl and completions.jsonl are in {where}")
 
 
 reward_app = typer.Typer(help="Reward models: train one on human preference pairs.")

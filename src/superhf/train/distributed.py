@@ -54,18 +54,18 @@ def make_accelerator(args: SuperHFConfig) -> Accelerator:
     (a forward then runs no collective, so processes may run different numbers of them)."""
     gpu = torch.cuda.is_available()
     timeout_s = args.ddp_timeout or (1800 if gpu else 300)
-    with warnings.catch_warnings():  # torch renamed broadcast_buffers; accelerate passes it on
-        warnings.filterwarnings("ignore", message=".*broadcast_buffers.*")
-        return Accelerator(
-            cpu=not gpu,
-            mixed_precision="bf16" if args.bf16 else "no",
-            log_with=args.report_to or None,
-            project_dir=args.output_dir,
-            kwargs_handlers=[
-                InitProcessGroupKwargs(timeout=datetime.timedelta(seconds=timeout_s)),
-                DistributedDataParallelKwargs(broadcast_buffers=False),
-            ],
-        )
+    # torch renamed broadcast_buffers (same meaning); accelerate's handler only knows the old name
+    warnings.filterwarnings("ignore", message="`broadcast_buffers` is deprecated")
+    return Accelerator(
+        cpu=not gpu,
+        mixed_precision="bf16" if args.bf16 else "no",
+        log_with=args.report_to or None,
+        project_dir=args.output_dir,
+        kwargs_handlers=[
+            InitProcessGroupKwargs(timeout=datetime.timedelta(seconds=timeout_s)),
+            DistributedDataParallelKwargs(broadcast_buffers=False),
+        ],
+    )
 
 
 def is_out_of_memory(err: BaseException) -> bool:
