@@ -35,10 +35,14 @@ from typing import Any, TypeVar
 import torch
 import torch.distributed as dist
 from accelerate import Accelerator
-from accelerate.utils import DistributedDataParallelKwargs, InitProcessGroupKwargs
+from accelerate.utils import (
+    DistributedDataParallelKwargs,
+    DistributedType,
+    InitProcessGroupKwargs,
+)
 
 from superhf.config import SuperHFConfig
-from superhf.errors import TrainingError
+from superhf.errors import ConfigError, TrainingError
 from superhf.generation import Completion, GenerationStats, derive_seed
 from superhf.rewards.scoring import Scores
 from superhf.train.run_log import RunLogger
@@ -56,7 +60,7 @@ def make_accelerator(args: SuperHFConfig) -> Accelerator:
     timeout_s = args.ddp_timeout or (1800 if gpu else 300)
     # torch renamed broadcast_buffers (same meaning); accelerate's handler only knows the old name
     warnings.filterwarnings("ignore", message="`broadcast_buffers` is deprecated")
-    return Accelerator(
+    accelerator = Accelerator(
         cpu=not gpu,
         mixed_precision="bf16" if args.bf16 else "no",
         log_with=args.report_to or None,
@@ -66,6 +70,15 @@ def make_accelerator(args: SuperHFConfig) -> Accelerator:
             DistributedDataParallelKwargs(broadcast_buffers=False),
         ],
     )
+    engine = accelerator.distributed_type
+    if engine in (DistributedType.FSDP, DistributedType.DEEPSPEED):
+        raise ConfigError(
+            f"accelerate's {engine.value} is not supported by superhf train yet: sampling runs "
+            "a different number of forward passes on each process, and sharded engines need "
+            "the same number everywhere (README, 'Many processes'). Launch with DDP "
+            "(configs/accelerate/ddp.yaml) and LoRA (use_peft, the default)."
+        )
+    return accelerator
 
 
 def is_out_of_memory(err: BaseException) -> bool:
