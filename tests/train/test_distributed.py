@@ -132,14 +132,14 @@ def _metrics(run: Path) -> list[dict]:
     return [{k: v for k, v in r.items() if not k.startswith(TIMING + PER_DEVICE)} for r in rows]
 
 
-def _assert_same_run(run: Path, reference: Path, rel: float = 1e-5) -> None:
+def _assert_same_run(run: Path, reference: Path, rel: float = 1e-5, skip: tuple = ()) -> None:
     """The same completions, rewards and kept samples; losses and weights to float tolerance."""
     assert (run / "completions.jsonl").read_text() == (reference / "completions.jsonl").read_text()
     got, expected = _metrics(run), _metrics(reference)
     assert [m["iteration"] for m in got] == [m["iteration"] for m in expected] == [0, 1, 2, 3]
     for a, b in zip(got, expected, strict=True):
         assert a.keys() == b.keys()
-        for key in a:
+        for key in set(a) - set(skip):
             if isinstance(b[key], float):
                 assert math.isclose(a[key], b[key], rel_tol=rel, abs_tol=1e-7), (key, a, b)
             else:
@@ -303,4 +303,4 @@ def test_out_of_memory_on_one_process_backs_off_on_both(runs, tmp_path):
     # process 0 (which writes the log) never ran out of memory itself: it halved by agreement
     assert [r["train_micro_batch_size"] for r in rows if r["iteration"]] == [1, 1, 1]
     assert rows[1]["num_oom_retries"] == 1
-    _assert_same_run(run, runs.two, rel=1e-4)
+    _assert_same_run(run, runs.two, rel=1e-4, skip=("num_oom_retries",))
