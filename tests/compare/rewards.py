@@ -15,3 +15,15 @@ def length_reward(prompts: list[Any], completions: list[str], **kw: Any) -> list
 
 def recording_reward(prompts: list[Any], completions: list[str], **kw: Any) -> list[float]:
     return RECORDERS["current"](prompts, completions, **kw)
+
+
+def logging_reward(prompts: list[Any], completions: list[str], **kw: Any) -> list[float]:
+    """`length_reward`, appending what it receives to $SUPERHF_TEST_REWARD_LOG (JSON lines):
+    a reward called in another process (the PPO baseline's) reports its inputs this way."""
+    import json
+    import os
+
+    with open(os.environ["SUPERHF_TEST_REWARD_LOG"], "a", encoding="utf-8") as f:
+        for prompt, completion in zip(prompts, completions, strict=True):
+            f.write(json.dumps({"prompt": prompt, "completion": completion}) + "\n")
+    return length_reward(prompts, completions)
