@@ -143,6 +143,27 @@ def test_extra_overrides_a_trl_field_and_refuses_an_unknown_one(tmp_path, tiny_m
         build_trl_trainer(replace(run, num_generations=1))
 
 
+@pytest.mark.parametrize(
+    ("prompts", "generations", "micro", "accumulation"), [(4, 8, 8, 4), (3, 4, 4, 3)]
+)
+def test_one_generation_round_per_optimizer_step(
+    prompts, generations, micro, accumulation, tmp_path
+):
+    """TRL 1.16 derives steps_per_generation from the accumulation: one round per update."""
+    import trl
+
+    from superhf.compare.trl_baselines import trl_settings
+
+    run = _run(tmp_path, tmp_path, "grpo", prompts_per_step=prompts, num_generations=generations)
+    args = trl.GRPOConfig(**trl_settings(run, use_cpu=True))
+    assert (args.per_device_train_batch_size, args.gradient_accumulation_steps) == (
+        micro,
+        accumulation,
+    )
+    assert args.generation_batch_size == prompts * generations
+    assert args.steps_per_generation == accumulation and args.num_iterations == 1
+
+
 def test_missing_trl_names_the_extra(tmp_path, tiny_model_dir, monkeypatch):
     from superhf.compare.trl_baselines import run_trl_baseline
 

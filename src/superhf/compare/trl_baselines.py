@@ -12,14 +12,18 @@ every setting that shapes sampling or the update is set here explicitly; `run.ex
 any TRL config field, and the whole final config goes to settings.json.
 
 One update = one generation round: `prompts_per_step` prompts x `num_generations` completions
-(per_device_train_batch_size = generation_batch_size = their product, one gradient step, so
-steps_per_generation = 1 and TRL's num_iterations = 1). The run stops after the update whose
+(generation_batch_size = their product), one optimizer step on all of them (TRL's
+num_iterations = 1), accumulated over micro-batches of at most `MAX_MICRO_BATCH` completions
+(per_device_train_batch_size x gradient_accumulation_steps = the product, so TRL's
+steps_per_generation = gradient_accumulation_steps): the whole batch in one pass held 10.9 GB
+for SmolLM2-135M at 4 x 8 x 48 tokens. The run stops after the update whose
 sampled completion tokens reach `sampled_token_budget`. A killed run is redone whole (no
 done.json), never resumed half-way.
 """
 
 from __future__ import annotations
 
+import math
 from pathlib import Path
 from typing import Any
 
@@ -40,6 +44,8 @@ from superhf.errors import ConfigError
 TRL_VERSION = "1.16.0"
 METHODS = ("grpo", "rloo")
 INSTALL_HINT = "pip install 'superhf[compare]'"
+MAX_MICRO_BATCH = 8
+"""Completions per forward/backward pass; an update's gradient is accumulated over them."""
 
 
 def _import_trl() -> Any:
@@ -60,6 +66,7 @@ def _import_trl() -> Any:
 def trl_settings(run: MethodRun, use_cpu: bool) -> dict[str, Any]:
     """Every TRL config value superhf sets, before `run.extra`'s overrides."""
     completions = run.prompts_per_step * run.num_generations
+    micro = math.gcd(completions, MAX_MICRO_BATCH)
     settings: dict[str, Any] = dict(
         output_dir=run.output_dir,
         seed=run.seed,
@@ -69,10 +76,10 @@ def trl_settings(run: MethodRun, use_cpu: bool) -> dict[str, Any]:
         temperature=run.temperature,
         top_p=run.top_p,
         top_k=0,
-        # One generation round per optimizer step, all of it in one batch.
-        per_device_train_batch_size=completions,
+        # One generation round per optimizer step, accumulated over micro-batches.
+        per_device_train_batch_size=micro,
+        gradient_accumulation_steps=completions // micro,
         generation_batch_size=completions,
-        gradient_accumulation_steps=1,
         num_iterations=1,
         shuffle_dataset=False,  # SuperHF's prompt order (training_prompts)
         max_steps=max_updates(run, completions),  # a bound: the budget ends the run
