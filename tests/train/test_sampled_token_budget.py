@@ -55,4 +55,3 @@ def test_stops_after_the_iteration_that_reaches_the_budget(tmp_path, tiny_model_
     ]
     assert len((tmp_path / "run" / "metrics.jsonl").read_text().splitlines()) == len(lines)
     assert json.loads(lines[-1])["num_sampled_tokens_total"] >= 150
-
