@@ -156,7 +156,7 @@ def judge(ctx: typer.Context) -> None:
 
 @app.command("compare", context_settings=_PASSTHROUGH)
 def compare(ctx: typer.Context) -> None:
-    """SuperHF vs best-of-n, SFT, GRPO, RLOO, PPO at equal sampled tokens.
+    """SuperHF vs best-of-n, SFT, GRPO, RLOO, PPO: equal budget.
 
     `superhf compare --config configs/compare/hh.yaml --output_dir runs/compare` runs every
     method x seed x learning rate (x beta for SuperHF) on one task, evaluates every run on
