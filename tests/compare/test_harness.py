@@ -10,6 +10,7 @@ import json
 from pathlib import Path
 
 import pytest
+import torch
 
 from superhf.compare.config import CompareConfig
 from superhf.compare.harness import run_comparison
@@ -34,6 +35,10 @@ def _hh_rows() -> list[dict[str, str]]:
 
 @pytest.fixture(scope="module")
 def comparison(tmp_path_factory, tiny_model_dir):
+    # One thread: on a shared 2-core CPU, two torch threads made the tiny model's decoding
+    # about 6x slower (measured 16 s vs 2.6 s for the same 12 tokens under load).
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
     root = tmp_path_factory.mktemp("compare")
     data = root / "pairs.jsonl"
     data.write_text("".join(json.dumps(r) + "\n" for r in _hh_rows()), encoding="utf-8")
@@ -63,8 +68,10 @@ def comparison(tmp_path_factory, tiny_model_dir):
         output_dir=str(root / "out"),
         isolate_runs=False,
     )
-    result = run_comparison(cfg)
-    return cfg, result, Path(cfg.output_dir)
+    try:
+        yield cfg, run_comparison(cfg), Path(cfg.output_dir)
+    finally:
+        torch.set_num_threads(threads)
 
 
 def _runs(result, method):
