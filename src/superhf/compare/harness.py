@@ -154,12 +154,7 @@ def run_comparison(cfg: CompareConfig, console: Console | None = None) -> dict[s
     with progress_bar(console) as progress:
         bar = progress.add_task("comparison", total=len(runs) + 1)
         progress.update(bar, description="evaluating the start policy")
-        start_dir = out / "start"
-        start_dir.mkdir(exist_ok=True)
-        start_run = MethodRun(
-            **{**runs[0].to_dict(), "method": "start", "output_dir": str(start_dir)}
-        )
-        start = evaluate_start(start_run, evaluator, cfg.model_name_or_path)
+        start = evaluate_start(out / "start", evaluator, cfg.model_name_or_path)
         progress.console.print(results.headline_line("start", start, None))
         progress.advance(bar)
         for run in runs:
@@ -172,7 +167,10 @@ def run_comparison(cfg: CompareConfig, console: Console | None = None) -> dict[s
             metrics = None
             if status["status"] == "done":
                 progress.update(bar, description=f"evaluating {name}")
-                metrics = evaluate_run(run, evaluator, name)
+                try:
+                    metrics = evaluate_run(run, evaluator, name)
+                except Exception as err:  # recorded; the comparison goes on
+                    status = {"status": "failed", "reason": f"evaluation: {err!r}"}
             record = results.run_record(run, status, metrics, redone=not done_before)
             records.append(record)
             progress.console.print(results.headline_line(name, metrics, record), soft_wrap=True)
@@ -182,8 +180,8 @@ def run_comparison(cfg: CompareConfig, console: Console | None = None) -> dict[s
     return result
 
 
-def evaluate_start(run: MethodRun, evaluator: evaluation.Evaluator, model: str) -> dict[str, Any]:
-    folder = Path(run.output_dir)
+def evaluate_start(folder: Path, evaluator: evaluation.Evaluator, model: str) -> dict[str, Any]:
+    """The start policy, evaluated like every run (its KL to itself is 0)."""
     hit = evaluation.cached(folder)
     if hit is not None and hit.get("settings") == evaluator.settings():
         return hit["metrics"]
