@@ -66,7 +66,8 @@ def run_record(
         text = read_text(folder / PROGRESS_FILE, "progress")
         progress = [line.value for line in read_json_lines(text, str(folder), "p", True)]
     done = _read_json(folder / DONE_FILE) or {}
-    sampled = done.get("sampled_tokens")
+    # done.json's fields are each method's own; progress.jsonl's are the contract's
+    sampled = done.get("sampled_tokens", progress[-1].get("sampled_tokens") if progress else None)
     if run.method == "best_of_n" and metrics:
         sampled = metrics.get("sampled_tokens")
     return {
@@ -80,7 +81,7 @@ def run_record(
         "ran_in_this_invocation": redone,
         "folder": str(folder),
         "sampled_tokens": sampled,
-        "steps": done.get("steps"),
+        "steps": done.get("steps", len(progress)),
         "wall_time_s": done.get("wall_time_s")
         or (progress[-1].get("wall_time_s") if progress else None),
         "peak_memory_mb": max(
