@@ -118,6 +118,7 @@ def test_the_sampled_token_budget_is_equal_across_methods(comparison):
     spent = [r["sampled_tokens"] for r in trained if r["status"] == "done"]
     assert len(spent) >= 2
     assert all(BUDGET <= s < BUDGET + STEP_TOKENS for s in spent), spent
+    assert all(r["budget_reached"] for r in trained if r["status"] == "done")
     for r in trained:
         if r["status"] == "done" and r["progress"]:
             assert r["progress"][-1]["sampled_tokens"] == r["sampled_tokens"]

@@ -92,6 +92,14 @@ def write_report(result: dict[str, Any], plots: list[str], out: Path) -> Path:
     else:
         lines.append("It did not fire in any run.")
     lines.append("")
+    short = [r for r in result["runs"] if r.get("budget_reached") is False]
+    if short:
+        lines += ["## Runs that stopped before the sampled-token budget", ""]
+        lines += [
+            f"- {r['name']}: {r['sampled_tokens']} tokens ({r['done'].get('stopped_by')})"
+            for r in short
+        ]
+        lines.append("")
     if result["skipped"] or result["failed"]:
         lines += ["## Not run", ""]
         for kind in ("skipped", "failed"):

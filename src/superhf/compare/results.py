@@ -82,6 +82,9 @@ def run_record(
         "folder": str(folder),
         "sampled_tokens": sampled,
         "steps": done.get("steps", len(progress)),
+        "budget_reached": None
+        if run.method in ("best_of_n", "sft") or status["status"] != "done"
+        else sampled is not None and sampled >= run.sampled_token_budget,
         "wall_time_s": done.get("wall_time_s")
         or (progress[-1].get("wall_time_s") if progress else None),
         "peak_memory_mb": max(
