@@ -25,8 +25,9 @@ def _figure() -> Any:
 
 
 def _mean_se(group: dict[str, Any], key: str) -> tuple[float | None, float]:
+    """Mean over seeds and its standard error (one seed: the SE over the eval prompts)."""
     stat = group.get(key) or {}
-    return stat.get("mean"), stat.get("se") or 0.0
+    return stat.get("mean"), stat.get("se") or stat.get("se_over_prompts") or 0.0
 
 
 def reward_vs_tokens(result: dict[str, Any], path: Path) -> bool:
@@ -94,7 +95,9 @@ def final_test_reward(result: dict[str, Any], path: Path) -> bool:
         ax.legend(fontsize=8)
     ax.set_xticks(xs, [p[0] for p in points], rotation=30, ha="right", fontsize=8)
     ax.set_ylabel(f"{key.replace('_', ' ')} on held-out prompts")
-    ax.set_title(f"Final {key.replace('_', ' ')} per method (mean ± SE over seeds)")
+    ax.set_title(
+        f"Final {key.replace('_', ' ')} per method (mean ± SE over seeds; one seed: over prompts)"
+    )
     fig.savefig(path, dpi=120)
     return True
 

@@ -146,6 +146,9 @@ def summarize_groups(records: list[dict[str, Any]], start_test: float | None) ->
             source = [m["numbers"].get(key, m.get(key)) for m in members]
             values = [v for v in source if v is not None]
             row[key] = mean_se(values) if values else None
+            if key in ("test_reward", "reward") and len(members) == 1 and row[key]:
+                # one seed: the standard error over the eval prompts is the only interval
+                row[key]["se_over_prompts"] = ((members[0]["eval"] or {}).get(key) or {}).get("se")
         tests = [m["numbers"]["test_reward"] for m in members]
         if start_test is not None and all(t is not None for t in tests):
             row["divergence_rate"] = sum(t < start_test for t in tests) / len(tests)
