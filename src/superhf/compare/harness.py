@@ -175,6 +175,7 @@ def run_comparison(cfg: CompareConfig, console: Console | None = None) -> dict[s
             records.append(record)
             progress.console.print(results.headline_line(name, metrics, record), soft_wrap=True)
             progress.advance(bar)
+        progress.update(bar, description="comparison")
     result = results.build_results(cfg, task, evaluator, start, records, started)
     results.write_outputs(result, out, console)
     return result
