@@ -173,3 +173,37 @@ def test_a_stopped_comparison_resumes_without_redoing_finished_runs(comparison):
     assert {p: p.stat().st_mtime_ns for p in mtimes} == mtimes
     same = {r["name"]: r["numbers"] for r in first["runs"] if r["method"] == "superhf"}
     assert same == {r["name"]: r["numbers"] for r in again["runs"] if r["method"] == "superhf"}
+
+
+def test_a_run_in_its_own_process_records_done_or_skipped(tmp_path):
+    from superhf.compare.harness import train_run
+    from superhf.compare.spec import MethodRun
+
+    def run(method: str) -> MethodRun:
+        return MethodRun(
+            method=method,
+            output_dir=str(tmp_path / method),
+            model_name_or_path="some/model",
+            dataset_name="prompts.jsonl",
+            dataset_train_split="train",
+            apply_chat_template=False,
+            max_prompt_length=64,
+            reward_funcs=["tests.compare.rewards:length"],
+            reward_weights=None,
+            test_reward_model=None,
+            num_generations=2,
+            max_completion_length=4,
+            temperature=1.0,
+            top_p=1.0,
+            prompts_per_step=1,
+            learning_rate=1e-3,
+            beta=0.0,
+            seed=0,
+            sampled_token_budget=10,
+        )
+
+    assert train_run(run("best_of_n"), isolate=True) == {"status": "done", "reason": None}
+    assert (tmp_path / "best_of_n" / "done.json").is_file()
+    status = train_run(run("sft"), isolate=True)  # no chosen answers given: skipped, with why
+    assert status["status"] == "skipped" and "chosen" in status["reason"]
+    assert not (tmp_path / "sft" / "done.json").exists()

@@ -211,14 +211,6 @@ def run_sft(run: MethodRun) -> None:
     (it keeps 1 of `num_generations` samples: budget / num_generations), or one epoch if
     smaller; which one is written to done.json.
     """
-    import torch
-    from peft import LoraConfig
-
-    from superhf.batching import build_training_batch, encode_prompt
-    from superhf.models import get_peft_model, load_model, load_tokenizer
-    from superhf.train.loss import superhf_loss
-    from superhf.train.trainer import iteration_scheduler, peak_memory_mb
-
     start = time.perf_counter()
     folder = Path(run.output_dir)
     data = run.extra.get("sft_data")
@@ -227,6 +219,14 @@ def run_sft(run: MethodRun) -> None:
             "no chosen answers to fine-tune on: the training rows hold no `chosen` column; set "
             "sft_dataset_name to preference pairs (HH transcripts or prompt/chosen)."
         )
+    import torch
+    from peft import LoraConfig
+
+    from superhf.batching import build_training_batch, encode_prompt
+    from superhf.models import get_peft_model, load_model, load_tokenizer
+    from superhf.train.loss import superhf_loss
+    from superhf.train.trainer import iteration_scheduler, peak_memory_mb
+
     batch_size = int(run.extra.get("per_device_train_batch_size", 2))
     max_tokens = int(
         run.extra.get("max_trained_tokens", run.sampled_token_budget // run.num_generations)
