@@ -27,3 +27,13 @@ def logging_reward(prompts: list[Any], completions: list[str], **kw: Any) -> lis
         for prompt, completion in zip(prompts, completions, strict=True):
             f.write(json.dumps({"prompt": prompt, "completion": completion}) + "\n")
     return length_reward(prompts, completions)
+
+
+def length(prompts, completions, **kw):
+    """Train reward: longer answers score higher."""
+    return [len(c) / 20 for c in completions]
+
+
+def vowels(prompts, completions, **kw):
+    """Test reward: a different taste (the share of vowels)."""
+    return [sum(ch in "aeiou" for ch in c) / max(len(c), 1) for c in completions]

@@ -26,7 +26,7 @@ from superhf.train.trainer import SuperHFTrainer, TrainingError
 
 ROOT = Path(__file__).resolve().parents[2]
 PROMPTS = [{"prompt": f"Question {i}: tell me about topic {i}."} for i in range(64)]
-TIMING = ("time/", "step_time", "tokens_per_second")
+TIMING = ("time/", "step_time", "tokens_per_second", "peak_memory_mb")
 _calls = 0
 
 
