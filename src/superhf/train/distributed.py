@@ -3,7 +3,7 @@
     accelerate launch --config_file configs/accelerate/ddp.yaml -m superhf train --config C.yaml
     torchrun --nproc_per_node 2 -m superhf train --config C.yaml
 
-How the work is split (README, "Many processes"):
+How the work is split (README, "Many GPUs and nodes"):
 - Sampling and scoring: each iteration's prompts are cut into contiguous blocks, whole prompts
   per process; a process samples its block (each prompt from its own seed, `prompt_seeds`) and
   scores it with its own reward copy. The completions and scores are then gathered, so every
@@ -75,7 +75,7 @@ def make_accelerator(args: SuperHFConfig) -> Accelerator:
         raise ConfigError(
             f"accelerate's {engine.value} is not supported by superhf train yet: sampling runs "
             "a different number of forward passes on each process, and sharded engines need "
-            "the same number everywhere (README, 'Many processes'). Launch with DDP "
+            "the same number everywhere (README, 'Many GPUs and nodes'). Launch with DDP "
             "(configs/accelerate/ddp.yaml) and LoRA (use_peft, the default)."
         )
     return accelerator
