@@ -151,6 +151,28 @@ def _meteor(
     )
 
 
+def answer_rows(
+    prompts: Sequence[Prompt],
+    completions: Sequence[Completion],
+    scores: Scores,
+    test: Scores | None,
+) -> list[dict[str, Any]]:
+    """One row per answer: its prompt (and index), text, train reward and each component,
+    test reward (None without a test scorer), clipped or not."""
+    return [
+        {
+            "prompt_index": c.prompt_index,
+            "prompt": prompts[c.prompt_index].prompt,
+            "completion": c.text,
+            "reward": scores.total[i],
+            **{f"rewards/{name}": values[i] for name, values in scores.per_func.items()},
+            "test_reward": test.total[i] if test is not None else None,
+            "clipped": c.clipped,
+        }
+        for i, c in enumerate(completions)
+    ]
+
+
 def generate_and_score(
     model: PreTrainedModel,
     tokenizer: PreTrainedTokenizerBase,
@@ -160,6 +182,7 @@ def generate_and_score(
     test_scorer: RewardScorer | None = None,
     meteor_pairs: int = 200,
     seed: int = 0,
+    answers: list[dict[str, Any]] | None = None,
 ) -> dict[str, float]:
     """Training-time evaluation of the in-memory policy on a fixed held-out prompt set.
 
@@ -176,6 +199,9 @@ def generate_and_score(
       same dataset (their `source` column, when present; high: the same answer to every
       question, a reward-hacking sign) and its bootstrap 95% CI over prompts;
     - `mean_length` (sampled tokens), `clipped_ratio`, `distinct_2`, `num_completions`.
+
+    `answers`, when given, receives one row per answer (`answer_rows`): what the trainer
+    writes to eval_completions.jsonl.
     """
     with fork_all_rng():
         set_seed(seed)
@@ -183,6 +209,8 @@ def generate_and_score(
         rewards = _score(scorer, prompts, completions)
         test = _score(test_scorer, prompts, completions)
         meteor = _meteor(completions, meteor_pairs, seed, prompts)
+    if answers is not None:
+        answers += answer_rows(prompts, completions, rewards, test)
     nan = math.nan
 
     def value(x: float | None) -> float:
