@@ -25,6 +25,8 @@ from superhf.train.checkpoint import list_checkpoints
 from superhf.train.trainer import SuperHFTrainer, TrainingError
 
 ROOT = Path(__file__).resolve().parents[2]
+PYTHONPATH = f"{ROOT / 'src'}{os.pathsep}{ROOT}"
+"""src first: the runs are this tree's code, not whichever superhf the venv has installed."""
 PROMPTS = [{"prompt": f"Question {i}: tell me about topic {i}."} for i in range(64)]
 TIMING = ("time/", "step_time", "tokens_per_second")
 _calls = 0
@@ -62,7 +64,7 @@ def _start(args: list[str], **env: str) -> subprocess.Popen:
     return subprocess.Popen(
         [sys.executable, "-m", "superhf.cli", "train", *args],
         cwd=ROOT,
-        env={**os.environ, "PYTHONPATH": str(ROOT), "COLUMNS": "400", **env},
+        env={**os.environ, "PYTHONPATH": PYTHONPATH, "COLUMNS": "400", **env},
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,
         text=True,
