@@ -674,7 +674,8 @@ def build_report(
     # report_html builds on this module (runs, plots), so it is imported here, not above.
     from superhf.evaluation.report_html import write_html_report
 
-    write_html_report(runs, out, keys)
+    drawn = {name: out / f"{name}.png" for name in ("kl", "meteor", "tradeoff")}
+    write_html_report(runs, out, keys, drawn)
     for line in skipped:
         console.print(f"[yellow]{line[2:]}[/yellow]", soft_wrap=True)
     return path

@@ -16,6 +16,7 @@ import base64
 import io
 from collections.abc import Callable
 from dataclasses import dataclass
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from superhf.evaluation.report import (
@@ -175,52 +176,72 @@ def plot_stage_times(runs: list[Run], target: PlotTarget) -> str | None:
     )  # fmt: skip
 
 
-def _png(draw: Callable[[PlotTarget], str | None]) -> tuple[str | None, str | None]:
-    """(data URI, None) or (None, why it was skipped)."""
-    buffer = io.BytesIO()
-    reason = draw(buffer)
-    if reason is not None:
-        return None, reason
-    return "data:image/png;base64," + base64.b64encode(buffer.getvalue()).decode("ascii"), None
+def _png(
+    draw: Callable[[PlotTarget], str | None], drawn: Path | None
+) -> tuple[str | None, str | None]:
+    """(data URI, None) or (None, why it was skipped); `drawn`: the same PNG, already a file."""
+    if drawn is not None and drawn.is_file():
+        png = drawn.read_bytes()
+    else:
+        buffer = io.BytesIO()
+        reason = draw(buffer)
+        if reason is not None:
+            return None, reason
+        png = buffer.getvalue()
+    return "data:image/png;base64," + base64.b64encode(png).decode("ascii"), None
 
 
-def curves(runs: list[Run], sweep_keys: list[str]) -> list[Curve]:
-    """Every figure of the page, in reading order (skipped ones say why)."""
-    figures: list[tuple[str, str, Callable[[PlotTarget], str | None]]] = [
+def curves(
+    runs: list[Run], sweep_keys: list[str], drawn: dict[str, Path] | None = None
+) -> list[Curve]:
+    """Every figure of the page, in reading order (skipped ones say why).
+
+    `drawn`: PNG files report.md already has ({"kl", "meteor", "tradeoff"}: path), inlined
+    as they are instead of being drawn again; a missing file means that plot was skipped.
+    """
+    drawn = drawn or {}
+    figures: list[tuple[str, str, str, Callable[[PlotTarget], str | None]]] = [
         (
+            "train_reward",
             "Train reward",
             "Each iteration samples new prompts, so the line is noisy; the band is the spread "
             "over that iteration's samples, the dashed line the kept (trained-on) samples' mean.",
             lambda t: plot_train_reward(runs, t),
         ),
         (
+            "heldout_reward",
             "Held-out reward",
             "The same held-out prompts at every evaluation, answered at temperature 0.7: their "
             "train reward and, with a test reward model, its score of the same answers.",
             lambda t: plot_heldout_reward(runs, t),
         ),
         (
+            "components",
             "Reward components",
             "What moved the total: each reward function on the training samples.",
             lambda t: plot_components(runs, t),
         ),
         (
+            "kl",
             "KL to the reference",
             "Mean per-token KL(p_ref || p_policy) on the training batches.",
             lambda t: plot_kl(runs, t),
         ),
         (
+            "meteor",
             "METEOR similarity",
             "Between held-out answers to different prompts; high means the same answer to "
             "everything (mode collapse). Band: bootstrap 95% interval over prompts.",
             lambda t: plot_meteor(runs, t),
         ),
         (
+            "length",
             "Length and clipped share",
             "Tokens per completion, and the share that hit max_completion_length.",
             lambda t: plot_length(runs, t),
         ),
         (
+            "stage_times",
             "Step time by stage",
             "Wall-clock seconds of each stage of an iteration.",
             lambda t: plot_stage_times(runs, t),
@@ -229,13 +250,14 @@ def curves(runs: list[Run], sweep_keys: list[str]) -> list[Curve]:
     if len(runs) > 1:
         figures.append(
             (
+                "tradeoff",
                 "Reward vs. METEOR",
                 "One point per run, as the paper plots its KL sweep.",
                 lambda t: plot_tradeoff(runs, t, sweep_keys),
             )
         )
     out = []
-    for title, caption, draw in figures:
-        uri, reason = _png(draw)
+    for key, title, caption, draw in figures:
+        uri, reason = _png(draw, drawn.get(key))
         out.append(Curve(title, caption, uri, reason))
     return out

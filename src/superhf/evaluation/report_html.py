@@ -231,9 +231,9 @@ def _summary(runs: list[Run], data: dict[str, Any]) -> str:
     return "".join(cards)
 
 
-def _curves(runs: list[Run], sweep_keys: list[str]) -> str:
+def _curves(runs: list[Run], sweep_keys: list[str], drawn: dict[str, Path]) -> str:
     parts, skipped = [], []
-    for curve in curves(runs, sweep_keys):
+    for curve in curves(runs, sweep_keys, drawn):
         if curve.data_uri is None:
             skipped.append(f"<li>{_e(curve.title)}: skipped, {_e(curve.skipped)}.</li>")
             continue
@@ -293,8 +293,12 @@ def _notes(runs: list[Run]) -> str:
     return "<h2>Notes</h2><ul>" + "".join(f"<li>{_e(n)}</li>" for n in notes) + "</ul>"
 
 
-def write_html_report(runs: list[Run], out: Path, sweep_keys: list[str]) -> Path:
-    """Write out/report.html for `runs` (loaded and labelled by report.py); returns its path."""
+def write_html_report(
+    runs: list[Run], out: Path, sweep_keys: list[str], drawn: dict[str, Path] | None = None
+) -> Path:
+    """Write out/report.html for `runs` (loaded and labelled by report.py); returns its path.
+
+    `drawn`: report.md's PNGs that the page shows as they are (see `curves`)."""
     data = page_data(runs)  # reads the completions files first: their notes reach the page
     sections = {
         "title": _e("SuperHF report: " + ", ".join(r.name for r in runs)),
@@ -303,7 +307,7 @@ def write_html_report(runs: list[Run], out: Path, sweep_keys: list[str]) -> Path
             f"{datetime.now(UTC).strftime('%Y-%m-%d %H:%M UTC')}"
         ),
         "summary": _summary(runs, data),
-        "curves": _curves(runs, sweep_keys),
+        "curves": _curves(runs, sweep_keys, drawn or {}),
         "warnings": _warnings(runs),
         "settings": _settings(runs, sweep_keys),
         "notes": _notes(runs),
