@@ -60,7 +60,7 @@ class ReportConfig:
     )
     output_dir: str | None = config_field(
         None,
-        "Where report.md and the plots go (default: the run folder, or runs/report).",
+        "Where report.md, report.html and the plots go (default: the run folder, or runs/report).",
         "output",
     )
 
@@ -76,8 +76,9 @@ def parse_report_args(argv: list[str]) -> ReportConfig:
         ReportConfig,
         argv,
         prog="superhf report",
-        description="Plots and a Markdown report of one or more training runs: reward, KL, "
-        "METEOR similarity and reward-hacking warnings.",
+        description="Plots, report.md and report.html of one or more training runs: reward, "
+        "KL, METEOR similarity, reward-hacking warnings, and (report.html) every completion to "
+        "browse.",
     )
 
 
