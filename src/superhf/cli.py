@@ -115,7 +115,7 @@ def eval_(ctx: typer.Context) -> None:
 
 @app.command("report", context_settings=_PASSTHROUGH)
 def report(ctx: typer.Context) -> None:
-    """Plots, report.md and report.html (curves and completions) of training runs.
+    """report.md and report.html: curves and completions of runs.
 
     `superhf report RUN_DIR [RUN_DIR ...] [--output_dir DIR]`; `--help` lists every setting.
     """
