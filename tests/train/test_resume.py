@@ -209,6 +209,34 @@ def _length_reward(prompts, completions, **kw):
     return [len(c) / 40 for c in completions]
 
 
+def test_logs_written_after_the_checkpoint_are_cut_back_on_resume(tmp_path, tiny_model_dir):
+    """A run killed after logging iteration 2 but before checkpointing it: its samples and
+    held-out answers of iteration 2 are past the sizes checkpoint-1 recorded. Resuming cuts
+    both files back and logs iteration 2 once, as the uninterrupted run did."""
+    import shutil
+
+    settings = dict(save_steps=1, eval_steps=1, num_eval_prompts=4, eval_on_start=True)
+    reference = tmp_path / "reference" / "run"
+    SuperHFTrainer(
+        reward_funcs=_length_reward,
+        args=_config(tmp_path / "reference", tiny_model_dir, **settings),
+        train_dataset=PROMPTS,
+    ).train()
+    run = tmp_path / "killed" / "run"
+    shutil.copytree(reference, run)
+    shutil.rmtree(run / "checkpoints" / "checkpoint-2")  # the kill came before this save
+    trainer = SuperHFTrainer(
+        reward_funcs=_length_reward,
+        args=_config(tmp_path / "killed", tiny_model_dir, **settings),
+        train_dataset=PROMPTS,
+    )
+    trainer.train(resume_from_checkpoint=str(run))
+    for name in ("completions.jsonl", "eval_completions.jsonl"):
+        rows = [json.loads(line) for line in (run / name).read_text().splitlines()]
+        assert sorted({r["iteration"] for r in rows}) == ([0, 1, 2] if "eval" in name else [1, 2])
+        assert (run / name).read_text() == (reference / name).read_text(), name
+
+
 def test_too_many_non_finite_steps_stop_the_run_with_a_checkpoint(
     tmp_path, tiny_model_dir, monkeypatch
 ):
