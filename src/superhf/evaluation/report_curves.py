@@ -121,7 +121,7 @@ def _small_multiples(
     panels = logged
     from matplotlib.figure import Figure
 
-    columns = min(len(panels), 4)
+    columns = min(len(panels), 2 if len(panels) <= 4 else 3)
     rows = -(-len(panels) // columns)
     fig = Figure(figsize=(8.5, 2.9 * rows + 0.7))  # the page's column width, whatever the count
     axes = list(fig.subplots(rows, columns, squeeze=False).flat)
@@ -159,10 +159,10 @@ def plot_components(runs: list[Run], target: PlotTarget) -> str | None:
 
 def plot_length(runs: list[Run], target: PlotTarget) -> str | None:
     panels = [
-        ("completions/mean_length", "training samples: mean tokens"),
-        ("completions/clipped_ratio", "training samples: share clipped"),
-        ("eval_mean_length", "held-out answers: mean tokens"),
-        ("eval_clipped_ratio", "held-out answers: share clipped"),
+        ("completions/mean_length", "training: mean tokens"),
+        ("completions/clipped_ratio", "training: share clipped"),
+        ("eval_mean_length", "held-out: mean tokens"),
+        ("eval_clipped_ratio", "held-out: share clipped"),
     ]
     return _small_multiples(
         runs, panels, "Length, and the share cut off at max_completion_length", "", target
