@@ -3,6 +3,7 @@
 superhf train                                  # the embedded default (SmolLM2, offline)
 superhf train --config configs/quickstart.yaml --num_generations 8
 superhf train --help                           # every setting, grouped
+accelerate launch -m superhf train ...         # one run over many processes (README)
 
 Every command reads its settings the same way (a config dataclass: defaults, then
 `--config FILE.yaml`, then `--name value` flags; `CMD --help` lists them, grouped) and then
@@ -13,6 +14,7 @@ A `SuperHFError` from any command is one red line and its exit code (`_ErrorBoun
 
 from __future__ import annotations
 
+import sys
 from typing import Any
 
 import click
@@ -68,11 +70,15 @@ def train(ctx: typer.Context) -> None:
 
     trainer = SuperHFTrainer(args=config)
     trainer.train()
+    trainer.processes.finish()  # many processes: wait for all, leave the group, then exit
+    sys.stdout.flush()
     if trainer.stop_signal is not None:  # stopped by SIGINT/SIGTERM after saving
         raise typer.Exit(128 + trainer.stop_signal)
     if trainer.stop_reason is not None:  # stop_on_reward_hacking: saved, not finished
         raise typer.Exit(3)
-    console.print(f"Done. Model, metrics.jsonl and completions.jsonl are in {config.output_dir}")
+    if trainer.accelerator.is_main_process:
+        where = config.output_dir
+        console.print(f"Done. Model, metrics.jsonl and completions.jsonl are in {where}")
 
 
 reward_app = typer.Typer(help="Reward models: train one on human preference pairs.")

@@ -316,6 +316,14 @@ class SuperHFConfig(_Settings):
         "stops (after saving a checkpoint) once this many have been skipped in all.",
         "training",
     )
+    ddp_timeout: int | None = config_field(
+        None,
+        "Seconds any collective between processes may wait (many processes only, "
+        "`accelerate launch` or `torchrun`): past it, or when another process dies, every "
+        "process stops with an error and `--resume` continues. Unset: 300 on CPU processes "
+        "(gloo), 1800 (torch's default) on GPUs.",
+        "training",
+    )
     mask_truncated_completions: bool = config_field(
         False,
         "Leave completions clipped at max_completion_length out of the loss (TRL's setting). "
@@ -427,6 +435,8 @@ class SuperHFConfig(_Settings):
             "length_penalty",
             "num_eval_prompts",
         )
+        if self.ddp_timeout is not None and self.ddp_timeout < 1:
+            raise ConfigError(f"ddp_timeout must be >= 1 second or unset, got {self.ddp_timeout}.")
         if self.save_total_limit is not None and self.save_total_limit < 1:
             raise ConfigError(
                 f"save_total_limit must be >= 1 or unset, got {self.save_total_limit}."

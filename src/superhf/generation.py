@@ -2,11 +2,19 @@
 
 Each prompt's forward pass runs once and its KV cache is shared by its n samples (never the
 prompt repeated n times); prompts are left-padded and sorted by length to waste less padding.
+
+With `seeds` (one per prompt) each sample draws from its own generator, seeded from its
+prompt's seed and its sample index (`derive_seed`): a prompt gets the same samples whichever
+batch or process it lands in (up to float rounding when padding changes the logits). The
+trainer seeds them from (run seed, iteration, prompt position), so a run does not depend on
+the number of processes (`superhf.train.distributed`).
 """
 
 from __future__ import annotations
 
+import hashlib
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 import torch
@@ -56,6 +64,29 @@ class NucleusSampler(LogitsProcessor):
             if short.any():
                 out[short] = self._full_sort(input_ids[short], scores[short])
         return out
+
+
+def derive_seed(*parts: int | str) -> int:
+    """A 63-bit seed from its parts (e.g. run seed, iteration, prompt position), the same on
+    every machine and process (Python's `hash` of strings is salted per process)."""
+    digest = hashlib.sha256("/".join(map(str, parts)).encode()).digest()
+    return int.from_bytes(digest[:8], "little") >> 1
+
+
+def sample_uniforms(seeds: Sequence[int], num_steps: int) -> torch.Tensor:
+    """(len(seeds), num_steps) uniforms in [0, 1), row i from its own generator seeded with
+    seeds[i]: one draw per decode step, whatever the row's batch mates."""
+    rows = [torch.rand(num_steps, generator=torch.Generator().manual_seed(s)) for s in seeds]
+    return torch.stack(rows).double()
+
+
+def inverse_cdf_sample(probs: torch.Tensor, uniforms: torch.Tensor) -> torch.Tensor:
+    """One token per row of `probs`: the first whose cumulative probability exceeds the row's
+    uniform (times the row's total). A zero-probability token is never drawn."""
+    cdf = probs.double().cumsum(-1)
+    target = (uniforms.to(cdf.device) * cdf[:, -1]).unsqueeze(1)
+    token = torch.searchsorted(cdf, target, right=True).squeeze(1)
+    return token.clamp(max=probs.shape[-1] - 1)
 
 
 @dataclass
@@ -153,8 +184,12 @@ def sample_shared_prompts(
     sampler: NucleusSampler,
     stop_ids: list[int],
     pad_id: int,
+    sample_seeds: Sequence[int] | None = None,
 ) -> list[list[int]]:
     """New tokens for `samples_per_prompt` samples of each prompt (prompt-major order).
+
+    `sample_seeds`: one per sequence (prompt-major); each then samples from its own stream
+    (`sample_uniforms`); without them every row draws from torch's global generator.
 
     A plain decode loop instead of `generate(num_return_sequences=n)`, which copies every
     prompt n times *before* its forward pass: here each prompt is computed once and its keys
@@ -181,9 +216,18 @@ def sample_shared_prompts(
     rows = torch.arange(len(mask), device=device)  # original row of each sequence still running
     done = torch.zeros(len(mask), dtype=torch.bool, device=device)
     tokens = torch.full((len(mask), max_new_tokens), pad_id, dtype=torch.long, device=device)
+    uniforms = None
+    if sample_seeds is not None:
+        if len(sample_seeds) != len(mask):
+            raise ValueError(f"{len(sample_seeds)} sample seeds for {len(mask)} sequences.")
+        uniforms = sample_uniforms(sample_seeds, max_new_tokens)
     for step in range(max_new_tokens):
         probs = torch.softmax(sampler(mask, logits), dim=-1)
-        token = torch.multinomial(probs, 1).squeeze(1).masked_fill(done, pad_id)
+        if uniforms is None:
+            token = torch.multinomial(probs, 1).squeeze(1)
+        else:
+            token = inverse_cdf_sample(probs, uniforms[rows.cpu(), step])
+        token = token.masked_fill(done, pad_id)
         tokens[rows, step] = token
         done |= torch.isin(token, stops)
         if done.all() or step == max_new_tokens - 1:
@@ -219,6 +263,7 @@ def generate_completions(
     prompt_texts: list[str],
     config: SamplingSettings,
     batch_size: int | None = None,
+    seeds: Sequence[int] | None = None,
 ) -> tuple[list[Completion], GenerationStats]:
     """Sample `num_generations` completions for each prompt; empty ones are dropped and counted.
 
@@ -230,6 +275,9 @@ def generate_completions(
         batch_size: most sequences per decode call (default `config.generation_batch_size`);
             below `num_generations` a prompt's samples are split over several calls (the
             trainer halves it after running out of memory).
+        seeds: one per prompt: sample j of prompt i then draws from its own generator,
+            seeded with `derive_seed(seeds[i], j)`, so its tokens do not depend on the batch
+            (up to float rounding). Default: torch's global generator, batch by batch.
 
     Returns:
         (completions in prompt order, each with its text, sampled ids and whether it was
@@ -248,18 +296,24 @@ def generate_completions(
     encoded = [encode_prompt(tokenizer, t) for t in prompt_texts]
     order = sorted(range(len(prompt_texts)), key=lambda i: len(encoded[i]))
     batch_size = batch_size or config.generation_batch_size
-    # Each call: (prompt indices, samples per prompt). Whole prompts share a call when they fit.
+    if seeds is not None and len(seeds) != len(prompt_texts):
+        raise ValueError(f"{len(seeds)} seeds for {len(prompt_texts)} prompts.")
+    # Each call: (prompt indices, samples per prompt, index of the first sample).
+    # Whole prompts share a call when they fit.
     if batch_size >= n:
         per_call = batch_size // n
-        calls = [(order[i : i + per_call], n) for i in range(0, len(order), per_call)]
+        calls = [(order[i : i + per_call], n, 0) for i in range(0, len(order), per_call)]
     else:
-        sizes = [min(batch_size, n - done) for done in range(0, n, batch_size)]
-        calls = [([i], size) for i in order for size in sizes]
+        starts = range(0, n, batch_size)
+        calls = [([i], min(batch_size, n - first), first) for i in order for first in starts]
     was_training = model.training
     model.eval()
     stats = GenerationStats()
     completions: list[Completion] = []
-    for group, samples in calls:
+    for group, samples, first in calls:
+        sample_seeds = None
+        if seeds is not None:
+            sample_seeds = [derive_seed(seeds[i], first + j) for i in group for j in range(samples)]
         new_tokens = sample_shared_prompts(
             model,
             [encoded[i] for i in group],
@@ -268,6 +322,7 @@ def generate_completions(
             sampler,
             stop_ids,
             tokenizer.pad_token_id,
+            sample_seeds,
         )
         for row, token_ids in enumerate(new_tokens):
             completion = trim_completion(

@@ -24,7 +24,7 @@ from superhf.batching import encode_prompt
 from superhf.config import SamplingSettings
 from superhf.data import Prompt
 from superhf.evaluation.meteor import meteor_similarity, source_dataset
-from superhf.generation import Completion, generate_completions
+from superhf.generation import Completion, derive_seed, generate_completions
 from superhf.rewards.scoring import RewardScorer, Scores
 
 # --- pure metrics ---------------------------------------------------------------------------
@@ -86,11 +86,13 @@ def sample_completions(
     prompt_texts: Sequence[str],
     config: SamplingSettings,
     advance: Callable[[int], None] = lambda _: None,
+    seeds: Sequence[int] | None = None,
 ) -> list[Completion]:
     """`generate_completions` in calls of `generation_batch_size` sequences, to show progress.
 
     Prompts are sorted by length first (less padding), as `generate_completions` does within
-    a call; the completions come back in prompt order.
+    a call; the completions come back in prompt order. `seeds`: one per prompt, as
+    `generate_completions` takes them (each prompt's samples then do not depend on the others).
     """
     lengths = [len(encode_prompt(tokenizer, t)) for t in prompt_texts]
     order = sorted(range(len(prompt_texts)), key=lambda i: lengths[i])
@@ -99,7 +101,8 @@ def sample_completions(
     for start in range(0, len(order), per_call):
         group = order[start : start + per_call]
         texts = [prompt_texts[i] for i in group]
-        samples, _ = generate_completions(model, tokenizer, texts, config)
+        group_seeds = [seeds[i] for i in group] if seeds is not None else None
+        samples, _ = generate_completions(model, tokenizer, texts, config, seeds=group_seeds)
         for c in samples:
             c.prompt_index = group[c.prompt_index]
         completions += samples
@@ -173,6 +176,31 @@ def answer_rows(
     ]
 
 
+def sample_and_score(
+    model: PreTrainedModel,
+    tokenizer: PreTrainedTokenizerBase,
+    prompts: Sequence[Prompt],
+    config: SamplingSettings,
+    scorer: RewardScorer,
+    test_scorer: RewardScorer | None = None,
+    seed: int = 0,
+    first: int = 0,
+) -> tuple[list[Completion], Scores, Scores | None]:
+    """The held-out prompts' completions, train scores and test scores (None without a test
+    scorer). Prompt i samples from the seed `derive_seed(seed, "eval", first + i)`, so a block
+    of the prompts starting at `first` (one process's share) gets the samples the whole list
+    would; inside `fork_all_rng` under `seed`, leaving training's random streams as they were."""
+    with fork_all_rng():
+        set_seed(seed)
+        seeds = [derive_seed(seed, "eval", first + i) for i in range(len(prompts))]
+        completions = sample_completions(
+            model, tokenizer, [p.text for p in prompts], config, seeds=seeds
+        )
+        rewards = _score(scorer, prompts, completions)
+        test = _score(test_scorer, prompts, completions)
+    return completions, rewards, test
+
+
 def generate_and_score(
     model: PreTrainedModel,
     tokenizer: PreTrainedTokenizerBase,
@@ -182,16 +210,16 @@ def generate_and_score(
     test_scorer: RewardScorer | None = None,
     meteor_pairs: int = 200,
     seed: int = 0,
-    answers: list[dict[str, Any]] | None = None,
 ) -> dict[str, float]:
     """Training-time evaluation of the in-memory policy on a fixed held-out prompt set.
 
     Samples with `config`'s generation settings (`EvalConfig.from_train_config(args)` gives
     the paper's eval sampling with the run's rewards), under `seed` and inside
     `fork_all_rng`, so every call sees the same random streams (sampling and the reward
-    functions) and training's Python, NumPy and torch streams are left as they were.
-    Returns floats, NaN where not measured (no test scorer, fewer than two prompts
-    answered); the trainer logs them prefixed `eval_`:
+    functions) and training's Python, NumPy and torch streams are left as they were
+    (`sample_and_score`, then `summarize_eval`; the trainer splits the prompts across
+    processes between the two). Returns floats, NaN where not measured (no test scorer, fewer
+    than two prompts answered); the trainer logs them prefixed `eval_`:
 
     - `reward`, `reward_se`: the train reward of the completions (mean, standard error);
     - `test_reward`, `test_reward_se`: the held-out scorer's, NaN without one;
@@ -199,18 +227,24 @@ def generate_and_score(
       same dataset (their `source` column, when present; high: the same answer to every
       question, a reward-hacking sign) and its bootstrap 95% CI over prompts;
     - `mean_length` (sampled tokens), `clipped_ratio`, `distinct_2`, `num_completions`.
-
-    `answers`, when given, receives one row per answer (`answer_rows`): what the trainer
-    writes to eval_completions.jsonl.
     """
+    completions, rewards, test = sample_and_score(
+        model, tokenizer, prompts, config, scorer, test_scorer, seed
+    )
+    return summarize_eval(prompts, completions, rewards, test, meteor_pairs, seed)
+
+
+def summarize_eval(
+    prompts: Sequence[Prompt],
+    completions: Sequence[Completion],
+    rewards: Scores,
+    test: Scores | None,
+    meteor_pairs: int = 200,
+    seed: int = 0,
+) -> dict[str, float]:
+    """`generate_and_score`'s numbers from the completions and scores of every prompt."""
     with fork_all_rng():
-        set_seed(seed)
-        completions = sample_completions(model, tokenizer, [p.text for p in prompts], config)
-        rewards = _score(scorer, prompts, completions)
-        test = _score(test_scorer, prompts, completions)
         meteor = _meteor(completions, meteor_pairs, seed, prompts)
-    if answers is not None:
-        answers += answer_rows(prompts, completions, rewards, test)
     nan = math.nan
 
     def value(x: float | None) -> float:

@@ -52,12 +52,22 @@ def set_rng_state(state: dict[str, Any]) -> None:
         torch.cuda.set_rng_state_all(state["cuda"])
 
 
-def write_rng_state(folder: Path) -> None:
+def _rng_files(rank: int) -> tuple[str, str]:
+    """Process `rank`'s random-state files (process 0's keep the one-process names)."""
+    if rank == 0:
+        return RNG_JSON, RNG_TENSORS
+    return f"rng_state_rank{rank}.json", f"rng_state_rank{rank}.safetensors"
+
+
+def write_rng_state(folder: Path, state: dict[str, Any] | None = None, rank: int = 0) -> None:
     """The random states as JSON (Python, NumPy) and safetensors (torch CPU and CUDA bytes).
 
-    Neither format can run code when read, unlike a pickled rng.pt.
+    Neither format can run code when read, unlike a pickled rng.pt. `state`: this process's
+    `rng_state()` by default; `rank`: whose state it is (a run on many processes writes one
+    pair of files per process).
     """
-    state = rng_state()
+    state = state if state is not None else rng_state()
+    json_name, tensors_name = _rng_files(rank)
     version, internal, gauss = state["python"]
     name, keys, pos, has_gauss, cached_gaussian = state["numpy"]
     plain = {
@@ -70,22 +80,23 @@ def write_rng_state(folder: Path) -> None:
             "cached_gaussian": float(cached_gaussian),
         },
     }
-    (folder / RNG_JSON).write_text(json.dumps(plain), encoding="utf-8")
+    (folder / json_name).write_text(json.dumps(plain), encoding="utf-8")
     tensors = {"torch": state["torch"]}
     tensors |= {f"cuda.{i}": t for i, t in enumerate(state.get("cuda", []))}
-    save_file({k: t.contiguous() for k, t in tensors.items()}, folder / RNG_TENSORS)
+    save_file({k: t.contiguous() for k, t in tensors.items()}, folder / tensors_name)
 
 
-def read_rng_state(folder: Path) -> dict[str, Any]:
-    """What `write_rng_state` wrote, for `set_rng_state`. A checkpoint from before it (rng.pt)
-    is read with `weights_only=True`, allowing only NumPy's array types."""
+def read_rng_state(folder: Path, rank: int = 0) -> dict[str, Any]:
+    """What `write_rng_state` wrote (process `rank`'s), for `set_rng_state`. A checkpoint from
+    before it (rng.pt) is read with `weights_only=True`, allowing only NumPy's array types."""
     if not (folder / RNG_JSON).is_file() and (folder / LEGACY_RNG).is_file():
         core = getattr(np, "_core", None) or np.core  # numpy 2 / numpy 1
         arrays = [np.ndarray, np.dtype, np.dtypes.UInt32DType, core.multiarray._reconstruct]
         with torch.serialization.safe_globals(arrays):
             return torch.load(folder / LEGACY_RNG, weights_only=True)
-    plain = json.loads((folder / RNG_JSON).read_text(encoding="utf-8"))
-    tensors = load_file(folder / RNG_TENSORS)
+    json_name, tensors_name = _rng_files(rank)
+    plain = json.loads((folder / json_name).read_text(encoding="utf-8"))
+    tensors = load_file(folder / tensors_name)
     py, npy = plain["python"], plain["numpy"]
     state: dict[str, Any] = {
         "python": (py["version"], tuple(py["state"]), py["gauss"]),

@@ -27,7 +27,6 @@ from typing import Any, TypeVar
 
 import torch
 import yaml
-from accelerate import Accelerator
 from accelerate.utils import set_seed
 from datasets import Dataset
 from rich.console import Console
@@ -39,7 +38,7 @@ from superhf.config import ConfigError, EvalConfig, SuperHFConfig, check_reward_
 from superhf.console import make_console, progress_bar
 from superhf.data import Prompt, load_prompt_dataset, prepare_prompts
 from superhf.errors import TrainingError
-from superhf.evaluation.heldout import fork_all_rng, generate_and_score
+from superhf.evaluation.heldout import answer_rows, fork_all_rng, sample_and_score, summarize_eval
 from superhf.evaluation.monitor import RewardHackingMonitor
 from superhf.evaluation.summary import run_summary
 from superhf.files import COMPLETIONS_FILE, CONFIG_FILE, EVAL_COMPLETIONS_FILE, EVAL_PROMPTS_FILE
@@ -56,9 +55,18 @@ from superhf.train.checkpoint import (
     CheckpointError,
     find_resume_checkpoint,
     read_rng_state,
+    rng_state,
     save_checkpoint,
     set_rng_state,
     write_rng_state,
+)
+from superhf.train.distributed import (
+    OutOfMemoryElsewhere,
+    Processes,
+    SilentRunLogger,
+    is_out_of_memory,
+    make_accelerator,
+    prompt_seeds,
 )
 from superhf.train.filtering import top_k_per_prompt
 from superhf.train.loss import superhf_loss
@@ -100,11 +108,10 @@ class SuperHFTrainer:
     ):
         self.args = args = args or SuperHFConfig()
         self.console = console or make_console(stderr=False)
-        self.accelerator = Accelerator(
-            mixed_precision="bf16" if args.bf16 else "no",
-            log_with=args.report_to or None,
-            project_dir=args.output_dir,
-        )
+        self.accelerator = make_accelerator(args)
+        self.processes = Processes(self.accelerator, args.output_dir)
+        if not self.accelerator.is_main_process:
+            self.console.quiet = True  # one process speaks; errors still reach stderr
         # Gradient accumulation is done by fine_tune itself (so that it can split minibatches
         # after running out of memory); these shrink on OOM and are saved in checkpoints.
         self.generation_batch_size = args.generation_batch_size
@@ -227,6 +234,10 @@ class SuperHFTrainer:
                 )
                 self._record(metrics, history, logger, progress.console)
                 progress.update(task, advance=1, description="iterations")
+                # A signal to any process stops every process after this same iteration.
+                self.stop_signal = self.processes.max(self.stop_signal or 0) or None
+                if self.stop_signal is not None and self.stop_reason is None:
+                    self.stop_reason = signal.Signals(self.stop_signal).name
                 too_many_skipped = self.num_skipped_total >= args.max_skipped_minibatches
                 if self._save_due(iteration) or too_many_skipped:
                     status(f"iteration {iteration}: saving a checkpoint")
@@ -253,6 +264,7 @@ class SuperHFTrainer:
         for line in run_summary(history, len(self.eval_prompts)):
             self.console.print(line)
         self.save_model()
+        self.processes.barrier("finishing the run")
         self.accelerator.end_training()
         return history
 
@@ -275,6 +287,15 @@ class SuperHFTrainer:
             return [], None
         checkpoint = find_resume_checkpoint(resume, warn=self._warn)
         state = self._load_checkpoint(checkpoint)
+        written_by = state.get("num_processes", 1)
+        if written_by != self.processes.size:
+            raise ConfigError(
+                f"{checkpoint} was written by {written_by} processes; this run has "
+                f"{self.processes.size}. Resume on {written_by} processes (e.g. accelerate "
+                f"launch --num_processes {written_by} or torchrun --nproc_per_node "
+                f"{written_by}): each process's random state and the batch sizes in use "
+                "belong to that layout."
+            )
         if state["prompt_order"] != self.prompt_order:
             raise CheckpointError(
                 f"{checkpoint} was written for other prompts: dataset_name, "
@@ -299,16 +320,21 @@ class SuperHFTrainer:
         for metrics in history:  # the monitor is a function of the metrics: replay them
             if metrics["iteration"] > 0:
                 self.monitor.update(metrics)
-        if self.accelerator.is_main_process:
+        main = self.accelerator.is_main_process
+        if main:
             self.accelerator.init_trackers("superhf", config=_flat_config(args))
-        logger = RunLogger(args.output_dir, history, resume_sizes)
+        # Only the main process writes the run's files (the others hold the same numbers).
+        logger_type = RunLogger if main else SilentRunLogger
+        logger = logger_type(args.output_dir, history, resume_sizes)
         if self.eval_prompts:
             logger.write_rows(
                 EVAL_PROMPTS_FILE,
                 [{"prompt": p.prompt, "text": p.text} for p in self.eval_prompts],
             )
-        with open(Path(args.output_dir) / CONFIG_FILE, "w", encoding="utf-8") as f:
-            yaml.safe_dump({**args.to_dict(), "resume_from_checkpoint": None}, f, sort_keys=False)
+        if main:
+            with open(Path(args.output_dir) / CONFIG_FILE, "w", encoding="utf-8") as f:
+                config = {**args.to_dict(), "resume_from_checkpoint": None}
+                yaml.safe_dump(config, f, sort_keys=False)
         self.console.print(
             f"SuperHF: {len(self.prompts)} prompts ({self.prompt_stats.num_too_long} too long "
             f"and {self.prompt_stats.num_empty} empty dropped), {self.num_iterations} "
@@ -396,8 +422,13 @@ class SuperHFTrainer:
     def _save_checkpoint(
         self, iteration: int, history: list[dict[str, Any]], logger: RunLogger
     ) -> Path | None:
-        """Everything an exact resume needs; a failed save warns and leaves older ones intact."""
+        """Everything an exact resume needs; a failed save warns and leaves older ones intact.
+
+        Written by the main process alone, with every process's random state (a collective:
+        every process calls this)."""
+        rng_states = self.processes.all_ranks(rng_state())
         if not self.accelerator.is_main_process:
+            self.processes.barrier("waiting for the checkpoint")
             return None
         state = {
             "iteration": iteration,
@@ -409,6 +440,7 @@ class SuperHFTrainer:
             "num_skipped_total": self.num_skipped_total,
             "generation_batch_size": self.generation_batch_size,
             "train_micro_batch_size": self.train_micro_batch_size,
+            "num_processes": self.processes.size,
         }
 
         def write(folder: Path) -> None:
@@ -420,7 +452,8 @@ class SuperHFTrainer:
                 self.accelerator.unwrap_model(self.model).save_pretrained(folder)
             torch.save(self.optimizer.state_dict(), folder / "optimizer.pt")
             torch.save(self.scheduler.state_dict(), folder / "scheduler.pt")
-            write_rng_state(folder)  # JSON + safetensors: loading it runs no code
+            for rank, rng in enumerate(rng_states):  # JSON + safetensors: loading runs no code
+                write_rng_state(folder, rng, rank)
             (folder / "trainer_state.json").write_text(json.dumps(state), encoding="utf-8")
 
         try:
@@ -430,6 +463,8 @@ class SuperHFTrainer:
         except CheckpointError as err:
             self._warn(f"Checkpoint not saved: {err} Training goes on.")
             return None
+        finally:
+            self.processes.barrier("waiting for the checkpoint")
 
     def _load_checkpoint(self, folder: Path) -> dict[str, Any]:
         tensors = load_file(folder / "trainable.safetensors")
@@ -444,7 +479,7 @@ class SuperHFTrainer:
                 param.copy_(tensors[name])
         self.optimizer.load_state_dict(torch.load(folder / "optimizer.pt", weights_only=True))
         self.scheduler.load_state_dict(torch.load(folder / "scheduler.pt", weights_only=True))
-        set_rng_state(read_rng_state(folder))
+        set_rng_state(read_rng_state(folder, self.processes.rank))
         state = json.loads((folder / "trainer_state.json").read_text(encoding="utf-8"))
         self.num_skipped_total = state["num_skipped_total"]
         self.generation_batch_size = state["generation_batch_size"]
@@ -458,17 +493,27 @@ class SuperHFTrainer:
         logger: RunLogger | None = None,
         status: Callable[[str], None] = lambda _: None,
     ) -> dict[str, Any]:
-        """One iteration on `prompts`: sample -> score -> keep the best -> fine-tune."""
+        """One iteration on `prompts`: sample -> score -> keep the best -> fine-tune.
+
+        On many processes each samples and scores its block of the prompts; the results are
+        gathered, so every process filters and logs the whole iteration (`distributed`).
+        """
         args = self.args
         self.num_oom_retries = 0
         times = [time.perf_counter()]
         status("generating")
+        block = self.processes.block(len(prompts))
+        mine = [prompts[i] for i in block]
+        seeds = prompt_seeds(args.seed, iteration, block.start, len(mine))
         completions, generation = self._with_oom_backoff(
-            "generation_batch_size", lambda size: self.sample(prompts, size)
+            "generation_batch_size", lambda size: self.sample(mine, size, seeds)
         )
+        self.generation_batch_size = self.processes.min(self.generation_batch_size)  # agreed
         times.append(time.perf_counter())
         status("scoring")
-        scores = self.score(prompts, completions)
+        scores = self.processes.gather_scores(self.score(mine, completions))
+        gathered = self.processes.gather_samples(block.start, completions, generation)
+        completions, generation = gathered
         kept = top_k_per_prompt(
             scores.total, [c.prompt_index for c in completions], args.num_kept_per_prompt
         )
@@ -491,7 +536,7 @@ class SuperHFTrainer:
         metrics |= {
             "learning_rate": learning_rate,
             "num_skipped_minibatches_total": self.num_skipped_total,
-            "num_oom_retries": self.num_oom_retries,  # sampling's and fine-tuning's
+            "num_oom_retries": self.processes.max(self.num_oom_retries),  # sampling + tuning
             "generation_batch_size": self.generation_batch_size,
             "train_micro_batch_size": self.train_micro_batch_size,
             **eval_metrics,
@@ -505,13 +550,14 @@ class SuperHFTrainer:
         return metrics
 
     def sample(
-        self, prompts: list[Prompt], batch_size: int
+        self, prompts: list[Prompt], batch_size: int, seeds: list[int] | None = None
     ) -> tuple[list[Completion], GenerationStats]:
-        """`num_generations` completions of each prompt from the current policy."""
+        """`num_generations` completions of each prompt from the current policy; `seeds`: one
+        per prompt (`generate_completions`), as `step` gives them."""
         policy = self.accelerator.unwrap_model(self.model)
         with self.accelerator.autocast():
             return generate_completions(
-                policy, self.tokenizer, [p.text for p in prompts], self.args, batch_size
+                policy, self.tokenizer, [p.text for p in prompts], self.args, batch_size, seeds
             )
 
     def score(self, prompts: list[Prompt], completions: list[Completion]) -> Scores:
@@ -535,9 +581,11 @@ class SuperHFTrainer:
         """The held-out test reward of what was trained on, beside its train reward."""
         if self.test_scorer is None:
             return {}
-        kept_prompts = [prompts[completions[i].prompt_index].prompt for i in kept]
+        mine = [kept[i] for i in self.processes.block(len(kept))]  # scored in blocks
+        kept_prompts = [prompts[completions[i].prompt_index].prompt for i in mine]
         with fork_all_rng():  # only on evaluation iterations: keep training's streams
-            test = self.test_scorer(kept_prompts, [completions[i].text for i in kept])
+            test = self.test_scorer(kept_prompts, [completions[i].text for i in mine])
+        test = self.processes.gather_scores(test)
         return {
             "eval_kept_test_reward": mean_or_nan(test.total),
             "eval_kept_reward": mean_or_nan([scores.total[i] for i in kept]),
@@ -547,27 +595,35 @@ class SuperHFTrainer:
         """The held-out prompts, answered with the paper's eval sampling, scored, compared.
 
         Its random stream is its own (forked and seeded), so evaluating never changes training.
+        On many processes each answers and scores its block of the prompts; all are gathered.
         With a `logger` (and `log_completions`), the answers go to eval_completions.jsonl
         under `iteration`.
         """
-        answers: list[dict[str, Any]] = []
         policy = self.accelerator.unwrap_model(self.model)
         config = EvalConfig.from_train_config(self.args)
+        block = self.processes.block(len(self.eval_prompts))
+        mine = [self.eval_prompts[i] for i in block]
         with self.accelerator.autocast():
-            results = generate_and_score(
+            completions, rewards, test = sample_and_score(
                 policy,
                 self.tokenizer,
-                self.eval_prompts,
+                mine,
                 config,
                 self.scorer,
                 self.test_scorer,
-                meteor_pairs=200,
                 seed=self.args.seed,
-                answers=answers,
+                first=block.start,
             )
+        completions, _ = self.processes.gather_samples(block.start, completions)
+        rewards, test = self.processes.gather_scores(rewards), self.processes.gather_scores(test)
         if logger is not None and self.args.log_completions:
-            rows = [{"iteration": iteration, **row} for row in answers]
-            logger.log_completions(rows, EVAL_COMPLETIONS_FILE)
+            rows = answer_rows(self.eval_prompts, completions, rewards, test)
+            logger.log_completions(
+                [{"iteration": iteration, **row} for row in rows], EVAL_COMPLETIONS_FILE
+            )
+        results = summarize_eval(
+            self.eval_prompts, completions, rewards, test, meteor_pairs=200, seed=self.args.seed
+        )
         return {f"eval_{key}": value for key, value in results.items()}
 
     def fine_tune(self, samples: list[Completion], prompts: list[Prompt]) -> dict[str, float]:
@@ -586,8 +642,8 @@ class SuperHFTrainer:
             samples = [s for s in samples if not s.clipped]
         prompt_ids = {i: encode_prompt(self.tokenizer, p.text) for i, p in enumerate(prompts)}
         encoded = [(prompt_ids[s.prompt_index], s.training_ids(self.tokenizer)) for s in samples]
-        size = args.per_device_train_batch_size
-        minibatches = [encoded[i : i + size] for i in range(0, len(encoded), size)]
+        # This process's slice of each global minibatch (per_device x num_processes samples).
+        minibatches = self.processes.minibatches(encoded, args.per_device_train_batch_size)
         accumulation = args.gradient_accumulation_steps
         totals: dict[str, list[float]] = {"loss": [], "loss/sft": [], "loss/kl": [], "kl": []}
         grad_norms: list[float] = []
@@ -613,42 +669,66 @@ class SuperHFTrainer:
         return metrics
 
     def _optimizer_step(
-        self, group: list[list[tuple[list[int], list[int]]]], micro: int
+        self, group: list[tuple[list[tuple[list[int], list[int]]], int, int]], micro: int
     ) -> tuple[list[dict[str, float]], float | None]:
         """Accumulate the gradients of `group`'s minibatches, then step; the grad norm, or None
         if the step was skipped as non-finite.
 
-        Each minibatch may be split into micro-batches of `micro` sequences; their
-        losses are weighted so that the gradient equals the whole minibatch's: the token-mean
-        CE by the micro-batch's share of completion tokens, the KL (a sum over examples) as is.
+        Each minibatch is (this process's examples, the whole minibatch's completion tokens,
+        its number of examples) (`Processes.minibatches`) and may be split into micro-batches
+        of `micro` sequences; their losses are weighted so that the gradient equals the whole
+        minibatch's: the token-mean CE by the micro-batch's share of completion tokens, the KL
+        (a sum over examples) as is. On many processes the loss is multiplied by their number
+        (DDP averages); out-of-memory and non-finite losses are agreed before DDP syncs.
         """
-        acc = self.accelerator
+        acc, processes = self.accelerator, self.processes
         self.optimizer.zero_grad()
         pieces = [
-            (m, mb[i : i + micro]) for m, mb in enumerate(group) for i in range(0, len(mb), micro)
+            (m, mb[i : i + micro])
+            for m, (mb, _, _) in enumerate(group)
+            for i in range(0, len(mb), micro)
         ]
-        tokens = [sum(len(c) for _, c in mb) for mb in group]  # labelled completion tokens
-        stats = [dict.fromkeys(("loss", "loss/sft", "loss/kl", "kl"), 0.0) for _ in group]
+        keys = ("loss/sft", "loss/kl", "kl")
+        stats = [dict.fromkeys(keys, 0.0) for _ in group]
+        out_of_memory = non_finite = False
         for j, (m, piece) in enumerate(pieces):
+            _, tokens, count = group[m]
             batch = build_training_batch(
                 [p for p, _ in piece], [c for _, c in piece], self.tokenizer
             ).to(acc.device)
             keep = batch.logits_to_keep()
-            sync = j == len(pieces) - 1
-            with contextlib.nullcontext() if sync else acc.no_sync(self.model), acc.autocast():
-                logits = self.model(**batch.model_inputs(), logits_to_keep=keep).logits
-                ref_logits = self.reference_logits(batch, keep)
-                out = superhf_loss(logits, batch.labels[:, -keep:], ref_logits, self.args.beta)
-                weight = sum(len(c) for _, c in piece) / tokens[m]
-                loss = (out.sft_loss * weight + out.kl_loss) / len(group)
-                if not torch.isfinite(loss):
-                    self.optimizer.zero_grad()
-                    return [], None
-                acc.backward(loss)
-            share = len(piece) / len(group[m])
+            # One process: DDP-free, the last piece is the step's. Many: every piece under
+            # no_sync; the gradients are averaged after the processes agree (below).
+            sync = j == len(pieces) - 1 and processes.size == 1
+            try:
+                with contextlib.nullcontext() if sync else acc.no_sync(self.model), acc.autocast():
+                    logits = self.model(**batch.model_inputs(), logits_to_keep=keep).logits
+                    ref_logits = self.reference_logits(batch, keep)
+                    out = superhf_loss(logits, batch.labels[:, -keep:], ref_logits, self.args.beta)
+                    weight = sum(len(c) for _, c in piece) / tokens
+                    loss = (out.sft_loss * weight + out.kl_loss) * processes.size / len(group)
+                    if not torch.isfinite(loss):
+                        non_finite = True
+                        break
+                    acc.backward(loss)
+            except RuntimeError as err:
+                if processes.size == 1 or not is_out_of_memory(err):
+                    raise
+                out_of_memory = True  # agreed below, so that every process backs off
+                break
             stats[m]["loss/sft"] += float(out.sft_loss.detach()) * weight
             stats[m]["loss/kl"] += float(out.kl_loss.detach())
-            stats[m]["kl"] += float(out.kl) * share
+            stats[m]["kl"] += float(out.kl) * len(piece) / count
+        flat = [s[k] for s in stats for k in keys]
+        out_of_memory, non_finite, *flat = processes.sum([out_of_memory, non_finite, *flat])
+        if out_of_memory:
+            self.optimizer.zero_grad()
+            raise OutOfMemoryElsewhere(f"out of memory on {int(out_of_memory)} process(es)")
+        if non_finite:
+            self.optimizer.zero_grad()
+            return [], None
+        processes.sync_gradients(self.model, self.tokenizer.pad_token_id)
+        stats = [dict(zip(keys, flat[i : i + 3], strict=True)) for i in range(0, len(flat), 3)]
         for s in stats:
             s["loss"] = s["loss/sft"] + s["loss/kl"]
         norm = acc.clip_grad_norm_(self.model.parameters(), float("inf"))
@@ -672,12 +752,7 @@ class SuperHFTrainer:
             try:
                 return run(size)
             except RuntimeError as err:
-                message = str(err).lower()
-                if not (
-                    isinstance(err, torch.OutOfMemoryError)
-                    or "out of memory" in message
-                    or "can't allocate memory" in message
-                ):
+                if not is_out_of_memory(err):
                     raise
                 self.optimizer.zero_grad()
                 gc.collect()

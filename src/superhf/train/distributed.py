@@ -1,0 +1,267 @@
+"""One SuperHF run over many processes (DDP through accelerate), equal to the one-process run.
+
+    accelerate launch --config_file configs/accelerate/ddp.yaml -m superhf train --config C.yaml
+    torchrun --nproc_per_node 2 -m superhf train --config C.yaml
+
+How the work is split (README, "Many processes"):
+- Sampling and scoring: each iteration's prompts are cut into contiguous blocks, whole prompts
+  per process; a process samples its block (each prompt from its own seed, `prompt_seeds`) and
+  scores it with its own reward copy. The completions and scores are then gathered, so every
+  process holds the iteration's samples in the one-process order and keeps the same top-K.
+- Fine-tuning: a global minibatch is `per_device_train_batch_size x num_processes` kept
+  samples, taken in the one-process order; each process trains on its slice. The token-mean
+  CE is divided by the minibatch's global token count, and the loss multiplied by the number
+  of processes (DDP averages gradients), so the update is the one-process update over the same
+  samples with `per_device_train_batch_size x num_processes` (up to float rounding).
+- Agreement: a step's pieces run under `no_sync`; then one all-reduce carries every process's
+  out-of-memory and non-finite flags and its loss statistics; only if all is well does a tiny
+  synchronised backward make DDP average the gradients. So an out-of-memory on one process
+  halves the micro-batch on all of them, never leaving one waiting in a collective.
+- Faults: every collective has `ddp_timeout` seconds; a peer that died or timed out becomes
+  a TrainingError naming the fix (`--resume`). SIGINT/SIGTERM are agreed once per iteration.
+
+With one process every function here is the identity and no collective runs.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import datetime
+import warnings
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any, TypeVar
+
+import torch
+import torch.distributed as dist
+from accelerate import Accelerator
+from accelerate.utils import (
+    DistributedDataParallelKwargs,
+    DistributedType,
+    InitProcessGroupKwargs,
+)
+
+from superhf.config import SuperHFConfig
+from superhf.errors import ConfigError, TrainingError
+from superhf.files import COMPLETIONS_FILE, EVAL_COMPLETIONS_FILE
+from superhf.generation import Completion, GenerationStats, derive_seed
+from superhf.rewards.scoring import Scores
+from superhf.train.run_log import RunLogger
+
+T = TypeVar("T")
+Pair = tuple[list[int], list[int]]
+"""A training example: (prompt ids, completion ids)."""
+
+
+def make_accelerator(args: SuperHFConfig) -> Accelerator:
+    """The run's Accelerator: CPU when no GPU is present (gloo across CPU processes), an
+    `args.ddp_timeout` limit on every collective, and DDP without per-forward buffer broadcasts
+    (a forward then runs no collective, so processes may run different numbers of them)."""
+    gpu = torch.cuda.is_available()
+    timeout_s = args.ddp_timeout or (1800 if gpu else 300)
+    # torch renamed broadcast_buffers (same meaning); accelerate's handler only knows the old name
+    warnings.filterwarnings("ignore", message="`broadcast_buffers` is deprecated")
+    accelerator = Accelerator(
+        cpu=not gpu,
+        mixed_precision="bf16" if args.bf16 else "no",
+        log_with=args.report_to or None,
+        project_dir=args.output_dir,
+        kwargs_handlers=[
+            InitProcessGroupKwargs(timeout=datetime.timedelta(seconds=timeout_s)),
+            DistributedDataParallelKwargs(broadcast_buffers=False),
+        ],
+    )
+    engine = accelerator.distributed_type
+    if engine in (DistributedType.FSDP, DistributedType.DEEPSPEED):
+        raise ConfigError(
+            f"accelerate's {engine.value} is not supported by superhf train yet: sampling runs "
+            "a different number of forward passes on each process, and sharded engines need "
+            "the same number everywhere (README, 'Many processes'). Launch with DDP "
+            "(configs/accelerate/ddp.yaml) and LoRA (use_peft, the default)."
+        )
+    return accelerator
+
+
+def is_out_of_memory(err: BaseException) -> bool:
+    """A CUDA out-of-memory error, or the CPU allocator's."""
+    message = str(err).lower()
+    return isinstance(err, torch.OutOfMemoryError) or (
+        isinstance(err, RuntimeError)
+        and ("out of memory" in message or "can't allocate memory" in message)
+    )
+
+
+class OutOfMemoryElsewhere(RuntimeError):
+    """Raised on every process when any of them ran out of memory in an agreed step; its
+    message contains "out of memory", so the trainer's back-off halves the size everywhere."""
+
+
+class Processes:
+    """The processes of one run: sharding, gathering and agreement (identity with one)."""
+
+    def __init__(self, accelerator: Accelerator, output_dir: str):
+        self.accelerator = accelerator
+        self.output_dir = output_dir
+        self.rank = accelerator.process_index
+        self.size = accelerator.num_processes
+
+    # --- sharding --------------------------------------------------------------------------
+    def block(self, count: int) -> range:
+        """This process's contiguous block of `count` items (the first blocks one longer)."""
+        base, extra = divmod(count, self.size)
+        start = self.rank * base + min(self.rank, extra)
+        return range(start, start + base + (self.rank < extra))
+
+    def map_blocks(self, items: Sequence[Any], run: Callable[[list[Any], int], T]) -> list[T]:
+        """`run(this process's block, its first index)` on every process, gathered in rank
+        order (so concatenating the blocks' results gives the one-process order)."""
+        block = self.block(len(items))
+        return self.gather(run([items[i] for i in block], block.start))
+
+    def minibatches(
+        self, encoded: list[Pair], per_device: int
+    ) -> list[tuple[list[Pair], int, int]]:
+        """(this process's slice, the global minibatch's completion-token count, its number of
+        examples) of each global minibatch of `per_device x num_processes` examples, in the
+        one-process order. A slice may be empty (a short last minibatch); the token count is
+        what the token-mean CE divides by, on every process."""
+        size = per_device * self.size
+        out = []
+        for start in range(0, len(encoded), size):
+            whole = encoded[start : start + size]
+            block = self.block(len(whole))
+            tokens = sum(len(c) for _, c in whole)
+            out.append(([whole[i] for i in block], tokens, len(whole)))
+        return out
+
+    def gather_samples(
+        self, first: int, completions: list[Completion], stats: GenerationStats | None = None
+    ) -> tuple[list[Completion], GenerationStats | None]:
+        """Every process's completions (their `prompt_index` moved from the block starting at
+        `first` to the whole list), in prompt order; the sampling statistics added up (the
+        slowest process's seconds)."""
+        if self.size == 1:
+            return completions, stats
+        moved = [dataclasses.replace(c, prompt_index=c.prompt_index + first) for c in completions]
+        everything = self.gather(moved)
+        if stats is None:
+            return everything, None
+        parts = self.all_ranks(stats)
+        total = GenerationStats(
+            num_sampled_tokens=sum(p.num_sampled_tokens for p in parts),
+            num_empty=sum(p.num_empty for p in parts),
+            seconds=max(p.seconds for p in parts),
+        )
+        return everything, total
+
+    def gather_scores(self, scores: Scores | None) -> Scores | None:
+        """Every process's scores, concatenated in rank order (None stays None)."""
+        if self.size == 1 or scores is None:
+            return scores
+        parts = self.all_ranks(scores)
+        per_func = {name: [x for p in parts for x in p.per_func[name]] for name in scores.per_func}
+        return Scores([x for p in parts for x in p.total], per_func)
+
+    # --- collectives -----------------------------------------------------------------------
+    def _collective(self, what: str, run: Callable[[], T]) -> T:
+        try:
+            return run()
+        except RuntimeError as err:  # gloo/NCCL: a peer closed its connection, or timed out
+            raise TrainingError(
+                f"process {self.rank} of {self.size} lost contact with the others while "
+                f"{what} ({type(err).__name__}: {str(err).splitlines()[0][:200]}). Another "
+                "process was killed or failed (its own error says why); every process stops. "
+                f"Continue with: superhf train --resume {self.output_dir} (on {self.size} "
+                "processes)."
+            ) from err
+
+    def gather(self, local: list[T]) -> list[T]:
+        """Every process's list, concatenated in rank order, on every process."""
+        if self.size == 1:
+            return list(local)
+        parts: list[Any] = [None] * self.size
+        self._collective("gathering results", lambda: dist.all_gather_object(parts, local))
+        return [x for part in parts for x in part]
+
+    def all_ranks(self, obj: T) -> list[T]:
+        """One object from each process, in rank order, on every process."""
+        if self.size == 1:
+            return [obj]
+        parts: list[Any] = [None] * self.size
+        self._collective("gathering states", lambda: dist.all_gather_object(parts, obj))
+        return parts
+
+    def sum(self, values: Sequence[float]) -> list[float]:
+        """Element-wise sums over processes (float64)."""
+        if self.size == 1:
+            return [float(v) for v in values]
+        tensor = torch.tensor(values, dtype=torch.float64, device=self.accelerator.device)
+        self._collective("adding up statistics", lambda: dist.all_reduce(tensor))
+        return tensor.tolist()
+
+    def max(self, value: int) -> int:
+        return int(max(self.all_ranks(value)))
+
+    def min(self, value: int) -> int:
+        return int(min(self.all_ranks(value)))
+
+    def barrier(self, what: str) -> None:
+        if self.size > 1:
+            self._collective(what, self.accelerator.wait_for_everyone)
+
+    def sync_gradients(self, model: torch.nn.Module, token_id: int) -> None:
+        """Make DDP average the gradients accumulated under `no_sync`: one synchronised
+        backward of a zero loss on a single token (it adds nothing to any gradient)."""
+        if self.size == 1:
+            return
+        ids = torch.tensor([[token_id]], device=self.accelerator.device)
+
+        def run() -> None:
+            with self.accelerator.autocast():
+                logits = model(input_ids=ids).logits
+            self.accelerator.backward(logits.float().sum() * 0.0)
+
+        self._collective("averaging gradients", run)
+
+    def finish(self) -> None:
+        """Wait for every process, then leave the process group (clean exits for gloo/NCCL)."""
+        if self.size > 1 and dist.is_initialized():
+            self.barrier("finishing")
+            dist.destroy_process_group()
+
+
+def prompt_seeds(seed: int, iteration: int | str, first: int, count: int) -> list[int]:
+    """The sampling seeds of `count` prompts from position `first` of an iteration's prompts
+    (or of the held-out prompts, iteration "eval"): a prompt's samples depend on the run's
+    seed, the iteration and its position, never on its process or batch."""
+    return [derive_seed(seed, iteration, first + i) for i in range(count)]
+
+
+class SilentRunLogger(RunLogger):
+    """The run log of a process other than the main one: it writes nothing (the main process
+    holds the same numbers and writes them once)."""
+
+    def __init__(
+        self,
+        output_dir: str | Path,
+        resumed_metrics: list[dict[str, Any]] | None = None,
+        resume_sizes: dict[str, int] | None = None,
+    ):
+        self.output_dir = Path(output_dir)
+        self._sizes = {COMPLETIONS_FILE: 0, EVAL_COMPLETIONS_FILE: 0, **(resume_sizes or {})}
+
+    @property
+    def sizes(self) -> dict[str, int]:
+        return dict(self._sizes)
+
+    def write_rows(self, name: str, rows: list[dict[str, Any]]) -> None:
+        pass
+
+    def log_metrics(self, metrics: dict[str, Any]) -> None:
+        pass
+
+    def log_completions(self, rows: list[dict[str, Any]], name: str = COMPLETIONS_FILE) -> None:
+        pass
+
+    def close(self) -> None:
+        pass
