@@ -183,7 +183,7 @@ def _start_end_table(run: Run) -> str:
             ("eval_clipped_ratio", "held-out answers clipped"),
             ("eval_distinct_2", "distinct-2"),
         ):
-            if any(key in m for m in evals):
+            if any(_round(m.get(key)) is not None for m in evals):  # logged, and measured
                 cells = f"<td>{_e(_at(run, key, start))}</td><td>{_e(_at(run, key, end))}</td>"
                 rows.append(f"<tr><th>{_e(what)}</th>{cells}</tr>")
     else:
