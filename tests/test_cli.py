@@ -71,6 +71,8 @@ HEAVY_MODULES = ("torch", "transformers", "datasets", "peft", "accelerate", "mat
         ["judge", "a.jsonl", "b.jsonl"],
         ["reward", "train", "--help"],
         ["reward", "train", "--learning_rate", "-1"],
+        ["compare", "--help"],
+        ["compare", "--methods", "superhf", "nope"],
     ],
 )
 def test_help_and_refused_settings_load_no_heavy_library(args):
@@ -127,10 +129,10 @@ def test_top_level_help_lists_every_command_in_one_line():
     result = _superhf("--help")
     box = result.stdout.split("Commands")[1].splitlines()[1:-1]
     names = [row.strip("│ ").split(" ")[0] for row in box if row.startswith("│")]
-    assert names == ["train", "eval", "report", "calibrate", "judge", "reward"]
+    assert names == ["train", "eval", "report", "calibrate", "judge", "compare", "reward"]
 
 
-@pytest.mark.parametrize("command", ["report", "calibrate", "judge"])
+@pytest.mark.parametrize("command", ["report", "calibrate", "judge", "compare"])
 def test_every_command_has_the_grouped_settings_help(command):
     result = _superhf(command, "--help")
     assert result.returncode == 0

@@ -52,6 +52,8 @@ def test_every_layer_imports_only_layers_below_it():
         "train": {"train", "evaluation", "rewards", *SHARED},
         "evaluation": {"evaluation", "rewards", *SHARED},
         "rewards": {"rewards", *SHARED},
+        # `superhf compare` runs and evaluates every method: it sits beside cli, above the rest.
+        "compare": {"compare", "train", "evaluation", "rewards", *SHARED},
     }
     bad = []
     for source, target in _imports():

@@ -160,6 +160,25 @@ def judge(ctx: typer.Context) -> None:
     console.print(f"Done. judge.json and judgements.jsonl are in {config.output_dir}")
 
 
+@app.command("compare", context_settings=_PASSTHROUGH)
+def compare(ctx: typer.Context) -> None:
+    """SuperHF vs best-of-n, SFT, GRPO, RLOO, PPO: equal budget.
+
+    `superhf compare --config configs/compare/hh.yaml --output_dir runs/compare` runs every
+    method x seed x learning rate (x beta for SuperHF) on one task, evaluates every run on
+    the same held-out prompts and writes results.json, plots and report.md into
+    --output_dir. Run the same command again to continue a stopped comparison (finished
+    runs are kept). `configs/compare/quick.yaml` finishes in minutes; `--help` lists every
+    setting.
+    """
+    from superhf.compare.config import parse_compare_args
+
+    config = parse_compare_args(list(ctx.args))
+    from superhf.compare.harness import run_comparison
+
+    run_comparison(config, console=console)
+
+
 def main() -> None:
     app()
 

@@ -44,8 +44,8 @@ def config_field(default: Any, help: str, group: str, positional: str | None = N
     arguments instead of a `--name` flag.
     """
     metadata = {"help": help, "group": group, "positional": positional}
-    if isinstance(default, list):
-        return field(default_factory=lambda: list(default), metadata=metadata)
+    if isinstance(default, list | dict):
+        return field(default_factory=lambda: copy.deepcopy(default), metadata=metadata)
     return field(default=default, metadata=metadata)
 
 
@@ -266,6 +266,13 @@ class SuperHFConfig(_Settings):
         "(unset: one pass over the prompts, as the paper).",
         "training",
     )
+    max_sampled_tokens: int | None = config_field(
+        None,
+        "Also stop after the iteration in which the completion tokens sampled for training "
+        "(prompts and evaluation not counted) reach this many: the equal budget of "
+        "`superhf compare`. The LR schedule still spans max_iterations. Unset: no such stop.",
+        "training",
+    )
     prompts_per_iteration: int = config_field(
         4, "Prompts per iteration (the paper's prompt accumulation; paper: 2).", "training"
     )
@@ -443,6 +450,10 @@ class SuperHFConfig(_Settings):
             )
         if self.max_iterations is not None and self.max_iterations < 1:
             raise ConfigError(f"max_iterations must be >= 1 or unset, got {self.max_iterations}.")
+        if self.max_sampled_tokens is not None and self.max_sampled_tokens < 1:
+            raise ConfigError(
+                f"max_sampled_tokens must be >= 1 or unset, got {self.max_sampled_tokens}."
+            )
         if self.num_kept_per_prompt > self.num_generations:
             raise ConfigError(
                 f"num_kept_per_prompt ({self.num_kept_per_prompt}) cannot exceed "
@@ -484,6 +495,8 @@ def _matches(value: Any, tp: Any) -> bool:
         return any(_matches(value, arg) for arg in typing.get_args(tp))
     if origin is Literal:
         return value in typing.get_args(tp)
+    if origin is dict:
+        return isinstance(value, dict)
     if origin is list:
         (item,) = typing.get_args(tp)
         return isinstance(value, list) and all(_matches(v, item) for v in value)
@@ -560,6 +573,17 @@ def read_yaml_config(
     return data
 
 
+def _yaml_mapping(text: str) -> dict[str, Any]:
+    """A mapping given on the command line as YAML, e.g. `--method_settings '{sft: {x: 1}}'`."""
+    try:
+        value = yaml.safe_load(text)
+    except yaml.YAMLError as err:
+        raise argparse.ArgumentTypeError(f"not valid YAML: {err}") from None
+    if not isinstance(value, dict):
+        raise argparse.ArgumentTypeError(f"a mapping expected, got {text!r}")
+    return value
+
+
 def _string_to_bool(value: str | bool) -> bool:
     """`--use_peft false` as transformers' HfArgumentParser reads it."""
     if isinstance(value, bool):
@@ -601,6 +625,8 @@ def _add_field_argument(group: argparse._ArgumentGroup, f: dataclasses.Field, tp
         kwargs.setdefault("default", False)
     elif typing.get_origin(tp) is list:
         kwargs.update(type=typing.get_args(tp)[0], nargs="+")
+    elif tp is dict or typing.get_origin(tp) is dict:
+        kwargs.update(type=_yaml_mapping, metavar="YAML")
     else:
         kwargs["type"] = tp
     group.add_argument(*options, **kwargs)

@@ -31,7 +31,7 @@ from superhf.train.trainer import SuperHFTrainer
 
 ROOT = Path(__file__).resolve().parents[2]
 PROMPTS = [{"prompt": f"Question {i}: tell me about topic {i}."} for i in range(40)]
-TIMING = ("time/", "step_time", "tokens_per_second")
+TIMING = ("time/", "step_time", "tokens_per_second", "peak_memory_mb")
 PER_DEVICE = ("train_micro_batch_size",)  # the micro-batch in use is per process
 _calls = 0
 

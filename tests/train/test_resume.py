@@ -28,7 +28,7 @@ ROOT = Path(__file__).resolve().parents[2]
 PYTHONPATH = f"{ROOT / 'src'}{os.pathsep}{ROOT}"
 """src first: the runs are this tree's code, not whichever superhf the venv has installed."""
 PROMPTS = [{"prompt": f"Question {i}: tell me about topic {i}."} for i in range(64)]
-TIMING = ("time/", "step_time", "tokens_per_second")
+TIMING = ("time/", "step_time", "tokens_per_second", "peak_memory_mb")
 _calls = 0
 
 

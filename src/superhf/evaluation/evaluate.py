@@ -30,6 +30,7 @@ from superhf.config import EvalConfig
 from superhf.console import make_console, progress_bar
 from superhf.data import load_prompt_dataset, prepare_prompts, question_text
 from superhf.errors import ConfigError
+from superhf.evaluation.entropy import entropy_estimate
 from superhf.evaluation.heldout import _meteor, _score, distinct_n, mean_se, sample_completions
 from superhf.evaluation.kl import KL_ESTIMATOR, KL_SAMPLING_NOTE, KLEstimate, kl_estimate
 from superhf.files import EVAL_FILE, is_local_path, json_safe
@@ -45,6 +46,7 @@ def summarize(
     test_rewards: Sequence[float] | None = None,
     kl: KLEstimate | None = None,
     meteor: Any | None = None,
+    entropy: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
     """One model's metrics from per-completion values (the JSON entry, without its metadata)."""
     return {
@@ -53,6 +55,7 @@ def summarize(
         "test_reward": mean_se(test_rewards) if test_rewards is not None else None,
         "meteor": meteor.to_dict() if meteor is not None else None,
         "kl": kl.to_dict() if kl is not None else None,
+        "entropy": entropy,
         "length": {
             "mean_tokens": statistics.fmean(num_tokens) if num_tokens else None,
             "mean_words": statistics.fmean(len(t.split()) for t in texts) if texts else None,
@@ -199,6 +202,21 @@ def _evaluate_one(
                 advance=lambda k: progress.advance(task, k),
             )
             seconds["kl"] = time.perf_counter() - t0
+        entropy = None
+        if completions:
+            progress.update(
+                task, description=f"{name}: entropy", completed=0, total=len(completions)
+            )
+            t0 = time.perf_counter()
+            entropy = entropy_estimate(
+                model,
+                tokenizer,
+                [p.text for p in prompts],
+                completions,
+                config.kl_batch_size,
+                advance=lambda k: progress.advance(task, k),
+            )
+            seconds["entropy"] = time.perf_counter() - t0
         progress.update(task, description=f"{name}: METEOR")
         t0 = time.perf_counter()
         meteor = _meteor(completions, config.meteor_pairs, config.seed, prompts)
@@ -211,6 +229,7 @@ def _evaluate_one(
         test_rewards,
         kl,
         meteor,
+        entropy,
     )
     if kl is None:
         reason = kl_source if reference is None else "no completions to score"
@@ -271,6 +290,7 @@ def results_table(result: dict[str, Any]) -> Table:
         "KL / seq",
         "KL / token",
         "METEOR [95% CI]",
+        "entropy",
         "tokens",
         "clipped",
         "dist-1",
@@ -300,6 +320,7 @@ def results_table(result: dict[str, Any]) -> Table:
             _fmt(m["kl"].get("per_sequence"), 2),
             _fmt(m["kl"].get("per_token"), 4),
             meteor_text,
+            _fmt(m.get("entropy"), 2),
             num(length["mean_tokens"], ".1f"),
             num(length["clipped_fraction"], ".2f"),
             num(m["distinct_1"]),

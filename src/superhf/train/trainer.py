@@ -117,6 +117,7 @@ class SuperHFTrainer:
         self.generation_batch_size = args.generation_batch_size
         self.train_micro_batch_size = args.per_device_train_batch_size
         self.num_skipped_total = 0
+        self.num_sampled_tokens = 0  # completion tokens sampled for training, whole run
         self.num_oom_retries = 0  # this iteration's
         self.stop_signal: int | None = None  # set by SIGINT/SIGTERM during train()
         self.stop_reason: str | None = None  # why train() returned early, if it did
@@ -228,6 +229,8 @@ class SuperHFTrainer:
                 progress.update(task, description=text)
 
             for iteration in range(first, self.num_iterations + 1):
+                if self.budget_spent():  # resumed after the iteration that spent it
+                    break
                 prompts = self.prompts_of_iteration(iteration)
                 metrics = self.step(
                     prompts, iteration, logger, lambda s, i=iteration: status(f"iteration {i}: {s}")
@@ -267,6 +270,11 @@ class SuperHFTrainer:
         self.processes.barrier("finishing the run")
         self.accelerator.end_training()
         return history
+
+    def budget_spent(self) -> bool:
+        """True once `max_sampled_tokens` completion tokens were sampled for training."""
+        budget = self.args.max_sampled_tokens
+        return budget is not None and self.num_sampled_tokens >= budget
 
     def prompts_of_iteration(self, iteration: int) -> list[Prompt]:
         """The `prompts_per_iteration` prompts of an iteration (1-based), in the run's order."""
@@ -316,6 +324,7 @@ class SuperHFTrainer:
         """The monitor (replayed from the metrics so far), trackers, the run folder's files."""
         args = self.args
         self.stop_signal = self.stop_reason = None
+        self.num_sampled_tokens = sum(m.get("num_sampled_tokens", 0) for m in history)
         self.monitor = RewardHackingMonitor(args.reward_hacking_window, args.meteor_threshold)
         for metrics in history:  # the monitor is a function of the metrics: replay them
             if metrics["iteration"] > 0:
@@ -372,6 +381,7 @@ class SuperHFTrainer:
         return (
             iteration % self.args.save_steps == 0
             or iteration == self.num_iterations
+            or self.budget_spent()
             or self.stop_reason is not None
         )
 
@@ -514,6 +524,7 @@ class SuperHFTrainer:
         scores = self.processes.gather_scores(self.score(mine, completions))
         gathered = self.processes.gather_samples(block.start, completions, generation)
         completions, generation = gathered
+        self.num_sampled_tokens += generation.num_sampled_tokens  # every process's
         kept = top_k_per_prompt(
             scores.total, [c.prompt_index for c in completions], args.num_kept_per_prompt
         )
@@ -524,7 +535,8 @@ class SuperHFTrainer:
         self.scheduler.step()
         times.append(time.perf_counter())
         eval_metrics = {}
-        if iteration % args.eval_steps == 0 or iteration == self.num_iterations:
+        last = iteration == self.num_iterations or self.budget_spent()
+        if iteration % args.eval_steps == 0 or last:
             status("evaluating")
             eval_metrics = self.evaluate(iteration, logger) if self.eval_prompts else {}
             eval_metrics |= self.evaluate_kept(prompts, completions, scores, kept)
@@ -539,6 +551,9 @@ class SuperHFTrainer:
             "num_oom_retries": self.processes.max(self.num_oom_retries),  # sampling + tuning
             "generation_batch_size": self.generation_batch_size,
             "train_micro_batch_size": self.train_micro_batch_size,
+            "num_sampled_tokens": generation.num_sampled_tokens,
+            "num_sampled_tokens_total": self.num_sampled_tokens,
+            "peak_memory_mb": peak_memory_mb(),
             **eval_metrics,
         }
         if logger is not None and args.log_completions:
@@ -815,6 +830,17 @@ def iteration_scheduler(
         return lr_lambda
 
     return torch.optim.lr_scheduler.LambdaLR(optimizer, [shifted(f) for f in scheduler.lr_lambdas])
+
+
+def peak_memory_mb() -> float:
+    """Peak memory of this process so far: the accelerator's on CUDA, else resident (ru_maxrss)."""
+    if torch.cuda.is_available():
+        return torch.cuda.max_memory_allocated() / 2**20
+    try:
+        import resource
+    except ImportError:  # not on Unix
+        return float("nan")
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # KiB on Linux
 
 
 def _numeric(metrics: dict[str, Any]) -> dict[str, float]:

@@ -1,0 +1,268 @@
+"""What the RL baselines (TRL GRPO and RLOO, PPO) share with SuperHF and with each other.
+
+A baseline is only a fair row of `superhf compare` when it trains on the prompts SuperHF trains
+on, in the same order, scored by the same reward reading the same text, and stops at the same
+number of sampled completion tokens. This module is that common ground, free of TRL (the PPO
+baseline imports it in an environment with another TRL version):
+
+- `training_prompts`: `superhf.data`'s prompts in `SuperHFTrainer`'s seeded order;
+- `BaselineReward`: superhf's `RewardScorer` behind TRL's reward-function signature: each
+  sampled id row is cut exactly as `superhf.generation.trim_completion` cuts SuperHF's samples,
+  and its prompt is the superhf `Prompt` it came from (`Prompt.prompt`, not the text the
+  policy saw), so a reward model reads byte for byte what it reads in a SuperHF run;
+- `ProgressLog`: progress.jsonl, one `ProgressRecord` per update, and the token budget;
+- `write_run_files`: the adapter, tokenizer, config.yaml, settings.json and done.json (last).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import random
+import resource
+import time
+from collections.abc import Sequence
+from dataclasses import asdict
+from pathlib import Path
+from typing import Any
+
+import torch
+import yaml
+
+from superhf.compare.spec import (
+    DONE_FILE,
+    PROGRESS_FILE,
+    SETTINGS_FILE,
+    MethodRun,
+    ProgressRecord,
+)
+from superhf.config import SuperHFConfig
+from superhf.data import Prompt, load_prompt_dataset, prepare_prompts
+from superhf.errors import ConfigError
+from superhf.files import CONFIG_FILE, json_safe
+from superhf.generation import Completion, trim_completion
+
+SUPERHF_EXTRA = {
+    "stop_sequences": "where completions are cut before scoring (SuperHF's stop_sequences)",
+    "num_eval_prompts": "prompts SuperHF holds out of the same shuffled order (default 0)",
+}
+"""Keys of `MethodRun.extra` that are superhf's, not the trainer's; everything else in `extra`
+is a field of the method's TRL config."""
+
+
+def split_extra(run: MethodRun) -> tuple[dict[str, Any], dict[str, Any]]:
+    """(superhf's settings from `run.extra`, the rest: the TRL config's overrides)."""
+    ours = {k: v for k, v in run.extra.items() if k in SUPERHF_EXTRA}
+    theirs = {k: v for k, v in run.extra.items() if k not in SUPERHF_EXTRA}
+    return ours, theirs
+
+
+def check_trl_overrides(overrides: dict[str, Any], config_cls: type, method: str) -> None:
+    """ConfigError naming every key of `extra` that is not a field of the TRL config."""
+    import dataclasses
+
+    fields = {f.name for f in dataclasses.fields(config_cls)}
+    unknown = sorted(set(overrides) - fields)
+    if unknown:
+        raise ConfigError(
+            f"extra: {unknown} are not fields of {config_cls.__name__} ({method}) nor superhf's "
+            f"own ({sorted(SUPERHF_EXTRA)}); check the spelling against the TRL documentation."
+        )
+
+
+def stop_sequences(run: MethodRun) -> list[str]:
+    """Where completions are cut before scoring: `extra["stop_sequences"]`, else SuperHF's."""
+    value = run.extra.get("stop_sequences", SuperHFConfig().stop_sequences)
+    if not isinstance(value, list) or not all(isinstance(s, str) for s in value):
+        raise ConfigError(f"extra.stop_sequences must be a list of strings, got {value!r}.")
+    return list(value)
+
+
+def training_prompts(run: MethodRun, tokenizer: Any) -> list[Prompt]:
+    """The run's prompts as `SuperHFTrainer` makes and orders them.
+
+    `superhf.data.load_prompt_dataset` + `prepare_prompts` with the run's dataset, split,
+    `apply_chat_template` and `max_prompt_length`; then the trainer's one seeded shuffle, with
+    its last `extra["num_eval_prompts"]` (default 0) held out. Fed in this order without
+    shuffling, update k of a baseline samples the prompts of SuperHF's iteration k (while
+    both have the same number of prompts per update).
+    """
+    dataset = load_prompt_dataset(run.dataset_name, None, run.dataset_train_split)
+    prompts, _ = prepare_prompts(
+        dataset,
+        tokenizer,
+        run.max_prompt_length,
+        source=run.dataset_name,
+        apply_chat_template=run.apply_chat_template,
+    )
+    num_eval = run.extra.get("num_eval_prompts", 0)
+    if not isinstance(num_eval, int) or not 0 <= num_eval < len(prompts):
+        raise ConfigError(
+            f"extra.num_eval_prompts={num_eval!r}: give an integer from 0 to {len(prompts) - 1} "
+            f"({len(prompts)} usable prompts)."
+        )
+    order = list(range(len(prompts)))
+    random.Random(run.seed).shuffle(order)  # SuperHFTrainer.__init__'s shuffle
+    return [prompts[i] for i in order[: len(order) - num_eval]]
+
+
+class BaselineReward:
+    """superhf's reward as a TRL reward function, counting the completion tokens it is shown.
+
+    Called with the sampled completion ids and each sample's index into `prompts`; returns
+    `RewardScorer`'s weighted totals (length penalty 0, as `MethodRun` has none). Empty
+    completions, which SuperHF drops before scoring, are scored as the empty text here: an
+    on-policy trainer needs a reward for every sample.
+    """
+
+    __name__ = "superhf_reward"
+
+    def __init__(
+        self,
+        prompts: Sequence[Prompt],
+        scorer: Any,
+        tokenizer: Any,
+        stop_ids: Sequence[int],
+        stop_sequences: Sequence[str],
+    ):
+        self.prompts = list(prompts)
+        self.scorer = scorer
+        self.tokenizer = tokenizer
+        self.stop_ids = list(stop_ids)
+        self.stop_sequences = list(stop_sequences)
+        self.sampled_tokens = 0
+        """Completion tokens scored so far (through the stop token; prompts never count)."""
+        self.step_rewards: list[float] = []
+        """Totals since the last `take_step_rewards`."""
+        self.last_samples: list[tuple[int, list[int]]] = []
+        """The latest call's (prompt index, sampled completion ids), for tests and debugging."""
+
+    def completion(self, ids: Sequence[int], prompt_index: int = 0) -> Completion:
+        """The sampled ids cut as SuperHF cuts its samples: the text a reward reads."""
+        return trim_completion(
+            [int(t) for t in ids], self.stop_ids, self.stop_sequences, self.tokenizer, prompt_index
+        )
+
+    def score_ids(self, prompt_indices: Sequence[int], completion_ids: Sequence[Sequence[int]]):
+        """Score sampled id rows of the prompts `prompt_indices` (indices into `prompts`)."""
+        completions = [
+            self.completion(ids, int(i))
+            for i, ids in zip(prompt_indices, completion_ids, strict=True)
+        ]
+        self.sampled_tokens += sum(len(ids) for ids in completion_ids)
+        self.last_samples = [
+            (int(i), [int(t) for t in ids])
+            for i, ids in zip(prompt_indices, completion_ids, strict=True)
+        ]
+        sample_prompts = [self.prompts[c.prompt_index] for c in completions]
+        columns = {
+            key: [p.columns.get(key) for p in sample_prompts]
+            for key in (sample_prompts[0].columns if sample_prompts else {})
+        }
+        scores = self.scorer(
+            [p.prompt for p in sample_prompts], [c.text for c in completions], columns
+        )
+        self.step_rewards += scores.total
+        return scores.total
+
+    def __call__(
+        self,
+        prompts: Sequence[Any],
+        completions: Sequence[Any],
+        completion_ids: Sequence[Sequence[int]],
+        superhf_index: Sequence[int],
+        **_: Any,
+    ) -> list[float]:
+        """TRL's signature; `superhf_index` is the dataset column naming each sample's Prompt."""
+        return self.score_ids(superhf_index, completion_ids)
+
+    def take_step_rewards(self) -> list[float]:
+        rewards, self.step_rewards = self.step_rewards, []
+        return rewards
+
+
+def peak_memory_mb() -> float:
+    """Peak accelerator memory on a GPU, else the process's peak resident memory (ru_maxrss)."""
+    if torch.cuda.is_available():
+        return torch.cuda.max_memory_allocated() / 2**20
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # KiB on Linux
+
+
+class ProgressLog:
+    """progress.jsonl, one line per update; started afresh (a baseline run restarts whole)."""
+
+    def __init__(self, output_dir: str | Path, sampled_token_budget: int):
+        self.path = Path(output_dir) / PROGRESS_FILE
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self.path.write_text("", encoding="utf-8")
+        self.budget = sampled_token_budget
+        self.start = time.perf_counter()
+        self.records: list[ProgressRecord] = []
+
+    def record(self, step: int, sampled_tokens: int, rewards: Sequence[float]) -> ProgressRecord:
+        record = ProgressRecord(
+            step=step,
+            sampled_tokens=sampled_tokens,
+            train_reward=sum(rewards) / len(rewards) if rewards else float("nan"),
+            wall_time_s=time.perf_counter() - self.start,
+            peak_memory_mb=peak_memory_mb(),
+        )
+        with self.path.open("a", encoding="utf-8") as f:
+            f.write(json.dumps(json_safe(asdict(record))) + "\n")
+        self.records.append(record)
+        return record
+
+    def budget_reached(self, sampled_tokens: int) -> bool:
+        return sampled_tokens >= self.budget
+
+
+def max_updates(run: MethodRun, completions_per_update: int) -> int:
+    """An upper bound on the updates the budget allows (every completion one token long):
+    the trainer's step limit, so that the budget, not the limit, ends the run."""
+    return max(1, -(-run.sampled_token_budget // completions_per_update))
+
+
+def write_json_atomic(path: Path, data: Any) -> None:
+    tmp = path.with_name(f".{path.name}.tmp")
+    tmp.write_text(json.dumps(json_safe(data), indent=2, default=str) + "\n", encoding="utf-8")
+    os.replace(tmp, path)
+
+
+def write_run_files(
+    run: MethodRun,
+    model: Any,
+    tokenizer: Any,
+    settings: dict[str, Any],
+    progress: ProgressLog,
+    stop_reason: str,
+) -> None:
+    """The policy (a PEFT adapter) and tokenizer, config.yaml, settings.json, then done.json."""
+    out = Path(run.output_dir)
+    model.save_pretrained(out)
+    tokenizer.save_pretrained(out)
+    config = {**run.to_dict(), "model_name_or_path": run.model_name_or_path}
+    (out / CONFIG_FILE).write_text(yaml.safe_dump(json_safe(config), sort_keys=False), "utf-8")
+    write_json_atomic(out / SETTINGS_FILE, settings)
+    last = progress.records[-1] if progress.records else None
+    write_json_atomic(
+        out / DONE_FILE,
+        {
+            "method": run.method,
+            "steps": last.step if last else 0,
+            "sampled_tokens": last.sampled_tokens if last else 0,
+            "sampled_token_budget": run.sampled_token_budget,
+            "wall_time_s": last.wall_time_s if last else 0.0,
+            "peak_memory_mb": last.peak_memory_mb if last else peak_memory_mb(),
+            "stop_reason": stop_reason,
+        },
+    )
+
+
+def prompt_ids_match(prompts: Sequence[Prompt], tokenizer: Any, ids: Sequence[Sequence[int]]):
+    """Whether `ids` (a trainer's encoding of each prompt's text) are superhf's own
+    (`superhf.batching.encode_prompt`): a baseline's policy must see what SuperHF's sees."""
+    from superhf.batching import encode_prompt
+
+    return all(
+        list(row) == encode_prompt(tokenizer, p.text) for p, row in zip(prompts, ids, strict=True)
+    )

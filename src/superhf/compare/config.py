@@ -1,0 +1,296 @@
+"""Settings of `superhf compare`: one task shared by every method, and the sweep over them.
+
+    superhf compare --config configs/compare/hh.yaml --output_dir runs/compare
+    superhf compare --help            # every setting, grouped
+
+Parsed like every command (defaults, then `--config FILE.yaml`, then `--name value` flags);
+torch is not imported here, so `--help` and a refused setting answer at once.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Any
+
+from superhf.config import (
+    EMBEDDED_DATASET,
+    EMBEDDED_MODEL,
+    _check_finite,
+    check_reward_weights,
+    check_types,
+    config_field,
+    parse_config_args,
+)
+from superhf.errors import ConfigError
+
+METHODS = ("superhf", "best_of_n", "sft", "grpo", "rloo", "ppo")
+HALF_SPLITS = ("first-half", "second-half")
+DEFAULT_BETAS = {"grpo": 0.0, "rloo": 0.05, "ppo": 0.05, "sft": 0.0, "best_of_n": 0.0}
+"""The KL coefficient of each non-SuperHF method unless `method_settings[m].beta` says
+otherwise: TRL 1.16's GRPO and RLOO defaults, and RLOO's for PPO. SFT and best-of-n have none."""
+
+
+@dataclass
+class CompareConfig:
+    """Every setting of a comparison: the shared task (policy, prompts, rewards, sampling,
+    LoRA, the sampled-token budget) and what is swept (methods, seeds, learning rates, betas)."""
+
+    # --- model ---------------------------------------------------------------------------
+    model_name_or_path: str = config_field(
+        EMBEDDED_MODEL, "The start policy of every method (hub id, folder, embedded:...).", "model"
+    )
+    lora_r: int = config_field(16, "LoRA rank, the same for every trained method.", "model")
+    lora_alpha: int = config_field(32, "LoRA scaling numerator.", "model")
+    lora_dropout: float = config_field(0.05, "Dropout on the LoRA branch.", "model")
+    lora_target_modules: list[str] = config_field(
+        ["q_proj", "k_proj", "v_proj", "o_proj"], "Module names LoRA wraps.", "model"
+    )
+
+    # --- prompts -------------------------------------------------------------------------
+    dataset_name: str = config_field(
+        EMBEDDED_DATASET,
+        "Prompts: the embedded prompts, a local file (HH transcripts in `chosen`, or a "
+        "`prompt` column) or a hub dataset.",
+        "prompts",
+    )
+    dataset_train_split: str = config_field(
+        "train",
+        "Training prompts: a split name, or `first-half` / `second-half` of the file's rows "
+        "in file order (as `superhf reward train --split`).",
+        "prompts",
+    )
+    eval_split: str = config_field(
+        "test",
+        "Held-out evaluation prompts, the same way (HH: `second-half`). A prompt that also "
+        "occurs in the training split is dropped from it: no method trains on an eval prompt.",
+        "prompts",
+    )
+    num_eval_prompts: int = config_field(
+        64, "Evaluate on the first this many held-out prompts (paper: 200).", "prompts"
+    )
+    max_prompt_length: int = config_field(
+        256, "Prompts longer than this many tokens are dropped (and counted).", "prompts"
+    )
+    apply_chat_template: bool = config_field(
+        False,
+        "Render plain-string prompts with the chat template (HH transcripts never are).",
+        "prompts",
+    )
+
+    sft_dataset_name: str | None = config_field(
+        None,
+        "Preference pairs whose chosen answers the SFT baseline trains on (HH transcripts or "
+        "prompt/chosen); unset: the training rows. Pairs asking an eval prompt are dropped.",
+        "prompts",
+    )
+    sft_dataset_split: str = config_field(
+        "first-half", "Rows of sft_dataset_name to use (as dataset_train_split).", "prompts"
+    )
+
+    # --- generation ----------------------------------------------------------------------
+    num_generations: int = config_field(
+        8, "Samples per prompt in training, and best-of-n's n.", "generation"
+    )
+    max_completion_length: int = config_field(48, "Most new tokens per sample.", "generation")
+    temperature: float = config_field(1.0, "Training sampling temperature.", "generation")
+    top_p: float = config_field(0.95, "Training nucleus sampling mass.", "generation")
+    prompts_per_step: int = config_field(
+        4, "Prompts per update (SuperHF's prompts_per_iteration; TRL's per step).", "generation"
+    )
+
+    # --- rewards -------------------------------------------------------------------------
+    reward_funcs: list[str] = config_field(
+        ["default"],
+        "The train reward (drives every method): as `superhf train --reward_funcs`. Replaced "
+        "by the built train reward model when train_reward_model_data is set.",
+        "rewards",
+    )
+    reward_weights: list[float] | None = config_field(None, "One weight per reward.", "rewards")
+    test_reward_model: str | None = config_field(
+        None,
+        "The held-out test reward (evaluates, never trains): a folder, hub id or "
+        "module:function. Replaced by the built one when test_reward_model_data is set.",
+        "rewards",
+    )
+    train_reward_model_data: str | None = config_field(
+        None,
+        "Preference pairs to build the train reward model from with `superhf reward train` "
+        "(split train_reward_model_split), once, into output_dir/reward_models/train.",
+        "rewards",
+    )
+    train_reward_model_split: str = config_field(
+        "first-half", "Rows of train_reward_model_data the train RM learns from.", "rewards"
+    )
+    test_reward_model_data: str | None = config_field(
+        None,
+        "Preference pairs for the test reward model, built once into "
+        "output_dir/reward_models/test.",
+        "rewards",
+    )
+    test_reward_model_split: str = config_field(
+        "second-half", "Rows of test_reward_model_data the test RM learns from.", "rewards"
+    )
+    reward_model_settings: dict[str, Any] = config_field(
+        {},
+        "`superhf reward train` settings for both built reward models (e.g. "
+        "{model_name_or_path: embedded:all-MiniLM-L6-v2, max_length: 512}).",
+        "rewards",
+    )
+
+    # --- methods and budget ----------------------------------------------------------------
+    methods: list[str] = config_field(
+        ["superhf", "best_of_n", "sft", "grpo", "rloo", "ppo"],
+        f"Methods to run, of {', '.join(METHODS)}. grpo/rloo need `pip install "
+        "'superhf[compare]'`, ppo `make ppo-env`; without them they are recorded as skipped.",
+        "methods",
+    )
+    sampled_token_budget: int = config_field(
+        20000,
+        "Completion tokens each trained method may sample (prompts not counted); a run stops "
+        "after the step that reaches it. SFT trains on as many chosen-answer tokens as SuperHF "
+        "trains on (budget / num_generations), or one epoch if smaller.",
+        "methods",
+    )
+    seeds: list[int] = config_field([0, 1, 2], "Seeds; every method runs each.", "methods")
+    method_seeds: dict[str, list[int]] = config_field(
+        {}, "Other seeds for some methods, e.g. {ppo: [0]} (a costly method).", "methods"
+    )
+    learning_rates: list[float] = config_field(
+        [5e-4],
+        "The learning-rate sweep, the same for every trained method; each method's reported "
+        "rate is the one with the best mean train reward on the held-out prompts.",
+        "methods",
+    )
+    superhf_betas: list[float] = config_field(
+        [0.0, 0.1, 0.35, 1.0],
+        "SuperHF's KL sweep (beta = 0 is the expert-iteration / RAFT ablation).",
+        "methods",
+    )
+    lr_scheduler_type: str = config_field(
+        "constant_with_warmup",
+        "Schedule of every trained method (a token budget has no known step count, so the "
+        "default is constant after the warm-up).",
+        "methods",
+    )
+    warmup_steps: int = config_field(2, "Warm-up updates of every trained method.", "methods")
+    method_settings: dict[str, dict[str, Any]] = config_field(
+        {},
+        "Per-method extras, e.g. {superhf: {eval_steps: 5}, grpo: {loss_type: dapo, beta: 0.0}}: "
+        "SuperHFConfig fields for superhf, TRL config fields for grpo/rloo/ppo, "
+        "per_device_train_batch_size for sft. `beta` sets a baseline's KL coefficient.",
+        "methods",
+    )
+
+    # --- evaluation ------------------------------------------------------------------------
+    eval_max_completion_length: int | None = config_field(
+        None,
+        "Most new tokens per evaluation answer (unset: max_completion_length; paper: 128). "
+        "Evaluation samples one answer per prompt at temperature 0.7, top_p 0.95.",
+        "evaluation",
+    )
+    eval_seed: int = config_field(
+        0, "Sampling seed of every evaluation, so runs differ only by their policy.", "evaluation"
+    )
+    meteor_pairs: int = config_field(
+        500, "Cross-prompt pairs for METEOR similarity (0 = skip).", "evaluation"
+    )
+
+    # --- output --------------------------------------------------------------------------
+    output_dir: str = config_field(
+        "runs/compare",
+        "Where runs/, reward_models/, data/, results.json, the plots and report.md go. "
+        "Running again continues: finished runs (done.json) are never redone.",
+        "output",
+    )
+    isolate_runs: bool = config_field(
+        True,
+        "Run each method run in its own Python process (its own peak memory; a crash is "
+        "recorded and the comparison goes on). Off: in this process (tests).",
+        "output",
+    )
+
+    def __post_init__(self) -> None:
+        check_types(self)
+        _check_finite(self)
+        for name in (
+            "lora_r",
+            "lora_alpha",
+            "num_eval_prompts",
+            "max_prompt_length",
+            "num_generations",
+            "max_completion_length",
+            "prompts_per_step",
+            "sampled_token_budget",
+        ):
+            if getattr(self, name) < 1:
+                raise ConfigError(f"{name} must be >= 1, got {getattr(self, name)}.")
+        if self.warmup_steps < 0 or self.meteor_pairs < 0:
+            raise ConfigError("warmup_steps and meteor_pairs must be >= 0.")
+        if self.temperature <= 0 or not 0 < self.top_p <= 1:
+            raise ConfigError("temperature must be > 0 and top_p in (0, 1].")
+        unknown = [m for m in self.methods if m not in METHODS]
+        if unknown or not self.methods:
+            raise ConfigError(
+                f"methods: unknown {unknown} (or none given); choose from {', '.join(METHODS)}."
+            )
+        for name in ("seeds", "learning_rates", "superhf_betas"):
+            if not getattr(self, name):
+                raise ConfigError(f"{name} is empty: give at least one value.")
+        if any(lr <= 0 for lr in self.learning_rates):
+            raise ConfigError(f"learning_rates must all be > 0, got {self.learning_rates}.")
+        if any(b < 0 or not math.isfinite(b) for b in self.superhf_betas):
+            raise ConfigError(f"superhf_betas must all be >= 0, got {self.superhf_betas}.")
+        for method in [*self.method_seeds, *self.method_settings]:
+            if method not in METHODS:
+                raise ConfigError(
+                    f"method_seeds / method_settings: unknown method {method!r}; "
+                    f"use one of {', '.join(METHODS)}."
+                )
+        for method, value in self.method_settings.items():
+            if not isinstance(value, dict):
+                raise ConfigError(
+                    f"method_settings.{method} must be a mapping of setting: value, got {value!r}."
+                )
+        if self.train_reward_model_data is None:
+            check_reward_weights(self.reward_weights, len(self.reward_funcs))
+        elif self.reward_funcs != ["default"] or self.reward_weights is not None:
+            raise ConfigError(
+                "train_reward_model_data builds the train reward model, which replaces "
+                "reward_funcs: leave reward_funcs and reward_weights unset, or drop "
+                "train_reward_model_data."
+            )
+        if self.test_reward_model_data is not None and self.test_reward_model is not None:
+            raise ConfigError(
+                "test_reward_model_data builds the test reward model: leave test_reward_model "
+                "unset, or drop test_reward_model_data."
+            )
+
+    def seeds_of(self, method: str) -> list[int]:
+        return list(self.method_seeds.get(method, self.seeds))
+
+    def extra_of(self, method: str) -> dict[str, Any]:
+        """The method's extras, `beta` taken out (it is a MethodRun field)."""
+        return {k: v for k, v in self.method_settings.get(method, {}).items() if k != "beta"}
+
+    def beta_of(self, method: str) -> float:
+        return float(self.method_settings.get(method, {}).get("beta", DEFAULT_BETAS[method]))
+
+    def to_dict(self) -> dict[str, Any]:
+        from dataclasses import asdict
+
+        return asdict(self)
+
+
+def parse_compare_args(argv: list[str]) -> CompareConfig:
+    """`superhf compare [--config FILE] [--name value ...]`."""
+    return parse_config_args(
+        CompareConfig,
+        argv,
+        prog="superhf compare",
+        description="Run SuperHF beside best-of-n, SFT and TRL's GRPO/RLOO/PPO on one task at "
+        "an equal sampled-token budget, evaluate every run on the same held-out prompts "
+        "(train and test reward, METEOR, KL, entropy, length, distinct-n) and write "
+        "results.json, plots and report.md. Settings come from the defaults, then --config "
+        "FILE (YAML), then the command line. Run it again to continue a stopped comparison.",
+    )

@@ -1,0 +1,192 @@
+"""`superhf compare`: every method on one task at an equal sampled-token budget, then one
+evaluation of every run, then results.json, plots and report.md.
+
+    superhf compare --config configs/compare/hh.yaml --output_dir runs/compare
+    run_comparison(CompareConfig(methods=["superhf", "best_of_n"], seeds=[0]))
+
+Runs are (method x seed x learning rate [x beta for SuperHF]) `MethodRun`s, one folder each
+under output_dir/runs/. A run with done.json is never redone and an evaluated run is never
+re-evaluated (compare_eval.json), so running the same command again continues a killed
+comparison; a SuperHF run also resumes from its own checkpoint.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+from rich.console import Console
+
+from superhf.compare import evaluation, results
+from superhf.compare.config import CompareConfig
+from superhf.compare.methods import RUN_FILE, STATUS_FILE, execute, write_json
+from superhf.compare.spec import DONE_FILE, MethodRun
+from superhf.compare.task import Task, prepare_task
+from superhf.console import make_console, progress_bar
+
+SHARED_EXTRAS = ("lr_scheduler_type", "warmup_steps")
+"""Settings every trained method gets in its `extra` (TRL's config fields have these names)."""
+
+
+def run_name(method: str, learning_rate: float, beta: float, seed: int) -> str:
+    if method == "best_of_n":
+        return f"best_of_n-s{seed}"
+    return f"{method}-lr{learning_rate:g}-b{beta:g}-s{seed}"
+
+
+def expand_runs(cfg: CompareConfig, task: Task) -> list[MethodRun]:
+    """One MethodRun per (method, seed, learning rate[, SuperHF beta])."""
+    out = Path(cfg.output_dir) / "runs"
+    runs = []
+    for method in cfg.methods:
+        rates = [0.0] if method == "best_of_n" else cfg.learning_rates
+        betas = cfg.superhf_betas if method == "superhf" else [cfg.beta_of(method)]
+        extra = {name: getattr(cfg, name) for name in SHARED_EXTRAS}
+        if method == "sft":
+            extra["sft_data"] = task.sft_file
+        extra |= cfg.extra_of(method)
+        for seed in cfg.seeds_of(method):
+            for lr in rates:
+                for beta in betas:
+                    runs.append(
+                        MethodRun(
+                            method=method,
+                            output_dir=str(out / run_name(method, lr, beta, seed)),
+                            model_name_or_path=cfg.model_name_or_path,
+                            dataset_name=task.train_file,
+                            dataset_train_split="train",
+                            apply_chat_template=cfg.apply_chat_template,
+                            max_prompt_length=cfg.max_prompt_length,
+                            reward_funcs=list(task.reward_funcs),
+                            reward_weights=task.reward_weights,
+                            test_reward_model=task.test_reward_model,
+                            num_generations=cfg.num_generations,
+                            max_completion_length=cfg.max_completion_length,
+                            temperature=cfg.temperature,
+                            top_p=cfg.top_p,
+                            prompts_per_step=cfg.prompts_per_step,
+                            learning_rate=lr,
+                            beta=beta,
+                            seed=seed,
+                            sampled_token_budget=cfg.sampled_token_budget,
+                            lora_r=cfg.lora_r,
+                            lora_alpha=cfg.lora_alpha,
+                            lora_dropout=cfg.lora_dropout,
+                            lora_target_modules=list(cfg.lora_target_modules),
+                            extra=dict(extra),
+                        )
+                    )
+    return runs
+
+
+def train_run(run: MethodRun, isolate: bool) -> dict[str, Any]:
+    """Run one method run (in its own process when `isolate`); its status."""
+    folder = Path(run.output_dir)
+    folder.mkdir(parents=True, exist_ok=True)
+    write_json(folder / RUN_FILE, run.to_dict())
+    if not isolate:
+        return execute(run)
+    with (folder / "log.txt").open("a", encoding="utf-8") as log:
+        code = subprocess.call(
+            [sys.executable, "-m", "superhf.compare.methods", str(folder / RUN_FILE)],
+            stdout=log,
+            stderr=subprocess.STDOUT,
+        )
+    if (folder / DONE_FILE).is_file():
+        return {"status": "done", "reason": None}
+    if (folder / STATUS_FILE).is_file():
+        return json.loads((folder / STATUS_FILE).read_text(encoding="utf-8"))
+    if code < 0 or code in (130, 143):
+        raise KeyboardInterrupt(f"{run.output_dir} was stopped (exit code {code})")
+    return {"status": "failed", "reason": f"exit code {code}; see {folder / 'log.txt'}"}
+
+
+def evaluate_run(
+    run: MethodRun, evaluator: evaluation.Evaluator, name: str
+) -> dict[str, Any] | None:
+    """The run's evaluation, from its cache when the evaluation settings are the same."""
+    folder = Path(run.output_dir)
+    hit = evaluation.cached(folder)
+    if hit is not None and hit.get("settings") == evaluator.settings():
+        return hit["metrics"]
+    if run.method == "best_of_n":
+        metrics = evaluator.evaluate_best_of_n(
+            run.model_name_or_path, run.num_generations, run.seed, folder
+        )
+    else:
+        metrics = evaluator.evaluate_policy(str(folder), name, folder)
+    stored = evaluation.store(folder, {"settings": evaluator.settings(), "metrics": metrics})
+    return stored["metrics"]
+
+
+def run_comparison(cfg: CompareConfig, console: Console | None = None) -> dict[str, Any]:
+    """Prepare the task, run every unfinished run, evaluate, write results; results.json's dict."""
+    console = console or make_console(stderr=False)
+    started = time.perf_counter()
+    out = Path(cfg.output_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    write_json(out / "compare_config.json", cfg.to_dict())
+    task = prepare_task(cfg, console)
+    runs = expand_runs(cfg, task)
+    console.print(
+        f"superhf compare: {len(runs)} runs ({', '.join(cfg.methods)}), "
+        f"{task.info['num_eval_prompts']} eval prompts, budget {cfg.sampled_token_budget} "
+        f"sampled tokens per run -> {out}"
+    )
+    evaluator = evaluation.Evaluator(
+        task.eval_file,
+        task.reward_funcs,
+        task.reward_weights,
+        task.test_reward_model,
+        cfg.eval_max_completion_length or cfg.max_completion_length,
+        cfg.num_eval_prompts,
+        cfg.max_prompt_length,
+        cfg.apply_chat_template,
+        cfg.meteor_pairs,
+        cfg.eval_seed,
+        console,
+    )
+    records: list[dict[str, Any]] = []
+    with progress_bar(console) as progress:
+        bar = progress.add_task("comparison", total=len(runs) + 1)
+        progress.update(bar, description="evaluating the start policy")
+        start = evaluate_start(out / "start", evaluator, cfg.model_name_or_path)
+        progress.console.print(results.headline_line("start", start, None))
+        progress.advance(bar)
+        for run in runs:
+            name = Path(run.output_dir).name
+            done_before = (Path(run.output_dir) / DONE_FILE).is_file()
+            status = {"status": "done", "reason": None}
+            if not done_before:
+                progress.update(bar, description=f"training {name}")
+                status = train_run(run, cfg.isolate_runs)
+            metrics = None
+            if status["status"] == "done":
+                progress.update(bar, description=f"evaluating {name}")
+                try:
+                    metrics = evaluate_run(run, evaluator, name)
+                except Exception as err:  # recorded; the comparison goes on
+                    status = {"status": "failed", "reason": f"evaluation: {err!r}"}
+            record = results.run_record(run, status, metrics, redone=not done_before)
+            records.append(record)
+            progress.console.print(results.headline_line(name, metrics, record), soft_wrap=True)
+            progress.advance(bar)
+        progress.update(bar, description="comparison")
+    result = results.build_results(cfg, task, evaluator, start, records, started)
+    results.write_outputs(result, out, console)
+    return result
+
+
+def evaluate_start(folder: Path, evaluator: evaluation.Evaluator, model: str) -> dict[str, Any]:
+    """The start policy, evaluated like every run (its KL to itself is 0)."""
+    hit = evaluation.cached(folder)
+    if hit is not None and hit.get("settings") == evaluator.settings():
+        return hit["metrics"]
+    metrics = evaluator.evaluate_policy(model, "start", folder, reference_model=model)
+    return evaluation.store(folder, {"settings": evaluator.settings(), "metrics": metrics})[
+        "metrics"
+    ]

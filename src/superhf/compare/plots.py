@@ -1,0 +1,189 @@
+"""The comparison's figures (matplotlib, Agg), from results.json's dict.
+
+- reward_vs_tokens.png: train reward along each run against sampled tokens, one line per
+  method (its reported learning rate), the mean over seeds with a +-1 standard-error band;
+- final_test_reward.png: the final test reward per method (mean +- standard error across
+  seeds), the start policy as a line; the train reward when there is no test reward model;
+- train_vs_test.png: train against test reward of every run (over-optimisation shows as
+  train reward rising without test reward);
+- kl_sweep.png: SuperHF's reward against METEOR similarity over its beta sweep (the paper's
+  trade-off), one point per beta, with standard errors.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+
+def _figure() -> Any:
+    from matplotlib.figure import Figure
+
+    return Figure(figsize=(7, 4.5), layout="constrained")
+
+
+def _mean_se(group: dict[str, Any], key: str) -> tuple[float | None, float]:
+    """Mean over seeds and its standard error (one seed: the SE over the eval prompts)."""
+    stat = group.get(key) or {}
+    return stat.get("mean"), stat.get("se") or stat.get("se_over_prompts") or 0.0
+
+
+def reward_vs_tokens(result: dict[str, Any], path: Path) -> bool:
+    fig = _figure()
+    ax = fig.add_subplot()
+    drawn = False
+    for group in result["headline"]:
+        runs = [
+            r
+            for r in result["runs"]
+            if r["status"] == "done"
+            and (r["method"], r["beta"], r["learning_rate"])
+            == (group["method"], group["beta"], group["learning_rate"])
+        ]
+        curves = []
+        for r in runs:
+            points = [
+                (p["sampled_tokens"], p["train_reward"])
+                for p in r["progress"]
+                if p.get("sampled_tokens") and p.get("train_reward") is not None
+            ]
+            if len(points) >= 1:
+                curves.append(np.array(points, dtype=float))
+        if not curves:
+            continue
+        drawn = True
+        end = min(c[-1, 0] for c in curves)
+        grid = np.linspace(min(c[0, 0] for c in curves), end, 50) if end > 0 else None
+        for c in curves:
+            ax.plot(c[:, 0], c[:, 1], alpha=0.25, linewidth=0.8)
+        if grid is not None and len(curves) > 1:
+            ys = np.array([np.interp(grid, c[:, 0], c[:, 1]) for c in curves])
+            mean, se = ys.mean(0), ys.std(0, ddof=1) / np.sqrt(len(curves))
+            line = ax.plot(grid, mean, linewidth=2, label=f"{group['label']} ({len(curves)} seeds)")
+            ax.fill_between(grid, mean - se, mean + se, alpha=0.2, color=line[0].get_color())
+        else:
+            ax.plot(curves[0][:, 0], curves[0][:, 1], linewidth=2, label=group["label"])
+    if not drawn:
+        return False
+    ax.set_xlabel("sampled completion tokens")
+    ax.set_ylabel("train reward of the step's samples")
+    ax.set_title("Train reward along the run (mean ± SE over seeds)")
+    ax.legend(fontsize=8)
+    fig.savefig(path, dpi=120)
+    return True
+
+
+def final_test_reward(result: dict[str, Any], path: Path) -> bool:
+    groups = result["headline"]
+    key = (
+        "test_reward"
+        if any(_mean_se(g, "test_reward")[0] is not None for g in groups)
+        else "reward"
+    )
+    points = [(g["label"], *_mean_se(g, key)) for g in groups if _mean_se(g, key)[0] is not None]
+    if not points:
+        return False
+    fig = _figure()
+    ax = fig.add_subplot()
+    xs = np.arange(len(points))
+    ax.errorbar(xs, [p[1] for p in points], yerr=[p[2] for p in points], fmt="o", capsize=4)
+    start = result["start"]["numbers"].get(key)
+    if start is not None:
+        ax.axhline(start, color="grey", linestyle="--", label="start policy")
+        ax.legend(fontsize=8)
+    ax.set_xticks(xs, [p[0] for p in points], rotation=30, ha="right", fontsize=8)
+    ax.set_ylabel(f"{key.replace('_', ' ')} on held-out prompts")
+    ax.set_title(
+        f"Final {key.replace('_', ' ')} per method (mean ± SE over seeds; one seed: over prompts)"
+    )
+    fig.savefig(path, dpi=120)
+    return True
+
+
+def train_vs_test(result: dict[str, Any], path: Path) -> bool:
+    runs = [
+        r
+        for r in result["runs"]
+        if r["numbers"]["test_reward"] is not None and r["numbers"]["reward"] is not None
+    ]
+    if not runs:
+        return False
+    fig = _figure()
+    ax = fig.add_subplot()
+    for name in dict.fromkeys(_label(r) for r in runs):
+        mine = [r for r in runs if _label(r) == name]
+        ax.scatter(
+            [r["numbers"]["reward"] for r in mine],
+            [r["numbers"]["test_reward"] for r in mine],
+            label=name,
+        )
+    start = result["start"]["numbers"]
+    if start.get("reward") is not None and start.get("test_reward") is not None:
+        ax.scatter(
+            [start["reward"]], [start["test_reward"]], marker="*", s=150, c="k", label="start"
+        )
+    ax.set_xlabel("train reward (held-out prompts)")
+    ax.set_ylabel("test reward (held-out RM)")
+    ax.set_title("Train vs test reward, every run")
+    ax.legend(fontsize=7)
+    fig.savefig(path, dpi=120)
+    return True
+
+
+def _label(run: dict[str, Any]) -> str:
+    from superhf.compare.results import label
+
+    return label(run["method"], run["beta"])
+
+
+def kl_sweep(result: dict[str, Any], path: Path) -> bool:
+    groups = sorted(
+        (g for g in result["headline"] if g["method"] == "superhf"), key=lambda g: g["beta"]
+    )
+    key = (
+        "test_reward"
+        if any(_mean_se(g, "test_reward")[0] is not None for g in groups)
+        else "reward"
+    )
+    points = [
+        g
+        for g in groups
+        if _mean_se(g, key)[0] is not None and _mean_se(g, "meteor")[0] is not None
+    ]
+    if len(points) < 2:
+        return False
+    fig = _figure()
+    ax = fig.add_subplot()
+    x = [_mean_se(g, "meteor") for g in points]
+    y = [_mean_se(g, key) for g in points]
+    ax.errorbar(
+        [a for a, _ in x],
+        [a for a, _ in y],
+        xerr=[b for _, b in x],
+        yerr=[b for _, b in y],
+        fmt="o-",
+        capsize=3,
+    )
+    for g, (mx, _), (my, _) in zip(points, x, y, strict=True):
+        ax.annotate(f"β={g['beta']:g}", (mx, my), textcoords="offset points", xytext=(5, 5))
+    ax.set_xlabel("METEOR similarity between answers to different prompts")
+    ax.set_ylabel(key.replace("_", " "))
+    ax.set_title("SuperHF's KL sweep: reward vs METEOR")
+    fig.savefig(path, dpi=120)
+    return True
+
+
+def draw_plots(result: dict[str, Any], out: Path) -> list[str]:
+    """Draw what the results allow; the file names drawn."""
+    drawn = []
+    for name, draw in (
+        ("reward_vs_tokens.png", reward_vs_tokens),
+        ("final_test_reward.png", final_test_reward),
+        ("train_vs_test.png", train_vs_test),
+        ("kl_sweep.png", kl_sweep),
+    ):
+        if draw(result, out / name):
+            drawn.append(name)
+    return drawn

@@ -1,0 +1,113 @@
+"""report.md of a comparison: the task, the machine, the tables, the plots, what was skipped.
+
+Written from results.json's dict only, so it can be redrawn without running anything.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+
+def _stat(stat: dict[str, Any] | None, digits: int = 3) -> str:
+    if not stat or stat.get("mean") is None:
+        return "n/a"
+    text = f"{stat['mean']:.{digits}f}"
+    return text + (f" ± {stat['se']:.{digits}f}" if stat.get("se") is not None else "")
+
+
+def _num(value: float | None, digits: int = 3) -> str:
+    return "n/a" if value is None else f"{value:.{digits}f}"
+
+
+def _table(groups: list[dict[str, Any]]) -> list[str]:
+    lines = [
+        "| method | lr | seeds | test reward | train reward | METEOR | KL/token | entropy "
+        "| tokens/answer | distinct-2 | diverged | sampled tokens | wall s | peak MB |",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|",
+    ]
+    for g in groups:
+        diverged = g["divergence_rate"]
+        lines.append(
+            f"| {g['label']} | {g['learning_rate']:g} | {len(g['seeds'])} "
+            f"| {_stat(g['test_reward'])} | {_stat(g['reward'])} | {_stat(g['meteor'])} "
+            f"| {_stat(g['kl_per_token'], 4)} | {_stat(g['entropy'], 2)} "
+            f"| {_stat(g['length_tokens'], 1)} | {_stat(g['distinct_2'])} "
+            f"| {'n/a' if diverged is None else f'{diverged:.0%}'} "
+            f"| {_stat(g['sampled_tokens'], 0)} | {_stat(g['wall_time_s'], 0)} "
+            f"| {_stat(g['peak_memory_mb'], 0)} |"
+        )
+    return lines
+
+
+def write_report(result: dict[str, Any], plots: list[str], out: Path) -> Path:
+    s, task, m = result["settings"], result["task"], result["machine"]
+    start = result["start"]["numbers"]
+    lines = [
+        "# superhf compare",
+        "",
+        f"{result['created']}; {result['wall_time_s']:.0f} s for this invocation (runs "
+        "finished earlier are reused).",
+        "",
+        "## Task",
+        f"- policy: `{s['model_name_or_path']}`, LoRA r={s['lora_r']} alpha={s['lora_alpha']}",
+        f"- prompts: `{s['dataset_name']}` split `{s['dataset_train_split']}` "
+        f"({task['num_train_rows']} rows); held out: split `{s['eval_split']}`, "
+        f"{task['num_eval_prompts']} prompts ({task['num_eval_dropped_as_in_training']} "
+        "dropped as they occur in training)",
+        f"- train reward: {task['reward_funcs']}; test reward: {task['test_reward_model']}",
+        f"- budget: {s['sampled_token_budget']} sampled completion tokens per run; "
+        f"{s['num_generations']} samples per prompt, {s['prompts_per_step']} prompts per "
+        f"step, up to {s['max_completion_length']} tokens",
+        f"- sweep: learning rates {s['learning_rates']}, SuperHF betas {s['superhf_betas']}, "
+        f"seeds {s['seeds']}",
+        f"- machine: {m['cpu']}, {m['cores']} cores ({m['platform']}); torch {m['torch']}, "
+        f"transformers {m['transformers']}, trl {m['trl'] or 'not installed'}",
+        "",
+        "## Start policy",
+        f"test reward {_num(start.get('test_reward'))}, train reward "
+        f"{_num(start.get('reward'))}, METEOR {_num(start.get('meteor'))}, entropy "
+        f"{_num(start.get('entropy'), 2)}",
+        "",
+        "## Each method at its chosen learning rate",
+        "Mean ± standard error across seeds of each run's held-out mean. The learning rate is "
+        "the one with the best train reward on the held-out prompts. Diverged: share of "
+        "seeds whose test reward ends below the start's.",
+        "",
+        *_table(result["headline"]),
+        "",
+        "## Every (method, beta, learning rate)",
+        "",
+        *_table(result["summary"]),
+        "",
+    ]
+    fired = [r for r in result["runs"] if r["reward_hacking"]]
+    lines += ["## Reward-hacking monitor (SuperHF runs)", ""]
+    if fired:
+        for r in fired:
+            where = ", ".join(
+                f"iteration {w['iteration']}: {w['warning']}" for w in r["reward_hacking"]
+            )
+            lines.append(f"- {r['name']}: {where}")
+    else:
+        lines.append("It did not fire in any run.")
+    lines.append("")
+    short = [r for r in result["runs"] if r.get("budget_reached") is False]
+    if short:
+        lines += ["## Runs that stopped before the sampled-token budget", ""]
+        lines += [
+            f"- {r['name']}: {r['sampled_tokens']} tokens ({r['done'].get('stopped_by')})"
+            for r in short
+        ]
+        lines.append("")
+    if result["skipped"] or result["failed"]:
+        lines += ["## Not run", ""]
+        for kind in ("skipped", "failed"):
+            for r in result[kind]:
+                lines.append(f"- {r['name']}: {kind}: {r['reason']}")
+        lines.append("")
+    if plots:
+        lines += ["## Figures", ""] + [f"![{p}]({p})" for p in plots] + [""]
+    path = out / "report.md"
+    path.write_text("\n".join(lines), encoding="utf-8")
+    return path

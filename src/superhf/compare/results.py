@@ -1,0 +1,257 @@
+"""From run folders and evaluations to results.json and report.md: per-run numbers, means
+and standard errors across seeds, divergence rates, the learning rate each method reports.
+
+Aggregation: a group is (method, beta, learning rate); its number for a metric is the mean
+over seeds of each run's evaluation mean, with the standard error across seeds. Each
+(method, beta) reports the learning rate with the best mean train reward on the held-out
+prompts (the train reward, not the test reward: the test RM is never used to choose).
+A run diverged when its test reward ends below the start policy's.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import platform
+import time
+from datetime import UTC, datetime
+from importlib import metadata
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from rich.console import Console
+
+from superhf.compare.spec import DONE_FILE, PROGRESS_FILE, SETTINGS_FILE, MethodRun
+from superhf.evaluation.heldout import mean_se
+from superhf.files import json_safe, read_json_lines, read_text
+
+if TYPE_CHECKING:
+    from superhf.compare.evaluation import Evaluator
+    from superhf.compare.task import Task
+
+METRICS = {
+    "test_reward": ("test_reward", "mean"),
+    "reward": ("reward", "mean"),
+    "meteor": ("meteor", "mean"),
+    "kl_per_token": ("kl", "per_token"),
+    "entropy": ("entropy", "mean"),
+    "length_tokens": ("length", "mean_tokens"),
+    "distinct_2": ("distinct_2", None),
+}
+"""results.json's per-run numbers: name -> where it sits in an evaluation."""
+
+
+def _read_json(path: Path) -> Any:
+    return json.loads(path.read_text(encoding="utf-8")) if path.is_file() else None
+
+
+def _value(metrics: dict[str, Any] | None, where: tuple[str, str | None]) -> float | None:
+    if not metrics:
+        return None
+    value = metrics.get(where[0])
+    if where[1] is not None:
+        value = value.get(where[1]) if isinstance(value, dict) else None
+        if isinstance(value, dict):  # KL's per_token is itself a mean_se
+            value = value.get("mean")
+    return value if isinstance(value, int | float) else None
+
+
+def run_record(
+    run: MethodRun, status: dict[str, Any], metrics: dict[str, Any] | None, redone: bool
+) -> dict[str, Any]:
+    """Everything about one run: its settings, how it ended, along the run, its evaluation."""
+    folder = Path(run.output_dir)
+    progress = []
+    if (folder / PROGRESS_FILE).is_file():
+        text = read_text(folder / PROGRESS_FILE, "progress")
+        progress = [line.value for line in read_json_lines(text, str(folder), "p", True)]
+    done = _read_json(folder / DONE_FILE) or {}
+    # done.json's fields are each method's own; progress.jsonl's are the contract's
+    sampled = done.get("sampled_tokens", progress[-1].get("sampled_tokens") if progress else None)
+    if run.method == "best_of_n" and metrics:
+        sampled = metrics.get("sampled_tokens")
+    return {
+        "name": folder.name,
+        "method": run.method,
+        "beta": run.beta,
+        "learning_rate": run.learning_rate,
+        "seed": run.seed,
+        "status": status["status"],
+        "reason": status.get("reason"),
+        "ran_in_this_invocation": redone,
+        "folder": str(folder),
+        "sampled_tokens": sampled,
+        "steps": done.get("steps", len(progress)),
+        "budget_reached": None
+        if run.method in ("best_of_n", "sft") or status["status"] != "done"
+        else sampled is not None and sampled >= run.sampled_token_budget,
+        "wall_time_s": done.get("wall_time_s")
+        or (progress[-1].get("wall_time_s") if progress else None),
+        "peak_memory_mb": max(
+            (p["peak_memory_mb"] for p in progress if p.get("peak_memory_mb") is not None),
+            default=None,
+        ),
+        "reward_hacking": done.get("reward_hacking", []),
+        "done": done,
+        "settings": _read_json(folder / SETTINGS_FILE),
+        "progress": progress,
+        "numbers": {k: _value(metrics, where) for k, where in METRICS.items()},
+        "eval": metrics,
+    }
+
+
+def headline_line(name: str, metrics: dict[str, Any] | None, record: dict[str, Any] | None) -> str:
+    """The console line of a finished run."""
+    if record is not None and record["status"] != "done":
+        return f"{name}: {record['status']} ({record['reason']})"
+
+    def num(key: str, digits: int = 3) -> str:
+        value = _value(metrics, METRICS[key])
+        return "n/a" if value is None else f"{value:+.{digits}f}"
+
+    text = (
+        f"{name}: test reward {num('test_reward')} | train reward {num('reward')} | "
+        f"METEOR {num('meteor')} | KL/token {num('kl_per_token', 4)} | "
+        f"entropy {num('entropy', 2)}"
+    )
+    if record is not None:
+        tokens, wall = record["sampled_tokens"], record["wall_time_s"]
+        text += f" | {tokens if tokens is not None else 'n/a'} sampled tokens"
+        text += f" | {wall:.0f} s" if wall is not None else ""
+    return text
+
+
+def label(method: str, beta: float) -> str:
+    if method == "superhf":
+        return f"superhf b={beta:g}" + (" (KL 0)" if beta == 0 else "")
+    return method
+
+
+def summarize_groups(records: list[dict[str, Any]], start_test: float | None) -> list[dict]:
+    """Mean and standard error across seeds per (method, beta, lr); the chosen lr marked."""
+    groups: dict[tuple, list[dict[str, Any]]] = {}
+    for r in records:
+        if r["status"] == "done":
+            groups.setdefault((r["method"], r["beta"], r["learning_rate"]), []).append(r)
+    rows = []
+    for (method, beta, lr), members in groups.items():
+        row: dict[str, Any] = {
+            "label": label(method, beta),
+            "method": method,
+            "beta": beta,
+            "learning_rate": lr,
+            "seeds": [m["seed"] for m in members],
+        }
+        for key in [*METRICS, "sampled_tokens", "wall_time_s", "peak_memory_mb"]:
+            source = [m["numbers"].get(key, m.get(key)) for m in members]
+            values = [v for v in source if v is not None]
+            row[key] = mean_se(values) if values else None
+            if key in ("test_reward", "reward") and len(members) == 1 and row[key]:
+                # one seed: the standard error over the eval prompts is the only interval
+                row[key]["se_over_prompts"] = ((members[0]["eval"] or {}).get(key) or {}).get("se")
+        tests = [m["numbers"]["test_reward"] for m in members]
+        if start_test is not None and all(t is not None for t in tests):
+            row["divergence_rate"] = sum(t < start_test for t in tests) / len(tests)
+        else:
+            row["divergence_rate"] = None
+        row["reward_hacking_runs"] = sum(bool(m["reward_hacking"]) for m in members)
+        rows.append(row)
+    best: dict[tuple, dict[str, Any]] = {}
+    for row in rows:
+        key = (row["method"], row["beta"])
+        score = (row["reward"] or {}).get("mean")
+        held = best.get(key)
+        if held is None or (
+            score is not None and score > ((held["reward"] or {}).get("mean") or -1e30)
+        ):
+            best[key] = row
+    for row in rows:
+        row["chosen_learning_rate"] = best[(row["method"], row["beta"])] is row
+    return rows
+
+
+def machine() -> dict[str, Any]:
+    """Where the numbers were measured."""
+
+    def version(name: str) -> str | None:
+        try:
+            return metadata.version(name)
+        except metadata.PackageNotFoundError:
+            return None
+
+    cpu = platform.processor()
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    import torch
+
+    return {
+        "platform": platform.platform(),
+        "cpu": cpu,
+        "cores": os.cpu_count(),
+        "torch_threads": torch.get_num_threads(),
+        "cuda": torch.cuda.get_device_name(0) if torch.cuda.is_available() else None,
+        "python": platform.python_version(),
+        **{
+            name: version(name)
+            for name in ("torch", "transformers", "peft", "accelerate", "trl", "superhf")
+        },
+    }
+
+
+def build_results(
+    cfg: Any,
+    task: Task,
+    evaluator: Evaluator,
+    start: dict[str, Any],
+    records: list[dict[str, Any]],
+    started: float,
+) -> dict[str, Any]:
+    start_test = _value(start, METRICS["test_reward"])
+    groups = summarize_groups(records, start_test)
+    return json_safe(
+        {
+            "created": datetime.now(UTC).isoformat(timespec="seconds"),
+            "settings": cfg.to_dict(),
+            "task": {
+                **task.info,
+                "train_file": task.train_file,
+                "eval_file": task.eval_file,
+                "sft_file": task.sft_file,
+                "reward_funcs": task.reward_funcs,
+                "test_reward_model": task.test_reward_model,
+            },
+            "evaluation_settings": evaluator.settings(),
+            "machine": machine(),
+            "wall_time_s": time.perf_counter() - started,
+            "start": {"numbers": {k: _value(start, w) for k, w in METRICS.items()}, "eval": start},
+            "summary": groups,
+            "headline": [g for g in groups if g["chosen_learning_rate"]],
+            "runs": records,
+            "skipped": [
+                {"name": r["name"], "reason": r["reason"]}
+                for r in records
+                if r["status"] == "skipped"
+            ],
+            "failed": [
+                {"name": r["name"], "reason": r["reason"]}
+                for r in records
+                if r["status"] == "failed"
+            ],
+        }
+    )
+
+
+def write_outputs(result: dict[str, Any], out: Path, console: Console) -> None:
+    """results.json, the plots and report.md."""
+    from superhf.compare.plots import draw_plots
+    from superhf.compare.report import write_report
+
+    (out / "results.json").write_text(json.dumps(result, indent=2) + "\n", encoding="utf-8")
+    plots = draw_plots(result, out)
+    path = write_report(result, plots, out)
+    console.print(f"Done. {out / 'results.json'}, {len(plots)} plots and {path}")

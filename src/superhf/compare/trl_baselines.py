@@ -1,0 +1,220 @@
+"""TRL's GRPO and RLOO (trl==1.16.0) as rows of `superhf compare`, on SuperHF's terms.
+
+    pip install 'superhf[compare]'
+    run_trl_baseline(MethodRun(method="grpo", ...))   # or method="rloo"
+
+The start policy and tokenizer load through `superhf.models` (embedded names resolve), LoRA
+uses the run's settings, the prompts are `superhf.data`'s in SuperHFTrainer's order
+(`baseline_run.training_prompts`), and the reward is superhf's `RewardScorer` reading the
+text a SuperHF run's reward reads (`baseline_run.BaselineReward`). TRL's defaults differ from
+ours (GRPO: lr 1e-6, beta 0, bf16 on, gradient checkpointing on, 8 generations, top_p 1), so
+every setting that shapes sampling or the update is set here explicitly; `run.extra` overrides
+any TRL config field, and the whole final config goes to settings.json.
+
+One update = one generation round: `prompts_per_step` prompts x `num_generations` completions
+(generation_batch_size = their product), one optimizer step on all of them (TRL's
+num_iterations = 1), accumulated over micro-batches of at most `MAX_MICRO_BATCH` completions
+(per_device_train_batch_size x gradient_accumulation_steps = the product, so TRL's
+steps_per_generation = gradient_accumulation_steps): the whole batch in one pass held 10.9 GB
+for SmolLM2-135M at 4 x 8 x 48 tokens. The run stops after the update whose
+sampled completion tokens reach `sampled_token_budget`. A killed run is redone whole (no
+done.json), never resumed half-way.
+"""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+from typing import Any
+
+from superhf.compare.baseline_run import (
+    BaselineReward,
+    ProgressLog,
+    check_trl_overrides,
+    max_updates,
+    prompt_ids_match,
+    split_extra,
+    stop_sequences,
+    training_prompts,
+    write_run_files,
+)
+from superhf.compare.spec import MethodRun
+from superhf.errors import ConfigError
+
+TRL_VERSION = "1.16.0"
+METHODS = ("grpo", "rloo")
+INSTALL_HINT = "pip install 'superhf[compare]'"
+MAX_MICRO_BATCH = 8
+"""Completions per forward/backward pass; an update's gradient is accumulated over them."""
+
+
+def _import_trl() -> Any:
+    try:
+        import trl
+    except ImportError as err:
+        raise ConfigError(
+            f"method grpo/rloo needs TRL {TRL_VERSION}, which is not installed: {INSTALL_HINT}."
+        ) from err
+    if trl.__version__ != TRL_VERSION:
+        raise ConfigError(
+            f"method grpo/rloo is pinned to TRL {TRL_VERSION} (its defaults and logging are what "
+            f"this module sets); found {trl.__version__}: {INSTALL_HINT}."
+        )
+    return trl
+
+
+def trl_settings(run: MethodRun, use_cpu: bool) -> dict[str, Any]:
+    """Every TRL config value superhf sets, before `run.extra`'s overrides."""
+    completions = run.prompts_per_step * run.num_generations
+    micro = math.gcd(completions, MAX_MICRO_BATCH)
+    settings: dict[str, Any] = dict(
+        output_dir=run.output_dir,
+        seed=run.seed,
+        # Sampling, as SuperHF samples (top_k 0 = off, as superhf's default).
+        num_generations=run.num_generations,
+        max_completion_length=run.max_completion_length,
+        temperature=run.temperature,
+        top_p=run.top_p,
+        top_k=0,
+        # One generation round per optimizer step, accumulated over micro-batches.
+        per_device_train_batch_size=micro,
+        gradient_accumulation_steps=completions // micro,
+        generation_batch_size=completions,
+        num_iterations=1,
+        shuffle_dataset=False,  # SuperHF's prompt order (training_prompts)
+        max_steps=max_updates(run, completions),  # a bound: the budget ends the run
+        # The update.
+        learning_rate=run.learning_rate,
+        lr_scheduler_type="constant",  # the number of updates is set by the budget
+        warmup_steps=0,
+        weight_decay=0.01,  # SuperHF's AdamW weight decay
+        beta=run.beta,
+        # fp32 (TRL turns bf16 on by default), no gradient checkpointing (TRL: on).
+        bf16=False,
+        fp16=False,
+        use_cpu=use_cpu,
+        gradient_checkpointing=False,
+        # Nothing else: no evaluation, no checkpoints, no hub, no trackers.
+        eval_strategy="no",
+        save_strategy="no",
+        push_to_hub=False,
+        report_to="none",
+        logging_steps=1,
+        disable_tqdm=True,
+        log_completions=False,
+    )
+    if run.method == "grpo":
+        settings["loss_type"] = "dapo"  # TRL 1.16's default, written so that it is recorded
+    return settings
+
+
+def build_trl_trainer(run: MethodRun) -> tuple[Any, BaselineReward, list[str]]:
+    """The TRL trainer of `run`, its reward, and notes for settings.json. Settings, prompts
+    and rewards are checked before the model loads."""
+    if run.method not in METHODS:
+        raise ConfigError(f"method {run.method!r}: run_trl_baseline runs {' or '.join(METHODS)}.")
+    trl = _import_trl()
+    import torch
+    from datasets import Dataset
+    from peft import LoraConfig
+    from transformers import set_seed
+
+    from superhf.generation import stop_token_ids
+    from superhf.models import load_model, load_tokenizer
+    from superhf.rewards.scoring import RewardScorer, load_reward_funcs
+
+    config_cls, trainer_cls = (
+        (trl.GRPOConfig, trl.GRPOTrainer)
+        if run.method == "grpo"
+        else (trl.RLOOConfig, trl.RLOOTrainer)
+    )
+    _, overrides = split_extra(run)
+    check_trl_overrides(overrides, config_cls, run.method)
+    stops = stop_sequences(run)
+    tokenizer = load_tokenizer(run.model_name_or_path)
+    prompts = training_prompts(run, tokenizer)
+    funcs, weights = load_reward_funcs(run.reward_funcs, run.reward_weights)
+    scorer = RewardScorer(funcs, weights)
+    use_cpu = not torch.cuda.is_available()
+    try:
+        args = config_cls(**{**trl_settings(run, use_cpu), **overrides})
+    except (ValueError, TypeError) as err:
+        raise ConfigError(f"{config_cls.__name__} refused the run's settings: {err}") from err
+    notes = []
+    if not prompt_ids_match(
+        prompts, tokenizer, tokenizer(text=[p.text for p in prompts])["input_ids"]
+    ):
+        notes.append(
+            "TRL encodes some prompts differently from superhf.batching.encode_prompt (a BOS)."
+        )
+
+    set_seed(run.seed)  # before LoRA's initialisation, as SuperHFTrainer does
+    model = load_model(run.model_name_or_path)
+    lora = LoraConfig(
+        r=run.lora_r,
+        lora_alpha=run.lora_alpha,
+        lora_dropout=run.lora_dropout,
+        target_modules=list(run.lora_target_modules),
+        task_type="CAUSAL_LM",
+    )
+    reward = BaselineReward(prompts, scorer, tokenizer, stop_token_ids(model, tokenizer), stops)
+    dataset = Dataset.from_list(
+        [{"prompt": p.text, "superhf_index": i} for i, p in enumerate(prompts)]
+    )
+    trainer = trainer_cls(
+        model=model,
+        reward_funcs=reward,
+        args=args,
+        train_dataset=dataset,
+        processing_class=tokenizer,
+        peft_config=lora,
+    )
+    return trainer, reward, notes
+
+
+def budget_callback(reward: BaselineReward, progress: ProgressLog) -> Any:
+    """A TrainerCallback: after each update, a progress line; at the budget, stop."""
+    from transformers import TrainerCallback
+
+    class SampledTokenBudget(TrainerCallback):
+        def on_step_end(self, args: Any, state: Any, control: Any, **kwargs: Any) -> Any:
+            progress.record(state.global_step, reward.sampled_tokens, reward.take_step_rewards())
+            if progress.budget_reached(reward.sampled_tokens):
+                control.should_training_stop = True
+            return control
+
+    return SampledTokenBudget()
+
+
+def run_trl_baseline(run: MethodRun) -> None:
+    """Train `run.method` ("grpo" or "rloo") with TRL until the sampled-token budget; write the
+    adapter, tokenizer, config.yaml, settings.json, progress.jsonl and, last, done.json."""
+    trainer, reward, notes = build_trl_trainer(run)
+    Path(run.output_dir).mkdir(parents=True, exist_ok=True)
+    progress = ProgressLog(run.output_dir, run.sampled_token_budget)
+    trainer.add_callback(budget_callback(reward, progress))
+    trainer.train()
+    reached = progress.budget_reached(reward.sampled_tokens)
+    settings = {
+        "method": run.method,
+        "trl_version": TRL_VERSION,
+        "trl_config": trainer.args.to_dict(),
+        "lora": {
+            "r": run.lora_r,
+            "lora_alpha": run.lora_alpha,
+            "lora_dropout": run.lora_dropout,
+            "target_modules": list(run.lora_target_modules),
+        },
+        "stop_sequences": reward.stop_sequences,
+        "num_prompts": len(reward.prompts),
+        "notes": notes,
+        "run": run.to_dict(),
+    }
+    write_run_files(
+        run,
+        trainer.model,
+        trainer.processing_class,
+        settings,
+        progress,
+        "sampled_token_budget" if reached else "max_steps",
+    )

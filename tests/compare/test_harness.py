@@ -1,0 +1,209 @@
+"""The whole `superhf compare` harness on a tiny random model, every method for a step or two:
+equal sampled-token budgets, eval prompts never trained on, results.json and the plots
+written, TRL methods skipped (and recorded) without TRL, and a stopped comparison resumed
+without redoing finished runs."""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+from pathlib import Path
+
+import pytest
+import torch
+
+from superhf.compare.config import CompareConfig
+from superhf.compare.harness import run_comparison
+from superhf.compare.task import prompt_key
+
+BUDGET = 30
+STEP_TOKENS = 2 * 2 * 6  # prompts_per_step x num_generations x max_completion_length
+
+
+def _hh_rows() -> list[dict[str, str]]:
+    rows = []
+    for i in range(40):
+        question = f"How do I fix problem number {i % 25}?"  # rows 25-39 repeat rows 0-14
+        rows.append(
+            {
+                "chosen": f"\n\nHuman: {question}\n\nAssistant: Try step {i}, then check it.",
+                "rejected": f"\n\nHuman: {question}\n\nAssistant: No.",
+            }
+        )
+    return rows
+
+
+@pytest.fixture(scope="module")
+def comparison(tmp_path_factory, tiny_model_dir):
+    # One thread: on a shared 2-core CPU, two torch threads made the tiny model's decoding
+    # about 6x slower (measured 16 s vs 2.6 s for the same 12 tokens under load).
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    root = tmp_path_factory.mktemp("compare")
+    data = root / "pairs.jsonl"
+    data.write_text("".join(json.dumps(r) + "\n" for r in _hh_rows()), encoding="utf-8")
+    cfg = CompareConfig(
+        model_name_or_path=str(tiny_model_dir),
+        dataset_name=str(data),
+        dataset_train_split="first-half",
+        eval_split="second-half",
+        num_eval_prompts=4,
+        num_generations=2,
+        max_completion_length=6,
+        prompts_per_step=2,
+        reward_funcs=["tests.compare.rewards:length"],
+        test_reward_model="tests.compare.rewards:vowels",
+        methods=["superhf", "best_of_n", "sft", "grpo"],
+        sampled_token_budget=BUDGET,
+        seeds=[0],
+        learning_rates=[1e-3],
+        superhf_betas=[0.0, 0.35],
+        lr_scheduler_type="constant",
+        warmup_steps=0,
+        method_settings={
+            "superhf": {"num_eval_prompts": 2, "eval_on_start": False, "save_steps": 1},
+            "sft": {"max_trained_tokens": 20},
+        },
+        meteor_pairs=10,
+        output_dir=str(root / "out"),
+        isolate_runs=False,
+    )
+    try:
+        yield cfg, run_comparison(cfg), Path(cfg.output_dir)
+    finally:
+        torch.set_num_threads(threads)
+
+
+def _runs(result, method):
+    return [r for r in result["runs"] if r["method"] == method]
+
+
+def test_every_method_ran_and_results_and_plots_are_written(comparison):
+    cfg, result, out = comparison
+    assert {r["name"]: r["status"] for r in result["runs"] if r["method"] != "grpo"} == {
+        "superhf-lr0.001-b0-s0": "done",
+        "superhf-lr0.001-b0.35-s0": "done",
+        "best_of_n-s0": "done",
+        "sft-lr0.001-b0-s0": "done",
+    }
+    on_disk = json.loads((out / "results.json").read_text())
+    assert on_disk["machine"]["cores"] >= 1 and on_disk["machine"]["torch"]
+    assert on_disk["start"]["numbers"]["test_reward"] is not None
+    for name in (
+        "final_test_reward.png",
+        "train_vs_test.png",
+        "reward_vs_tokens.png",
+        "kl_sweep.png",
+    ):
+        assert (out / name).stat().st_size > 1000, name
+    report = (out / "report.md").read_text()
+    assert "superhf b=0 (KL 0)" in report and "best_of_n" in report
+    for r in result["runs"]:
+        if r["status"] == "done":
+            assert (
+                r["numbers"]["test_reward"] is not None and r["settings"]["method"] == r["method"]
+            )
+            assert r["numbers"]["entropy"] > 0
+    best_of_n = _runs(result, "best_of_n")[0]
+    assert (
+        best_of_n["sampled_tokens"] > 0 and "analytic_bound_per_sequence" in best_of_n["eval"]["kl"]
+    )
+    sft = _runs(result, "sft")[0]
+    assert sft["done"]["trained_tokens"] >= 20 and sft["done"]["sampled_tokens"] == 0
+
+
+def test_the_sampled_token_budget_is_equal_across_methods(comparison):
+    _, result, _ = comparison
+    trained = [r for r in result["runs"] if r["method"] in ("superhf", "grpo", "rloo")]
+    spent = [r["sampled_tokens"] for r in trained if r["status"] == "done"]
+    assert len(spent) >= 2
+    assert all(BUDGET <= s < BUDGET + STEP_TOKENS for s in spent), spent
+    assert all(r["budget_reached"] for r in trained if r["status"] == "done")
+    for r in trained:
+        if r["status"] == "done" and r["progress"]:
+            assert r["progress"][-1]["sampled_tokens"] == r["sampled_tokens"]
+
+
+def test_no_method_trains_on_an_eval_prompt(comparison):
+    _, result, out = comparison
+    read = lambda p: [json.loads(line) for line in p.read_text().splitlines()]  # noqa: E731
+    eval_keys = {prompt_key(r) for r in read(out / "data" / "eval.jsonl")}
+    train_keys = {prompt_key(r) for r in read(out / "data" / "train.jsonl")}
+    sft_keys = {prompt_key(r) for r in read(out / "data" / "sft.jsonl")}
+    assert eval_keys and not eval_keys & train_keys and not eval_keys & sft_keys
+    assert result["task"]["num_eval_dropped_as_in_training"] == 15
+    for r in _runs(result, "superhf"):
+        completions = read(Path(r["folder"]) / "completions.jsonl")
+        assert completions and not {prompt_key(c) for c in completions} & eval_keys
+
+
+def test_trl_methods_are_skipped_with_the_reason_without_trl(comparison):
+    _, result, _ = comparison
+    (grpo,) = _runs(result, "grpo")
+    available = all(
+        importlib.util.find_spec(name) is not None
+        for name in ("trl", "superhf.compare.trl_baselines")
+    )
+    if available:
+        assert grpo["status"] == "done", grpo["reason"]
+    else:
+        assert grpo["status"] == "skipped"
+        assert "superhf[compare]" in grpo["reason"] or "trl_baselines" in grpo["reason"]
+        assert result["skipped"] == [{"name": grpo["name"], "reason": grpo["reason"]}]
+        assert (
+            grpo["name"] in (Path(result["runs"][0]["folder"]).parents[1] / "report.md").read_text()
+        )
+
+
+def test_a_stopped_comparison_resumes_without_redoing_finished_runs(comparison):
+    cfg, first, out = comparison
+    runs = out / "runs"
+    kept = runs / "superhf-lr0.001-b0-s0"
+    mtimes = {
+        p: p.stat().st_mtime_ns for p in (kept / "done.json", kept / "adapter_model.safetensors")
+    }
+    # as if the comparison had been killed before the SFT run finished
+    (runs / "sft-lr0.001-b0-s0" / "done.json").unlink()
+    (runs / "sft-lr0.001-b0-s0" / "compare_eval.json").unlink()
+    again = run_comparison(cfg)
+    ran = {
+        r["name"] for r in again["runs"] if r["ran_in_this_invocation"] and r["status"] == "done"
+    }
+    assert ran == {"sft-lr0.001-b0-s0"}
+    assert {p: p.stat().st_mtime_ns for p in mtimes} == mtimes
+    same = {r["name"]: r["numbers"] for r in first["runs"] if r["method"] == "superhf"}
+    assert same == {r["name"]: r["numbers"] for r in again["runs"] if r["method"] == "superhf"}
+
+
+def test_a_run_in_its_own_process_records_done_or_skipped(tmp_path):
+    from superhf.compare.harness import train_run
+    from superhf.compare.spec import MethodRun
+
+    def run(method: str) -> MethodRun:
+        return MethodRun(
+            method=method,
+            output_dir=str(tmp_path / method),
+            model_name_or_path="some/model",
+            dataset_name="prompts.jsonl",
+            dataset_train_split="train",
+            apply_chat_template=False,
+            max_prompt_length=64,
+            reward_funcs=["tests.compare.rewards:length"],
+            reward_weights=None,
+            test_reward_model=None,
+            num_generations=2,
+            max_completion_length=4,
+            temperature=1.0,
+            top_p=1.0,
+            prompts_per_step=1,
+            learning_rate=1e-3,
+            beta=0.0,
+            seed=0,
+            sampled_token_budget=10,
+        )
+
+    assert train_run(run("best_of_n"), isolate=True) == {"status": "done", "reason": None}
+    assert (tmp_path / "best_of_n" / "done.json").is_file()
+    status = train_run(run("sft"), isolate=True)  # no chosen answers given: skipped, with why
+    assert status["status"] == "skipped" and "chosen" in status["reason"]
+    assert not (tmp_path / "sft" / "done.json").exists()
