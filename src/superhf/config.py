@@ -405,7 +405,16 @@ class SuperHFConfig(_Settings):
         [], "Extra trackers through accelerate, e.g. tensorboard.", "output"
     )
     log_completions: bool = config_field(
-        True, "Write the kept completions and their scores to completions.jsonl.", "output"
+        True,
+        "Write completions and their scores to completions.jsonl, and the held-out "
+        "evaluation's answers to eval_completions.jsonl (what `superhf report` browses).",
+        "output",
+    )
+    log_all_completions: bool = config_field(
+        True,
+        "Log every sampled completion, with a `kept` flag, not only the kept ones: "
+        "num_generations / num_kept_per_prompt times the rows. Turn off for very long runs.",
+        "output",
     )
 
     def check_own(self) -> None:

@@ -113,12 +113,12 @@ def test_iterations_without_evaluation_never_warn():
 def test_stop_on_reward_hacking_saves_and_stops(tmp_path, tiny_model_dir, monkeypatch):
     import superhf.train.trainer
 
-    real = superhf.train.trainer.generate_and_score
+    real = superhf.train.trainer.summarize_eval
 
     def collapsed(*args, **kwargs):  # the tiny random model's gibberish has METEOR 0: say 0.9
         return real(*args, **kwargs) | {"meteor": 0.9}
 
-    monkeypatch.setattr(superhf.train.trainer, "generate_and_score", collapsed)
+    monkeypatch.setattr(superhf.train.trainer, "summarize_eval", collapsed)
     config = SuperHFConfig(
         model_name_or_path=str(tiny_model_dir),
         num_generations=4,

@@ -25,6 +25,8 @@ from superhf.train.checkpoint import list_checkpoints
 from superhf.train.trainer import SuperHFTrainer, TrainingError
 
 ROOT = Path(__file__).resolve().parents[2]
+PYTHONPATH = f"{ROOT / 'src'}{os.pathsep}{ROOT}"
+"""src first: the runs are this tree's code, not whichever superhf the venv has installed."""
 PROMPTS = [{"prompt": f"Question {i}: tell me about topic {i}."} for i in range(64)]
 TIMING = ("time/", "step_time", "tokens_per_second", "peak_memory_mb")
 _calls = 0
@@ -62,7 +64,7 @@ def _start(args: list[str], **env: str) -> subprocess.Popen:
     return subprocess.Popen(
         [sys.executable, "-m", "superhf.cli", "train", *args],
         cwd=ROOT,
-        env={**os.environ, "PYTHONPATH": str(ROOT), "COLUMNS": "400", **env},
+        env={**os.environ, "PYTHONPATH": PYTHONPATH, "COLUMNS": "400", **env},
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,
         text=True,
@@ -101,7 +103,8 @@ def _assert_same_run(run: Path, reference: Path) -> None:
                 assert math.isclose(a[key], b[key], rel_tol=1e-5, abs_tol=1e-7), (key, a, b)
             else:
                 assert a[key] == b[key], (key, a, b)
-    assert (run / "completions.jsonl").read_text() == (reference / "completions.jsonl").read_text()
+    for name in ("completions.jsonl", "eval_completions.jsonl"):  # cut back, then run again
+        assert (run / name).read_text() == (reference / name).read_text(), name
     weights, reference_weights = (
         load_file(r / "adapter_model.safetensors") for r in (run, reference)
     )
@@ -204,6 +207,34 @@ def _config(tmp_path, model_dir, **overrides) -> SuperHFConfig:
 
 def _length_reward(prompts, completions, **kw):
     return [len(c) / 40 for c in completions]
+
+
+def test_logs_written_after_the_checkpoint_are_cut_back_on_resume(tmp_path, tiny_model_dir):
+    """A run killed after logging iteration 2 but before checkpointing it: its samples and
+    held-out answers of iteration 2 are past the sizes checkpoint-1 recorded. Resuming cuts
+    both files back and logs iteration 2 once, as the uninterrupted run did."""
+    import shutil
+
+    settings = dict(save_steps=1, eval_steps=1, num_eval_prompts=4, eval_on_start=True)
+    reference = tmp_path / "reference" / "run"
+    SuperHFTrainer(
+        reward_funcs=_length_reward,
+        args=_config(tmp_path / "reference", tiny_model_dir, **settings),
+        train_dataset=PROMPTS,
+    ).train()
+    run = tmp_path / "killed" / "run"
+    shutil.copytree(reference, run)
+    shutil.rmtree(run / "checkpoints" / "checkpoint-2")  # the kill came before this save
+    trainer = SuperHFTrainer(
+        reward_funcs=_length_reward,
+        args=_config(tmp_path / "killed", tiny_model_dir, **settings),
+        train_dataset=PROMPTS,
+    )
+    trainer.train(resume_from_checkpoint=str(run))
+    for name in ("completions.jsonl", "eval_completions.jsonl"):
+        rows = [json.loads(line) for line in (run / name).read_text().splitlines()]
+        assert sorted({r["iteration"] for r in rows}) == ([0, 1, 2] if "eval" in name else [1, 2])
+        assert (run / name).read_text() == (reference / name).read_text(), name
 
 
 def test_too_many_non_finite_steps_stop_the_run_with_a_checkpoint(

@@ -5,6 +5,7 @@ from __future__ import annotations
 import collections
 import json
 import math
+import statistics
 
 import pytest
 import torch
@@ -131,8 +132,22 @@ def test_outputs_are_written_and_loadable(tmp_path, tiny_model_dir):
         "num_skipped_minibatches",
     ):
         assert key in metrics[0], key
-    kept = [json.loads(line) for line in (run / "completions.jsonl").read_text().splitlines()]
-    assert len(kept) == 2 * 8 and {"prompt", "completion", "reward", "iteration"} <= set(kept[0])
+    rows = [json.loads(line) for line in (run / "completions.jsonl").read_text().splitlines()]
+    assert len(rows) == sum(m["num_completions"] for m in metrics)  # every sample, kept or not
+    assert sum(r["kept"] for r in rows) == 2 * 8
+    assert {"prompt", "completion", "reward", "rewards/_length_reward", "kept"} <= set(rows[0])
+    for iteration in (1, 2):  # the kept sample of each prompt is its best
+        for index in range(8):
+            group = [r for r in rows if (r["iteration"], r["prompt_index"]) == (iteration, index)]
+            (best,) = [r for r in group if r["kept"]]
+            assert best["reward"] == max(r["reward"] for r in group)
+    answers = [json.loads(x) for x in (run / "eval_completions.jsonl").read_text().splitlines()]
+    assert [a["iteration"] for a in answers] == [0] * 16 + [2] * 16  # the start and the end
+    assert [a["prompt_index"] for a in answers[:16]] == list(range(16))
+    assert {"prompt", "completion", "reward", "test_reward", "clipped"} <= set(answers[0])
+    assert statistics.fmean(a["reward"] for a in answers[16:]) == pytest.approx(
+        metrics[1]["eval_reward"]
+    )
     assert list(run.rglob("events.out.tfevents*"))
     from peft import AutoPeftModelForCausalLM
 

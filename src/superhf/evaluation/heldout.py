@@ -154,6 +154,28 @@ def _meteor(
     )
 
 
+def answer_rows(
+    prompts: Sequence[Prompt],
+    completions: Sequence[Completion],
+    scores: Scores,
+    test: Scores | None,
+) -> list[dict[str, Any]]:
+    """One row per answer: its prompt (and index), text, train reward and each component,
+    test reward (None without a test scorer), clipped or not."""
+    return [
+        {
+            "prompt_index": c.prompt_index,
+            "prompt": prompts[c.prompt_index].prompt,
+            "completion": c.text,
+            "reward": scores.total[i],
+            **{f"rewards/{name}": values[i] for name, values in scores.per_func.items()},
+            "test_reward": test.total[i] if test is not None else None,
+            "clipped": c.clipped,
+        }
+        for i, c in enumerate(completions)
+    ]
+
+
 def sample_and_score(
     model: PreTrainedModel,
     tokenizer: PreTrainedTokenizerBase,

@@ -1,4 +1,5 @@
-"""Plots and a Markdown report of training runs: reward, KL, METEOR, reward-hacking warnings.
+"""Plots and a Markdown report of training runs: reward, KL, METEOR, reward-hacking warnings;
+and report.html, the same runs as one web page with their completions to browse (report_html.py).
 
     superhf report runs/beta-0.1 runs/beta-0.35 runs/beta-1.0 --output_dir runs/report
     build_report(["runs/beta-0.1", "runs/beta-0.35"], "runs/report")
@@ -20,7 +21,7 @@ import statistics
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, BinaryIO
 
 import yaml
 from rich.console import Console
@@ -46,6 +47,8 @@ IGNORED_SETTINGS = {
 KEY_SETTINGS = ["model_name_or_path", "beta", "learning_rate", "num_generations", "use_peft"]
 """Shown for a single run, where no setting 'differs'."""
 HACK_COLOR = "#d62728"
+PlotTarget = Path | BinaryIO
+"""Where a plot is saved: a PNG file (report.md) or a buffer (report.html inlines it)."""
 
 
 @dataclass
@@ -57,7 +60,7 @@ class ReportConfig:
     )
     output_dir: str | None = config_field(
         None,
-        "Where report.md and the plots go (default: the run folder, or runs/report).",
+        "Where report.md, report.html and the plots go (default: the run folder, or runs/report).",
         "output",
     )
 
@@ -73,8 +76,9 @@ def parse_report_args(argv: list[str]) -> ReportConfig:
         ReportConfig,
         argv,
         prog="superhf report",
-        description="Plots and a Markdown report of one or more training runs: reward, KL, "
-        "METEOR similarity and reward-hacking warnings.",
+        description="Plots, report.md and report.html of one or more training runs: reward, "
+        "KL, METEOR similarity, reward-hacking warnings, and (report.html) every completion to "
+        "browse.",
     )
 
 
@@ -249,7 +253,7 @@ def _mark_hacking(ax: Axes, runs: list[Run]) -> bool:
 
 
 def _finish(
-    fig: Figure, axes: list[Axes], hacked: bool, path: Path, iterations: bool = True
+    fig: Figure, axes: list[Axes], hacked: bool, path: PlotTarget, iterations: bool = True
 ) -> None:
     """Legend below the plots (never over the data), grid, whole-number iterations, save."""
     from matplotlib.ticker import MaxNLocator
@@ -281,7 +285,7 @@ def _finish(
     fig.savefig(path, dpi=120, bbox_inches="tight")
 
 
-def plot_reward(runs: list[Run], path: Path) -> str | None:
+def plot_reward(runs: list[Run], path: PlotTarget) -> str | None:
     """Train reward (raw + rolling mean) and held-out eval rewards; None, or why it was skipped."""
     has_train = any(r.series("reward")[0] for r in runs)
     has_eval = any(r.series(k)[0] for r in runs for k in ("eval_reward", "eval_test_reward"))
@@ -326,7 +330,12 @@ def plot_reward(runs: list[Run], path: Path) -> str | None:
 
 
 def _plot_series(
-    runs: list[Run], key: str, title: str, ylabel: str, path: Path, band: tuple[str, str] | None
+    runs: list[Run],
+    key: str,
+    title: str,
+    ylabel: str,
+    path: PlotTarget,
+    band: tuple[str, str] | None,
 ) -> str | None:
     if not any(r.series(key)[0] for r in runs):
         return f"no run logged `{key}`"
@@ -354,7 +363,7 @@ def _plot_series(
     return None
 
 
-def plot_kl(runs: list[Run], path: Path) -> str | None:
+def plot_kl(runs: list[Run], path: PlotTarget) -> str | None:
     return _plot_series(
         runs,
         "kl",
@@ -365,7 +374,7 @@ def plot_kl(runs: list[Run], path: Path) -> str | None:
     )
 
 
-def plot_meteor(runs: list[Run], path: Path) -> str | None:
+def plot_meteor(runs: list[Run], path: PlotTarget) -> str | None:
     return _plot_series(
         runs,
         "eval_meteor",
@@ -459,7 +468,7 @@ def tradeoff_points(
     return reward_source[0], meteor_source[0], points, left_out
 
 
-def plot_tradeoff(runs: list[Run], path: Path, sweep_keys: list[str]) -> str | None:
+def plot_tradeoff(runs: list[Run], path: PlotTarget, sweep_keys: list[str]) -> str | None:
     """Reward against METEOR similarity, one labelled point per run (the paper's KL sweep)."""
     reward_label, meteor_label, points, left_out = tradeoff_points(runs)
     if not points:
@@ -596,7 +605,7 @@ def _warnings_section(runs: list[Run]) -> list[str]:
 def build_report(
     run_dirs: list[str], output_dir: str | None = None, console: Console | None = None
 ) -> Path:
-    """Write the plots and report.md; returns the report's path.
+    """Write the plots, report.md and report.html; returns report.md's path.
 
     `output_dir` defaults to the run folder for one run, `runs/report` for several.
     """
@@ -663,6 +672,11 @@ def build_report(
         lines += ["## Notes", "", *[f"- {n}" for n in notes], ""]
     path = out / "report.md"
     path.write_text("\n".join(lines), encoding="utf-8")
+    # report_html builds on this module (runs, plots), so it is imported here, not above.
+    from superhf.evaluation.report_html import write_html_report
+
+    drawn = {name: out / f"{name}.png" for name in ("kl", "meteor", "tradeoff")}
+    write_html_report(runs, out, keys, drawn)
     for line in skipped:
         console.print(f"[yellow]{line[2:]}[/yellow]", soft_wrap=True)
     return path

@@ -43,6 +43,7 @@ from accelerate.utils import (
 
 from superhf.config import SuperHFConfig
 from superhf.errors import ConfigError, TrainingError
+from superhf.files import COMPLETIONS_FILE, EVAL_COMPLETIONS_FILE
 from superhf.generation import Completion, GenerationStats, derive_seed
 from superhf.rewards.scoring import Scores
 from superhf.train.run_log import RunLogger
@@ -244,14 +245,14 @@ class SilentRunLogger(RunLogger):
         self,
         output_dir: str | Path,
         resumed_metrics: list[dict[str, Any]] | None = None,
-        completions_bytes: int | None = None,
+        resume_sizes: dict[str, int] | None = None,
     ):
         self.output_dir = Path(output_dir)
-        self._bytes = completions_bytes or 0
+        self._sizes = {COMPLETIONS_FILE: 0, EVAL_COMPLETIONS_FILE: 0, **(resume_sizes or {})}
 
     @property
-    def completions_bytes(self) -> int:
-        return self._bytes
+    def sizes(self) -> dict[str, int]:
+        return dict(self._sizes)
 
     def write_rows(self, name: str, rows: list[dict[str, Any]]) -> None:
         pass
@@ -259,7 +260,7 @@ class SilentRunLogger(RunLogger):
     def log_metrics(self, metrics: dict[str, Any]) -> None:
         pass
 
-    def log_completions(self, rows: list[dict[str, Any]]) -> None:
+    def log_completions(self, rows: list[dict[str, Any]], name: str = COMPLETIONS_FILE) -> None:
         pass
 
     def close(self) -> None:

@@ -1,5 +1,6 @@
-"""Where a run's numbers go: one console line per iteration, metrics.jsonl, completions.jsonl,
-and any accelerate tracker (`report_to`). Every line is flushed as it is written, so a crash
+"""Where a run's numbers go: one console line per iteration, metrics.jsonl, completions.jsonl
+(every sample, kept or not), eval_completions.jsonl (the held-out answers) and any accelerate
+tracker (`report_to`). Every line is flushed as it is written, so a crash
 loses nothing already logged.
 """
 
@@ -11,7 +12,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from superhf.files import COMPLETIONS_FILE, METRICS_FILE, json_safe
+from superhf.files import COMPLETIONS_FILE, EVAL_COMPLETIONS_FILE, METRICS_FILE, json_safe
 
 if TYPE_CHECKING:
     from superhf.data import Prompt
@@ -73,43 +74,27 @@ def completion_rows(
     completions: list[Completion],
     scores: Scores,
     kept: list[int],
+    log_all: bool = True,
 ) -> list[dict[str, Any]]:
-    """completions.jsonl rows of the kept completions: prompt, text, total and each reward."""
+    """completions.jsonl rows: prompt, text, total and each reward, kept or not, clipped or not.
+
+    With `log_all` (`log_all_completions`), every sampled completion in sampling order (the
+    samples of one prompt together); without it, only the kept ones.
+    """
+    chosen = set(kept)
     return [
         {
             "iteration": iteration,
+            "prompt_index": completions[i].prompt_index,
             "prompt": prompts[completions[i].prompt_index].prompt,
             "completion": completions[i].text,
             "reward": scores.total[i],
             **{f"rewards/{name}": values[i] for name, values in scores.per_func.items()},
+            "kept": i in chosen,
+            "clipped": completions[i].clipped,
         }
-        for i in kept
+        for i in (range(len(completions)) if log_all else kept)
     ]
-
-
-def run_summary(history: list[dict[str, Any]], num_eval_prompts: int) -> list[str]:
-    """The end-of-run lines: training reward early vs late, held-out reward before vs after."""
-    lines = []
-    trained = [m for m in history if m["iteration"] > 0]
-    if len(trained) >= 2:
-        k = max(1, len(trained) // 4)
-        first, last = (
-            mean_or_nan([m["reward"] for m in part]) for part in (trained[:k], trained[-k:])
-        )
-        lines.append(
-            f"Mean reward: first {k} iterations {first:+.3f}, last {k} {last:+.3f}. Each "
-            "iteration has new prompts, so compare runs on the same seed."
-        )
-    evals = [m for m in history if "eval_reward" in m]
-    if len(evals) >= 2:
-        start, end = evals[0], evals[-1]
-        lines.append(
-            f"Held-out prompts (the same {num_eval_prompts} each time): reward "
-            f"{start['eval_reward']:+.3f} at iteration {start['iteration']}, "
-            f"{end['eval_reward']:+.3f} at iteration {end['iteration']}; METEOR "
-            f"{start['eval_meteor']:.3f} -> {end['eval_meteor']:.3f}."
-        )
-    return lines
 
 
 def format_metrics(metrics: dict[str, Any], max_iterations: int) -> str:
@@ -132,33 +117,39 @@ def format_metrics(metrics: dict[str, Any], max_iterations: int) -> str:
 
 
 class RunLogger:
-    """Writes a run's logs. A new run replaces any metrics.jsonl in output_dir; a resumed run
-    rewrites the metrics its checkpoint holds and cuts completions.jsonl back to the checkpoint.
+    """Writes a run's logs. A new run replaces the files in output_dir; a resumed run rewrites
+    the metrics its checkpoint holds and cuts each completions file back to the size the
+    checkpoint recorded (`sizes`), so that the iterations run again are not logged twice.
     """
 
     def __init__(
         self,
         output_dir: str | Path,
         resumed_metrics: list[dict[str, Any]] | None = None,
-        completions_bytes: int | None = None,
+        resume_sizes: dict[str, int] | None = None,
     ):
+        """`resume_sizes`: None for a new run; else {file name: bytes to keep}. A file the
+        checkpoint did not record (one from before superhf logged it) is kept as it is."""
         self.output_dir = Path(output_dir)
         self.output_dir.mkdir(parents=True, exist_ok=True)
         self._metrics = open(self.output_dir / METRICS_FILE, "w", encoding="utf-8")  # noqa: SIM115
         for metrics in resumed_metrics or []:
             self.log_metrics(metrics)
-        completions = self.output_dir / COMPLETIONS_FILE
-        if completions_bytes is None or not completions.exists():
-            self._completions = open(completions, "w", encoding="utf-8")  # noqa: SIM115
-        else:
-            with open(completions, "r+b") as f:
-                f.truncate(min(completions_bytes, completions.stat().st_size))
-            self._completions = open(completions, "a", encoding="utf-8")  # noqa: SIM115
+        self._files = {}
+        for name in (COMPLETIONS_FILE, EVAL_COMPLETIONS_FILE):
+            path = self.output_dir / name
+            if resume_sizes is None or not path.exists():
+                self._files[name] = open(path, "w", encoding="utf-8")  # noqa: SIM115
+                continue
+            if name in resume_sizes:
+                with open(path, "r+b") as f:
+                    f.truncate(min(resume_sizes[name], path.stat().st_size))
+            self._files[name] = open(path, "a", encoding="utf-8")  # noqa: SIM115
 
     @property
-    def completions_bytes(self) -> int:
-        """Where completions.jsonl ends now (a checkpoint records it)."""
-        return self._completions.tell()
+    def sizes(self) -> dict[str, int]:
+        """Where each completions file ends now (a checkpoint records them)."""
+        return {name: f.tell() for name, f in self._files.items()}
 
     def write_rows(self, name: str, rows: list[dict[str, Any]]) -> None:
         """A small JSON-lines file written whole (e.g. the held-out prompts)."""
@@ -170,10 +161,12 @@ class RunLogger:
         self._metrics.write(line + "\n")
         self._metrics.flush()
 
-    def log_completions(self, rows: list[dict[str, Any]]) -> None:
+    def log_completions(self, rows: list[dict[str, Any]], name: str = COMPLETIONS_FILE) -> None:
+        """Append rows to completions.jsonl (or `name`, e.g. eval_completions.jsonl), flushed."""
+        f = self._files[name]
         for row in rows:
-            self._completions.write(json.dumps(row, ensure_ascii=False) + "\n")
-        self._completions.flush()
+            f.write(json.dumps(json_safe(row), ensure_ascii=False) + "\n")
+        f.flush()
 
     def __enter__(self) -> RunLogger:
         return self
@@ -183,4 +176,5 @@ class RunLogger:
 
     def close(self) -> None:
         self._metrics.close()
-        self._completions.close()
+        for f in self._files.values():
+            f.close()

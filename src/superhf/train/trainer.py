@@ -38,9 +38,10 @@ from superhf.config import ConfigError, EvalConfig, SuperHFConfig, check_reward_
 from superhf.console import make_console, progress_bar
 from superhf.data import Prompt, load_prompt_dataset, prepare_prompts
 from superhf.errors import TrainingError
-from superhf.evaluation.heldout import fork_all_rng, sample_and_score, summarize_eval
+from superhf.evaluation.heldout import answer_rows, fork_all_rng, sample_and_score, summarize_eval
 from superhf.evaluation.monitor import RewardHackingMonitor
-from superhf.files import CONFIG_FILE, EVAL_PROMPTS_FILE
+from superhf.evaluation.summary import run_summary
+from superhf.files import COMPLETIONS_FILE, CONFIG_FILE, EVAL_COMPLETIONS_FILE, EVAL_PROMPTS_FILE
 from superhf.generation import Completion, GenerationStats, generate_completions
 from superhf.models import (
     get_peft_model,
@@ -75,7 +76,6 @@ from superhf.train.run_log import (
     format_metrics,
     iteration_metrics,
     mean_or_nan,
-    run_summary,
 )
 
 RewardSpec = str | RewardFunc
@@ -215,12 +215,12 @@ class SuperHFTrainer:
         SIGTERM finish the current iteration, save a checkpoint and return early.
         """
         args = self.args
-        history, completions_bytes = self._resume(resume_from_checkpoint)
-        logger = self._start_run(history, completions_bytes)
+        history, resume_sizes = self._resume(resume_from_checkpoint)
+        logger = self._start_run(history, resume_sizes)
         first = history[-1]["iteration"] + 1 if history else 1
         if first == 1 and self.eval_prompts and args.eval_on_start:
             self.console.print("Evaluating the starting policy on the held-out prompts ...")
-            self._record({"iteration": 0, **self.evaluate()}, history, logger)
+            self._record({"iteration": 0, **self.evaluate(0, logger)}, history, logger)
         saved: Path | None = None
         with self._stop_signals(), logger, progress_bar(self.console) as progress:
             task = progress.add_task("iterations", total=self.num_iterations, completed=first - 1)
@@ -281,8 +281,11 @@ class SuperHFTrainer:
         size = self.args.prompts_per_iteration
         return [self.prompts[i] for i in self.prompt_order[(iteration - 1) * size :][:size]]
 
-    def _resume(self, resume_from_checkpoint: str | bool | None) -> tuple[list[dict], int | None]:
-        """(metrics so far, completions.jsonl size) from a checkpoint, or nothing for a new run."""
+    def _resume(
+        self, resume_from_checkpoint: str | bool | None
+    ) -> tuple[list[dict], dict[str, int] | None]:
+        """(metrics so far, {completions file: its size then}) from a checkpoint, or nothing
+        for a new run. A checkpoint from before eval_completions.jsonl was logged lacks its size."""
         resume = self.args.resume_from_checkpoint
         if resume_from_checkpoint is not None:
             resume = (
@@ -310,9 +313,14 @@ class SuperHFTrainer:
             f"Resuming from {checkpoint}: {state['iteration']} of {self.num_iterations} "
             "iterations done."
         )
-        return state["history"], state["completions_bytes"]
+        sizes = {COMPLETIONS_FILE: state["completions_bytes"]}
+        if "eval_completions_bytes" in state:
+            sizes[EVAL_COMPLETIONS_FILE] = state["eval_completions_bytes"]
+        return state["history"], sizes
 
-    def _start_run(self, history: list[dict[str, Any]], completions_bytes: int | None) -> RunLogger:
+    def _start_run(
+        self, history: list[dict[str, Any]], resume_sizes: dict[str, int] | None
+    ) -> RunLogger:
         """The monitor (replayed from the metrics so far), trackers, the run folder's files."""
         args = self.args
         self.stop_signal = self.stop_reason = None
@@ -326,7 +334,7 @@ class SuperHFTrainer:
             self.accelerator.init_trackers("superhf", config=_flat_config(args))
         # Only the main process writes the run's files (the others hold the same numbers).
         logger_type = RunLogger if main else SilentRunLogger
-        logger = logger_type(args.output_dir, history, completions_bytes)
+        logger = logger_type(args.output_dir, history, resume_sizes)
         if self.eval_prompts:
             logger.write_rows(
                 EVAL_PROMPTS_FILE,
@@ -437,7 +445,8 @@ class SuperHFTrainer:
             "num_iterations": self.num_iterations,
             "prompt_order": self.prompt_order,
             "history": history,
-            "completions_bytes": logger.completions_bytes,
+            "completions_bytes": logger.sizes[COMPLETIONS_FILE],
+            "eval_completions_bytes": logger.sizes[EVAL_COMPLETIONS_FILE],
             "num_skipped_total": self.num_skipped_total,
             "generation_batch_size": self.generation_batch_size,
             "train_micro_batch_size": self.train_micro_batch_size,
@@ -529,7 +538,7 @@ class SuperHFTrainer:
         last = iteration == self.num_iterations or self.budget_spent()
         if iteration % args.eval_steps == 0 or last:
             status("evaluating")
-            eval_metrics = self.evaluate() if self.eval_prompts else {}
+            eval_metrics = self.evaluate(iteration, logger) if self.eval_prompts else {}
             eval_metrics |= self.evaluate_kept(prompts, completions, scores, kept)
         times.append(time.perf_counter())
 
@@ -548,7 +557,11 @@ class SuperHFTrainer:
             **eval_metrics,
         }
         if logger is not None and args.log_completions:
-            logger.log_completions(completion_rows(iteration, prompts, completions, scores, kept))
+            logger.log_completions(
+                completion_rows(
+                    iteration, prompts, completions, scores, kept, args.log_all_completions
+                )
+            )
         return metrics
 
     def sample(
@@ -593,11 +606,13 @@ class SuperHFTrainer:
             "eval_kept_reward": mean_or_nan([scores.total[i] for i in kept]),
         }
 
-    def evaluate(self) -> dict[str, float]:
+    def evaluate(self, iteration: int = 0, logger: RunLogger | None = None) -> dict[str, float]:
         """The held-out prompts, answered with the paper's eval sampling, scored, compared.
 
         Its random stream is its own (forked and seeded), so evaluating never changes training.
         On many processes each answers and scores its block of the prompts; all are gathered.
+        With a `logger` (and `log_completions`), the answers go to eval_completions.jsonl
+        under `iteration`.
         """
         policy = self.accelerator.unwrap_model(self.model)
         config = EvalConfig.from_train_config(self.args)
@@ -616,6 +631,11 @@ class SuperHFTrainer:
             )
         completions, _ = self.processes.gather_samples(block.start, completions)
         rewards, test = self.processes.gather_scores(rewards), self.processes.gather_scores(test)
+        if logger is not None and self.args.log_completions:
+            rows = answer_rows(self.eval_prompts, completions, rewards, test)
+            logger.log_completions(
+                [{"iteration": iteration, **row} for row in rows], EVAL_COMPLETIONS_FILE
+            )
         results = summarize_eval(
             self.eval_prompts, completions, rewards, test, meteor_pairs=200, seed=self.args.seed
         )
