@@ -9,7 +9,7 @@ export TOKENIZERS_PARALLELISM ?= false
 
 .PHONY: setup ppo-env demo test test-fast lint bench clean
 
-$(STAMP): pyproject.toml Makefile scripts/apt.py scripts/install_wordnet.py scripts/install_chromium.py
+$(STAMP): pyproject.toml Makefile scripts/apt_install.py scripts/install_wordnet.py scripts/install_chromium.py
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
 	@# CPU torch first: an unpinned torch would pull a multi-GB CUDA build.

@@ -10,8 +10,10 @@ from __future__ import annotations
 
 import shutil
 import sys
+from pathlib import Path
 
-from apt import apt_install
+sys.path.insert(0, str(Path(__file__).resolve().parent))  # scripts/ when loaded by path
+from apt_install import apt_install  # noqa: E402
 
 PACKAGES = ["chromium", "chromium-driver"]
 NAMES = ["chromium", "chromium-browser", "google-chrome"]

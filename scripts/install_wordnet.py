@@ -2,7 +2,7 @@
 
 nltk's downloader reaches a host these machines cannot, so WordNet comes from Debian:
 `wordnet-base` + `wordnet-sense-index` put it under /usr/share/wordnet. This script installs
-them with apt-get (scripts/apt.py) when that folder is missing, then
+them with apt-get (scripts/apt_install.py) when that folder is missing, then
 copies the files into `$SUPERHF_CACHE/nltk_data/corpora/wordnet` and writes the `lexnames`
 file Debian omits. It never fails the set-up: without apt it prints a warning, and METEOR
 then runs without synonyms (and says so).
@@ -11,8 +11,10 @@ then runs without synonyms (and says so).
 from __future__ import annotations
 
 import sys
+from pathlib import Path
 
-from apt import apt_install
+sys.path.insert(0, str(Path(__file__).resolve().parent))  # scripts/ when loaded by path
+from apt_install import apt_install  # noqa: E402
 
 from superhf.evaluation.meteor import WORDNET_SOURCE, install_wordnet, nltk_data_dir
 

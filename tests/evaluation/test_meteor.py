@@ -7,6 +7,7 @@ import itertools
 import math
 import random
 import re
+import shutil
 import warnings
 from pathlib import Path
 
@@ -214,7 +215,7 @@ def test_setup_script_without_apt_warns_and_succeeds(tmp_path, monkeypatch, caps
     monkeypatch.setenv("SUPERHF_CACHE", str(tmp_path))
     script = _load_script()
     monkeypatch.setattr(script, "WORDNET_SOURCE", tmp_path / "no-wordnet")
-    monkeypatch.setattr(script.shutil, "which", lambda name: None)
+    monkeypatch.setattr(shutil, "which", lambda name: None)  # scripts/apt_install.py's
     assert script.main() == 0
     assert "apt-get is not available" in capsys.readouterr().err
     assert not (tmp_path / "nltk_data").exists()
