@@ -8,6 +8,10 @@ Each iteration takes `prompts_per_iteration` unused prompts, samples `num_genera
 completions for each, scores them, keeps the best `num_kept_per_prompt` of each prompt, and
 makes one pass of minibatch updates on the kept samples with CE + beta * KL. The scheduler
 steps once per iteration; nothing carries over between iterations.
+
+Issue 17's options (all off by default; `SuperHFConfig` documents them): `num_train_epochs`
+passes over the kept samples, `sample_weighting` and `negative_weight` (weights per sample,
+`train/filtering.py`, entering `train/loss.py` as a tensor), `skip_uniform_prompts`.
 """
 
 from __future__ import annotations
@@ -59,7 +63,7 @@ from superhf.train.checkpoint import (
     set_rng_state,
     write_rng_state,
 )
-from superhf.train.filtering import top_k_per_prompt
+from superhf.train.filtering import select_training_samples
 from superhf.train.loss import superhf_loss
 from superhf.train.run_log import (
     RunLogger,
@@ -460,12 +464,25 @@ class SuperHFTrainer:
         times.append(time.perf_counter())
         status("scoring")
         scores = self.score(prompts, completions)
-        kept = top_k_per_prompt(
-            scores.total, [c.prompt_index for c in completions], args.num_kept_per_prompt
+        selection = select_training_samples(
+            scores.total,
+            [c.prompt_index for c in completions],
+            args.num_kept_per_prompt,
+            args.sample_weighting,
+            args.negative_weight,
+            args.skip_uniform_prompts,
         )
+        kept = selection.kept
         times.append(time.perf_counter())
         status("fine-tuning")
-        train_metrics = self.fine_tune([completions[i] for i in kept], prompts)
+        train_metrics = self.fine_tune(
+            [completions[i] for i in selection.indices],
+            prompts,
+            selection.weights,
+            shuffle_seed=f"{args.seed}:{iteration}",
+        )
+        train_metrics["num_skipped_prompts"] = selection.num_skipped_prompts
+        train_metrics["num_negatives"] = selection.num_negatives
         learning_rate = self.optimizer.param_groups[0]["lr"]  # the rate this iteration used
         self.scheduler.step()
         times.append(time.perf_counter())
@@ -550,10 +567,21 @@ class SuperHFTrainer:
             )
         return {f"eval_{key}": value for key, value in results.items()}
 
-    def fine_tune(self, samples: list[Completion], prompts: list[Prompt]) -> dict[str, float]:
-        """One pass over the kept samples: an optimizer step per `gradient_accumulation_steps`
-        minibatches. A step with a non-finite loss or gradient is skipped (its minibatches
-        counted); running out of memory halves the micro-batch and redoes the step.
+    def fine_tune(
+        self,
+        samples: list[Completion],
+        prompts: list[Prompt],
+        weights: list[float] | None = None,
+        shuffle_seed: str = "",
+    ) -> dict[str, float]:
+        """`num_train_epochs` passes over the samples: an optimizer step per
+        `gradient_accumulation_steps` minibatches. The first pass takes the samples in their
+        order; each later one shuffles them with `random.Random(f"{shuffle_seed}:{epoch}")`
+        (its own stream: the run's random state is untouched). A step with a non-finite loss
+        or gradient is skipped (its minibatches counted); running out of memory halves the
+        micro-batch and redoes the step.
+
+        `weights`: one per sample (`Selection.weights`), passed to the loss; None: plain CE.
 
         Each sample trains on its prompt's ids as generation saw them (`encode_prompt`) and
         the ids it sampled (`Completion.token_ids`), through the token that ended it; a
@@ -562,14 +590,20 @@ class SuperHFTrainer:
         args = self.args
         self.model.train()
         num_kept = len(samples)
+        rows = list(zip(samples, weights or [None] * len(samples), strict=True))
         if args.mask_truncated_completions:
-            samples = [s for s in samples if not s.clipped]
+            rows = [(s, w) for s, w in rows if not s.clipped]
         prompt_ids = {i: encode_prompt(self.tokenizer, p.text) for i, p in enumerate(prompts)}
-        encoded = [(prompt_ids[s.prompt_index], s.training_ids(self.tokenizer)) for s in samples]
+        encoded = [(prompt_ids[s.prompt_index], s.training_ids(self.tokenizer), w) for s, w in rows]
         size = args.per_device_train_batch_size
-        minibatches = [encoded[i : i + size] for i in range(0, len(encoded), size)]
+        minibatches = []
+        for epoch in range(args.num_train_epochs):
+            order = list(encoded)
+            if epoch > 0:
+                random.Random(f"{shuffle_seed}:{epoch}").shuffle(order)
+            minibatches += [order[i : i + size] for i in range(0, len(order), size)]
         accumulation = args.gradient_accumulation_steps
-        totals: dict[str, list[float]] = {"loss": [], "loss/sft": [], "loss/kl": [], "kl": []}
+        totals: dict[str, list[float]] = {key: [] for key in _LOSS_STATS}
         grad_norms: list[float] = []
         skipped, retries_before = 0, self.num_oom_retries
         for start in range(0, len(minibatches), accumulation):
@@ -583,54 +617,75 @@ class SuperHFTrainer:
             grad_norms.append(norm)
             for minibatch_stats in stats:
                 for key, value in minibatch_stats.items():
-                    totals[key].append(value)
+                    if not math.isnan(value):  # a KL not measured (no reference, no CE row)
+                        totals[key].append(value)
         metrics = {key: mean_or_nan(values) for key, values in totals.items()}
         metrics["grad_norm"] = mean_or_nan(grad_norms)
         metrics["num_skipped_minibatches"] = skipped
-        metrics["num_masked_truncated"] = num_kept - len(samples)  # clipped, left out of the loss
+        metrics["num_masked_truncated"] = num_kept - len(rows)  # clipped, left out of the loss
         metrics["num_oom_retries"] = self.num_oom_retries - retries_before
         self.num_skipped_total += skipped
         return metrics
 
     def _optimizer_step(
-        self, group: list[list[tuple[list[int], list[int]]]], micro: int
+        self, group: list[list[tuple[list[int], list[int], float | None]]], micro: int
     ) -> tuple[list[dict[str, float]], float | None]:
         """Accumulate the gradients of `group`'s minibatches, then step; the grad norm, or None
         if the step was skipped as non-finite.
 
-        Each minibatch may be split into micro-batches of `micro` sequences; their
-        losses are weighted so that the gradient equals the whole minibatch's: the token-mean
-        CE by the micro-batch's share of completion tokens, the KL (a sum over examples) as is.
+        Rows are (prompt ids, completion ids, weight or None). Each minibatch may be split
+        into micro-batches of `micro` sequences; their losses are weighted so that the
+        gradient equals the whole minibatch's: the token-mean CE by the micro-batch's share of
+        the minibatch's CE tokens, the unlikelihood by its share of the negative rows' tokens,
+        the KL (a sum over examples) as is.
         """
         acc = self.accelerator
         self.optimizer.zero_grad()
         pieces = [
             (m, mb[i : i + micro]) for m, mb in enumerate(group) for i in range(0, len(mb), micro)
         ]
-        tokens = [sum(len(c) for _, c in mb) for mb in group]  # labelled completion tokens
-        stats = [dict.fromkeys(("loss", "loss/sft", "loss/kl", "kl"), 0.0) for _ in group]
+        tokens = [_token_counts(mb) for mb in group]  # labelled tokens: (CE rows, negative rows)
+        stats = [dict.fromkeys(_LOSS_STATS, 0.0) for _ in group]
         for j, (m, piece) in enumerate(pieces):
             batch = build_training_batch(
-                [p for p, _ in piece], [c for _, c in piece], self.tokenizer
+                [p for p, _, _ in piece], [c for _, c, _ in piece], self.tokenizer
             ).to(acc.device)
+            weights = None if piece[0][2] is None else torch.tensor([w for _, _, w in piece])
             keep = batch.logits_to_keep()
             sync = j == len(pieces) - 1
             with contextlib.nullcontext() if sync else acc.no_sync(self.model), acc.autocast():
                 logits = self.model(**batch.model_inputs(), logits_to_keep=keep).logits
                 ref_logits = self.reference_logits(batch, keep)
-                out = superhf_loss(logits, batch.labels[:, -keep:], ref_logits, self.args.beta)
-                weight = sum(len(c) for _, c in piece) / tokens[m]
+                out = superhf_loss(
+                    logits, batch.labels[:, -keep:], ref_logits, self.args.beta, weights
+                )
+                (ce_tokens, negative_tokens), (ce_total, negative_total) = (
+                    _token_counts(piece),
+                    tokens[m],
+                )
+                weight = ce_tokens / ce_total if ce_total else 0.0
                 loss = (out.sft_loss * weight + out.kl_loss) / len(group)
+                if negative_tokens:
+                    weight_negative = negative_tokens / negative_total
+                    loss = loss + out.unlikelihood_loss * weight_negative / len(group)
+                    stats[m]["loss/unlikelihood"] += (
+                        float(out.unlikelihood_loss.detach()) * weight_negative
+                    )
                 if not torch.isfinite(loss):
                     self.optimizer.zero_grad()
                     return [], None
                 acc.backward(loss)
-            share = len(piece) / len(group[m])
+            # the KL is measured on the rows trained toward: each piece's share of them
+            in_kl = sum(w is None or w > 0 for _, _, w in group[m])
+            share = sum(w is None or w > 0 for _, _, w in piece) / in_kl if in_kl else 0.0
             stats[m]["loss/sft"] += float(out.sft_loss.detach()) * weight
             stats[m]["loss/kl"] += float(out.kl_loss.detach())
-            stats[m]["kl"] += float(out.kl) * share
+            if share:
+                stats[m]["kl"] += float(out.kl) * share
+            elif not in_kl:
+                stats[m]["kl"] = float("nan")  # nothing to measure it on
         for s in stats:
-            s["loss"] = s["loss/sft"] + s["loss/kl"]
+            s["loss"] = s["loss/sft"] + s["loss/kl"] + s["loss/unlikelihood"]
         norm = acc.clip_grad_norm_(self.model.parameters(), float("inf"))
         if norm is not None and not torch.isfinite(norm):
             self.optimizer.zero_grad()
@@ -720,6 +775,17 @@ def iteration_scheduler(
         return lr_lambda
 
     return torch.optim.lr_scheduler.LambdaLR(optimizer, [shifted(f) for f in scheduler.lr_lambdas])
+
+
+_LOSS_STATS = ("loss", "loss/sft", "loss/kl", "loss/unlikelihood", "kl")
+"""What each minibatch logs (averaged over the iteration's minibatches)."""
+
+
+def _token_counts(rows: Sequence[tuple[list[int], list[int], float | None]]) -> tuple[int, int]:
+    """Labelled completion tokens of the rows trained toward (weight None or > 0), and of the
+    rows pushed down (weight < 0)."""
+    ce = sum(len(c) for _, c, w in rows if w is None or w > 0)
+    return ce, sum(len(c) for _, c, w in rows if w is not None and w < 0)
 
 
 def _numeric(metrics: dict[str, Any]) -> dict[str, float]:
