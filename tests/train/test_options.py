@@ -10,13 +10,14 @@ import json
 import statistics
 
 import pytest
+import torch
 from typer.testing import CliRunner
 
 import superhf.train.trainer
 from superhf.batching import build_training_batch, encode_prompt
 from superhf.generation import Completion
 from superhf.train.loss import superhf_loss
-from tests.train.test_training_tokens import ROWS, Spy, _trained_rows
+from tests.train.test_training_tokens import ROWS, Spy, _trained_rows, _trainer
 
 
 def char_length(prompts, completions, **kw):
@@ -133,3 +134,56 @@ def test_superhf_train_trains_on_what_each_option_selects(
 
 def _multiset(rows):
     return sorted((tuple(p), tuple(c), None if w is None else round(w, 5)) for p, c, w in rows)
+
+
+# --- the trainer's side: passes and micro-batches --------------------------------------------
+
+
+def _completions(tokenizer, n: int) -> list[Completion]:
+    eos = tokenizer.eos_token_id
+    words = tokenizer("one two three four five six seven", add_special_tokens=False)["input_ids"]
+    return [
+        Completion(i % 2, f"s{i}", i + 2, False, token_ids=[*words[: i + 1], eos]) for i in range(n)
+    ]
+
+
+def test_later_passes_shuffle_the_samples_with_their_own_seed(tmp_path, tokenizer, monkeypatch):
+    trainer = _trainer(tmp_path, tokenizer, num_train_epochs=3, per_device_train_batch_size=2)
+    samples = _completions(tokenizer, 6)
+    orders = []
+    for seed in ("66:1", "66:1", "66:2"):
+        spy = Spy(build_training_batch)
+        monkeypatch.setattr(superhf.train.trainer, "build_training_batch", spy)
+        state = torch.random.get_rng_state()
+        trainer.fine_tune(samples, trainer.prompts[:2], shuffle_seed=seed)
+        assert torch.equal(torch.random.get_rng_state(), state)  # the run's stream untouched
+        orders.append([c for _, c in _trained_rows(spy)])
+    ids = [s.training_ids(tokenizer) for s in samples]
+    for order in orders:
+        assert order[:6] == ids  # the first pass: the filter's order
+        assert sorted(order[6:12]) == sorted(order[12:]) == sorted(ids)
+    assert orders[0] == orders[1] and orders[0][6:] != orders[2][6:]
+    assert orders[0][6:12] != ids or orders[0][12:] != ids  # shuffled, not repeated
+
+
+def test_micro_batches_give_the_whole_minibatchs_gradient_with_weights(tmp_path, tokenizer):
+    trainer = _trainer(tmp_path, tokenizer, beta=0.3)
+    prompt = encode_prompt(tokenizer, trainer.prompts[0].text)
+    rows = [(prompt, c.training_ids(tokenizer)) for c in _completions(tokenizer, 6)]
+    weights = [1.5, -0.5, 0.5, 1.0, -0.5, 1.0]
+    group = [
+        [(p, c, w) for (p, c), w in zip(rows[i : i + 3], weights[i : i + 3], strict=True)]
+        for i in (0, 3)
+    ]
+    grads = []
+    trainer.optimizer.step = lambda *a, **k: grads.append(
+        [p.grad.clone() for p in trainer.model.parameters() if p.grad is not None]
+    )
+    whole, _ = trainer._optimizer_step(group, micro=3)
+    split, _ = trainer._optimizer_step(group, micro=1)
+    for a, b in zip(*grads, strict=True):
+        torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-6)
+    for s, t in zip(whole, split, strict=True):
+        assert s["loss/unlikelihood"] > 0
+        for key in s:
+            assert s[key] == pytest.approx(t[key], rel=1e-4), key
