@@ -130,6 +130,18 @@ def select_training_samples(
 
     With every option off this is `top_k_per_prompt` and `weights` is None.
 
+    Args:
+        scores: one total reward per sample.
+        prompt_indices: the prompt each sample answers.
+        num_kept_per_prompt: the paper's K.
+        sample_weighting: "none", "advantage" or "rank".
+        negative_weight: the unlikelihood weight of each prompt's worst sample (0 = none).
+        skip_uniform_prompts: drop prompts whose samples all score the same.
+
+    Returns:
+        A `Selection`: the indices to train on, their weights (None: plain CE), the kept
+        samples, and the counts to log.
+
     Example:
         >>> s = select_training_samples([1.0, 3.0, 2.0, 5.0, 5.0], [0, 0, 0, 1, 1], 2, "rank")
         >>> s.indices, s.weights, s.num_skipped_prompts
