@@ -132,6 +132,13 @@ def test_ablation_configs_are_the_issue_17_setting_plus_their_option():
         "rank": {"sample_weighting", "num_kept_per_prompt"},
         "negatives": {"negative_weight"},
         "skip_uniform": {"skip_uniform_prompts"},
+        "combo": {
+            "sample_weighting",
+            "num_kept_per_prompt",
+            "negative_weight",
+            "skip_uniform_prompts",
+            "num_train_epochs",
+        },
     }
     for name, fields in options.items():
         values = yaml.safe_load((folder / f"{name}.yaml").read_text())
