@@ -18,9 +18,12 @@ from pathlib import Path
 
 
 def row(run: Path) -> str:
-    metrics = [json.loads(line) for line in (run / "metrics.jsonl").open()]
+    file = run / "metrics.jsonl"
+    metrics = [json.loads(line) for line in file.open()] if file.is_file() else []
     evals = [m for m in metrics if "eval_reward" in m]
     trained = [m for m in metrics if m["iteration"] > 0]
+    if len(evals) < 2:
+        return f"| {run.name} | not finished (no second evaluation) |"
     first, last = evals[0], evals[-1]
 
     def mean(key: str) -> float:
