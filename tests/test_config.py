@@ -117,3 +117,31 @@ def test_eval_renders_prompts_as_the_training_run_did():
     assert EvalConfig().apply_chat_template is False
     train = SuperHFConfig(apply_chat_template=True)
     assert EvalConfig.from_train_config(train).apply_chat_template is True
+
+
+def test_ablation_configs_are_the_issue_17_setting_plus_their_option():
+    """configs/ablations/: default.yaml, and one file per option that differs from it only in
+    that option's fields (the comparison harness runs them as they are)."""
+    folder = CONFIGS / "ablations"
+    base = yaml.safe_load((folder / "default.yaml").read_text())
+    assert SuperHFConfig(**base).sample_weighting == "none"  # the paper's method
+    options = {
+        "top_k": {"num_kept_per_prompt"},
+        "epochs": {"num_train_epochs"},
+        "advantage": {"sample_weighting", "num_kept_per_prompt"},
+        "rank": {"sample_weighting", "num_kept_per_prompt"},
+        "negatives": {"negative_weight"},
+        "skip_uniform": {"skip_uniform_prompts"},
+        "combo": {
+            "sample_weighting",
+            "num_kept_per_prompt",
+            "negative_weight",
+            "skip_uniform_prompts",
+            "num_train_epochs",
+        },
+    }
+    for name, fields in options.items():
+        values = yaml.safe_load((folder / f"{name}.yaml").read_text())
+        SuperHFConfig.from_yaml(folder / f"{name}.yaml")  # valid
+        changed = {k for k in values.keys() | base.keys() if values.get(k) != base.get(k)}
+        assert changed == fields, name

@@ -258,6 +258,36 @@ class SuperHFConfig(_Settings):
     num_kept_per_prompt: int = config_field(
         1, "Best completions kept per prompt for fine-tuning (the paper's top-K).", "filter"
     )
+    sample_weighting: Literal["none", "advantage", "rank"] = config_field(
+        "none",
+        "Weight each kept completion by its reward relative to its prompt's samples instead "
+        "of a hard cut (issue 17; off in the paper). `advantage`: (r - mean) / (std + 1e-4) over "
+        "the prompt's num_generations samples (TRL GRPO's group advantage, Shao et al. 2024); "
+        "`rank`: the centred rank, 1 best to -1 worst (Salimans et al. 2017). Kept completions "
+        "with weight <= 0 are dropped; the others are cross-entropy targets weighted by their "
+        "weight over the iteration's mean weight (mean 1: the update's scale is plain CE's). "
+        "With num_kept_per_prompt = num_generations every better-than-average sample is "
+        "trained on; with 1, prompts are weighted by how far their best stands out. `none`: "
+        "every kept completion weighs 1 (the paper).",
+        "filter",
+    )
+    negative_weight: float = config_field(
+        0.0,
+        "Also push down the worst completion of each prompt (unless it is kept or ties the "
+        "best) with this weight on the unlikelihood -log(1 - p(token)) per token (Welleck et al. "
+        "2019; negative samples: Zhu et al. 2025, 'The Surprising Effectiveness of Negative "
+        "Reinforcement'); the unlikelihood is >= 0 with a bounded gradient, so it cannot diverge "
+        "as a negative CE would. Logged as loss/unlikelihood and num_negatives. 0 = off (the "
+        "paper).",
+        "filter",
+    )
+    skip_uniform_prompts: bool = config_field(
+        False,
+        "Do not train on prompts whose samples all score within 1e-6 of each other: they hold "
+        "no signal about what is better (no signal, no step). Logged as num_skipped_prompts. "
+        "Off: the paper trains on the first of the tied best.",
+        "filter",
+    )
 
     # --- training ------------------------------------------------------------------------
     max_iterations: int | None = config_field(
@@ -278,6 +308,16 @@ class SuperHFConfig(_Settings):
     )
     per_device_train_batch_size: int = config_field(
         2, "Kept completions per fine-tuning minibatch.", "training"
+    )
+    num_train_epochs: int = config_field(
+        1,
+        "Passes over each iteration's kept completions (the paper: 1). The first pass takes "
+        "them prompt by prompt, each later pass in a seeded shuffle; the learning rate is the "
+        "iteration's in every pass. TRL's GRPO calls this num_iterations (its mu); here an "
+        "iteration is already the sample-score-filter-fine-tune loop, and transformers' "
+        "num_train_epochs is passes over the training data, which in SuperHF's fine-tuning "
+        "stage are the kept completions.",
+        "training",
     )
     gradient_accumulation_steps: int = config_field(
         1, "Minibatches per optimizer step (the paper: 1).", "training"
@@ -432,6 +472,7 @@ class SuperHFConfig(_Settings):
             "max_skipped_minibatches",
             "lora_r",
             "lora_alpha",
+            "num_train_epochs",
         )
         _check_at_least(
             self,
@@ -441,6 +482,7 @@ class SuperHFConfig(_Settings):
             "lora_dropout",
             "length_penalty",
             "num_eval_prompts",
+            "negative_weight",
         )
         if self.ddp_timeout is not None and self.ddp_timeout < 1:
             raise ConfigError(f"ddp_timeout must be >= 1 second or unset, got {self.ddp_timeout}.")

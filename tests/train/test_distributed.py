@@ -185,8 +185,12 @@ def test_blocks_are_contiguous_whole_and_in_rank_order(count):
 
 def test_global_minibatches_are_the_one_process_minibatches_split():
     encoded = [([1], [7] * (i + 1)) for i in range(7)]  # 7 examples of 1..7 completion tokens
-    one = _processes(0, 1).minibatches(encoded, 4)
-    halves = [_processes(r, 2).minibatches(encoded, 2) for r in range(2)]
+
+    def count(rows):
+        return sum(len(c) for _, c in rows)
+
+    one = _processes(0, 1).minibatches(encoded, 4, count)
+    halves = [_processes(r, 2).minibatches(encoded, 2, count) for r in range(2)]
     assert [len(mb) for mb, _, _ in one] == [4, 3]
     for m, (whole, tokens, count) in enumerate(one):
         assert halves[0][m][0] + halves[1][m][0] == whole

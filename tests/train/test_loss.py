@@ -4,6 +4,7 @@ and its KL behaves like a KL."""
 from __future__ import annotations
 
 import copy
+import math
 
 import pytest
 import torch
@@ -134,3 +135,102 @@ def test_beta_zero_keeps_an_infinite_kl_out_of_the_loss():
     out = superhf_loss(logits, labels, ref_logits, beta=0.0)
     assert torch.isinf(out.kl)
     assert torch.isfinite(out.loss) and out.kl_loss.item() == 0.0
+
+
+# --- per-example weights (issue 17's options) -----------------------------------------------
+
+
+def _paper_loss(logits, labels, ref_logits, beta):
+    """superhf_loss as it was before the weights (frozen here): the options-off reference."""
+    import torch.nn.functional as F
+
+    logits = logits[:, :-1].float()
+    targets = labels[:, 1:]
+    mask = targets != IGNORE_INDEX
+    sft = F.cross_entropy(
+        logits.reshape(-1, logits.shape[-1]), targets.reshape(-1), ignore_index=IGNORE_INDEX
+    )
+    logp = F.log_softmax(logits[mask], dim=-1)
+    ref_logp = F.log_softmax(ref_logits[:, :-1][mask].float(), dim=-1)
+    per_token = (ref_logp.exp() * (ref_logp - logp)).sum(-1)
+    owner = torch.arange(mask.shape[0])[:, None].expand_as(mask)[mask]
+    per_example = torch.zeros(mask.shape[0]).index_add(0, owner, per_token) / mask.sum(-1)
+    return sft + beta * per_example.sum(), sft, per_example.mean()
+
+
+def _fixed_batch(tokenizer):
+    batch = build_training_batch(PROMPTS, COMPLETIONS, tokenizer)
+    torch.manual_seed(3)
+    logits = torch.randn(*batch.labels.shape, len(tokenizer))
+    ref_logits = logits + 0.3 * torch.randn_like(logits)
+    return batch.labels, logits, ref_logits
+
+
+def test_without_weights_the_loss_is_the_papers_bit_for_bit(tokenizer):
+    labels, logits, ref_logits = _fixed_batch(tokenizer)
+    out = superhf_loss(logits, labels, ref_logits, beta=0.35)
+    loss, sft, kl = _paper_loss(logits, labels, ref_logits, 0.35)
+    assert torch.equal(out.loss, loss) and torch.equal(out.sft_loss, sft)
+    assert torch.equal(out.kl, kl) and float(out.unlikelihood_loss) == 0.0
+    # unit weights give the same numbers (another summation order: close, not identical)
+    ones = superhf_loss(logits, labels, ref_logits, beta=0.35, weights=torch.ones(2))
+    torch.testing.assert_close(ones.loss, loss)
+    torch.testing.assert_close(ones.kl, kl)
+
+
+def test_weights_scale_each_examples_cross_entropy(tokenizer):
+    labels, logits, _ = _fixed_batch(tokenizer)
+    n = [len(c) for c in COMPLETIONS]  # 5 and 1 labelled tokens
+    per_example = [
+        float(superhf_loss(logits[i : i + 1], labels[i : i + 1], None, 0.0).sft_loss)
+        for i in range(2)
+    ]
+    out = superhf_loss(logits, labels, None, 0.0, weights=torch.tensor([1.5, 0.5]))
+    expected = (1.5 * per_example[0] * n[0] + 0.5 * per_example[1] * n[1]) / sum(n)
+    assert float(out.sft_loss) == pytest.approx(expected, rel=1e-5)
+    # weight 0: not trained on (no gradient at its positions), and not in the KL
+    logits.requires_grad_(True)
+    ref = logits.detach() + 1.0 * torch.randn_like(logits)
+    out = superhf_loss(logits, labels, ref, 0.35, weights=torch.tensor([1.0, 0.0]))
+    out.loss.backward()
+    assert logits.grad[1].abs().sum() == 0 and logits.grad[0].abs().sum() > 0
+    only_first = superhf_loss(logits[:1], labels[:1], ref[:1], 0.35)
+    torch.testing.assert_close(out.kl, only_first.kl)
+
+
+def test_negative_weight_is_a_bounded_unlikelihood(tokenizer):
+    labels, logits, ref_logits = _fixed_batch(tokenizer)
+    logits.requires_grad_(True)
+    out = superhf_loss(logits, labels, ref_logits, 0.35, weights=torch.tensor([1.0, -0.5]))
+    # -log(1 - p(token)) at the one position predicting the negative example's token
+    position = int((labels[1] != IGNORE_INDEX).nonzero()[0]) - 1
+    p = torch.softmax(logits[1, position].detach().double(), -1)[labels[1, position + 1]]
+    assert float(out.unlikelihood_loss.detach()) == pytest.approx(
+        0.5 * float(-torch.log1p(-p)), rel=1e-4
+    )
+    torch.testing.assert_close(out.loss, out.sft_loss + out.unlikelihood_loss + out.kl_loss)
+    # the KL covers the positive example only
+    torch.testing.assert_close(
+        out.kl, superhf_loss(logits[:1], labels[:1], ref_logits[:1], 0.35).kl
+    )
+    # a step down the gradient makes the negative token less likely
+    out.unlikelihood_loss.backward()
+    lower = logits[1, position].detach() - 10 * logits.grad[1, position]
+    assert torch.softmax(lower, -1)[labels[1, position + 1]] < p
+    # bounded: even at p(token) ~ 1 the loss is finite and the gradient's norm at most 2
+    sure = torch.zeros(1, 2, 8)
+    sure[0, 0, 3] = 40.0
+    sure.requires_grad_(True)
+    out = superhf_loss(
+        sure, torch.tensor([[IGNORE_INDEX, 3]]), None, 0.0, weights=torch.tensor([-1.0])
+    )
+    out.loss.backward()
+    assert torch.isfinite(out.loss) and float(out.loss) > 30
+    assert float(sure.grad.norm()) <= 2.0
+    # and accurate at p = 0.9 (the other branch): -log(0.1)
+    nine = torch.zeros(1, 2, 2)
+    nine[0, 0, 1] = math.log(9.0)
+    out = superhf_loss(
+        nine, torch.tensor([[IGNORE_INDEX, 1]]), None, 0.0, weights=torch.tensor([-1.0])
+    )
+    assert float(out.loss) == pytest.approx(-math.log(0.1), rel=1e-5)

@@ -1,7 +1,8 @@
 """Training: the SuperHF loop and what only it uses.
 
 - `trainer`: `SuperHFTrainer`, one iteration = sample -> score -> filter -> fine-tune;
-- `filtering`: `top_k_per_prompt`, keep the best completions of each prompt;
+- `filtering`: `top_k_per_prompt`, keep the best completions of each prompt, and
+  `select_training_samples`, the same with issue 17's weights, negatives and skips;
 - `loss`: `superhf_loss`, cross-entropy on the kept completions plus the KL prior;
 - `checkpoint`: atomic, verified checkpoints and resume;
 - `run_log`: metrics.jsonl, completions.jsonl, the console line and the iteration's metrics.
@@ -15,17 +16,24 @@ import importlib
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
-    from superhf.train.filtering import top_k_per_prompt
+    from superhf.train.filtering import select_training_samples, top_k_per_prompt
     from superhf.train.loss import LossOutput, superhf_loss
     from superhf.train.trainer import SuperHFTrainer
 
 _WHERE = {
     "SuperHFTrainer": "superhf.train.trainer",
     "top_k_per_prompt": "superhf.train.filtering",
+    "select_training_samples": "superhf.train.filtering",
     "superhf_loss": "superhf.train.loss",
     "LossOutput": "superhf.train.loss",
 }
-__all__ = ["LossOutput", "SuperHFTrainer", "superhf_loss", "top_k_per_prompt"]
+__all__ = [
+    "LossOutput",
+    "SuperHFTrainer",
+    "select_training_samples",
+    "superhf_loss",
+    "top_k_per_prompt",
+]
 
 
 def __getattr__(name: str) -> Any:

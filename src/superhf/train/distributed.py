@@ -49,7 +49,8 @@ from superhf.rewards.scoring import Scores
 from superhf.train.run_log import RunLogger
 
 T = TypeVar("T")
-Pair = tuple[list[int], list[int]]
+R = TypeVar("R")  # a training row
+C = TypeVar("C")  # what a minibatch's rows count to
 """A training example: (prompt ids, completion ids)."""
 
 
@@ -119,19 +120,18 @@ class Processes:
         return self.gather(run([items[i] for i in block], block.start))
 
     def minibatches(
-        self, encoded: list[Pair], per_device: int
-    ) -> list[tuple[list[Pair], int, int]]:
-        """(this process's slice, the global minibatch's completion-token count, its number of
-        examples) of each global minibatch of `per_device x num_processes` examples, in the
-        one-process order. A slice may be empty (a short last minibatch); the token count is
-        what the token-mean CE divides by, on every process."""
+        self, rows: list[R], per_device: int, count: Callable[[list[R]], C]
+    ) -> list[tuple[list[R], C, int]]:
+        """(this process's slice, `count` of the whole global minibatch, its number of rows) of
+        each global minibatch of `per_device x num_processes` rows, in the one-process order.
+        A slice may be empty (a short last minibatch); `count` gives what the losses divide by
+        (the completion-token counts), the same on every process."""
         size = per_device * self.size
         out = []
-        for start in range(0, len(encoded), size):
-            whole = encoded[start : start + size]
+        for start in range(0, len(rows), size):
+            whole = rows[start : start + size]
             block = self.block(len(whole))
-            tokens = sum(len(c) for _, c in whole)
-            out.append(([whole[i] for i in block], tokens, len(whole)))
+            out.append(([whole[i] for i in block], count(whole), len(whole)))
         return out
 
     def gather_samples(

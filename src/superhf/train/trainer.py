@@ -8,6 +8,10 @@ Each iteration takes `prompts_per_iteration` unused prompts, samples `num_genera
 completions for each, scores them, keeps the best `num_kept_per_prompt` of each prompt, and
 makes one pass of minibatch updates on the kept samples with CE + beta * KL. The scheduler
 steps once per iteration; nothing carries over between iterations.
+
+Issue 17's options (all off by default; `SuperHFConfig` documents them): `num_train_epochs`
+passes over the kept samples, `sample_weighting` and `negative_weight` (weights per sample,
+`train/filtering.py`, entering `train/loss.py` as a tensor), `skip_uniform_prompts`.
 """
 
 from __future__ import annotations
@@ -68,7 +72,7 @@ from superhf.train.distributed import (
     make_accelerator,
     prompt_seeds,
 )
-from superhf.train.filtering import top_k_per_prompt
+from superhf.train.filtering import select_training_samples
 from superhf.train.loss import superhf_loss
 from superhf.train.run_log import (
     RunLogger,
@@ -525,12 +529,25 @@ class SuperHFTrainer:
         gathered = self.processes.gather_samples(block.start, completions, generation)
         completions, generation = gathered
         self.num_sampled_tokens += generation.num_sampled_tokens  # every process's
-        kept = top_k_per_prompt(
-            scores.total, [c.prompt_index for c in completions], args.num_kept_per_prompt
+        selection = select_training_samples(
+            scores.total,
+            [c.prompt_index for c in completions],
+            args.num_kept_per_prompt,
+            args.sample_weighting,
+            args.negative_weight,
+            args.skip_uniform_prompts,
         )
+        kept = selection.kept
         times.append(time.perf_counter())
         status("fine-tuning")
-        train_metrics = self.fine_tune([completions[i] for i in kept], prompts)
+        train_metrics = self.fine_tune(
+            [completions[i] for i in selection.indices],
+            prompts,
+            selection.weights,
+            shuffle_seed=f"{args.seed}:{iteration}",
+        )
+        train_metrics["num_skipped_prompts"] = selection.num_skipped_prompts
+        train_metrics["num_negatives"] = selection.num_negatives
         learning_rate = self.optimizer.param_groups[0]["lr"]  # the rate this iteration used
         self.scheduler.step()
         times.append(time.perf_counter())
@@ -641,10 +658,21 @@ class SuperHFTrainer:
         )
         return {f"eval_{key}": value for key, value in results.items()}
 
-    def fine_tune(self, samples: list[Completion], prompts: list[Prompt]) -> dict[str, float]:
-        """One pass over the kept samples: an optimizer step per `gradient_accumulation_steps`
-        minibatches. A step with a non-finite loss or gradient is skipped (its minibatches
-        counted); running out of memory halves the micro-batch and redoes the step.
+    def fine_tune(
+        self,
+        samples: list[Completion],
+        prompts: list[Prompt],
+        weights: list[float] | None = None,
+        shuffle_seed: str = "",
+    ) -> dict[str, float]:
+        """`num_train_epochs` passes over the samples: an optimizer step per
+        `gradient_accumulation_steps` minibatches. The first pass takes the samples in their
+        order; each later one shuffles them with `random.Random(f"{shuffle_seed}:{epoch}")`
+        (its own stream: the run's random state is untouched). A step with a non-finite loss
+        or gradient is skipped (its minibatches counted); running out of memory halves the
+        micro-batch and redoes the step.
+
+        `weights`: one per sample (`Selection.weights`), passed to the loss; None: plain CE.
 
         Each sample trains on its prompt's ids as generation saw them (`encode_prompt`) and
         the ids it sampled (`Completion.token_ids`), through the token that ended it; a
@@ -653,14 +681,22 @@ class SuperHFTrainer:
         args = self.args
         self.model.train()
         num_kept = len(samples)
+        rows = list(zip(samples, weights or [None] * len(samples), strict=True))
         if args.mask_truncated_completions:
-            samples = [s for s in samples if not s.clipped]
+            rows = [(s, w) for s, w in rows if not s.clipped]
         prompt_ids = {i: encode_prompt(self.tokenizer, p.text) for i, p in enumerate(prompts)}
-        encoded = [(prompt_ids[s.prompt_index], s.training_ids(self.tokenizer)) for s in samples]
-        # This process's slice of each global minibatch (per_device x num_processes samples).
-        minibatches = self.processes.minibatches(encoded, args.per_device_train_batch_size)
+        encoded = [(prompt_ids[s.prompt_index], s.training_ids(self.tokenizer), w) for s, w in rows]
+        # Each pass: this process's slice of each global minibatch (per_device x processes rows).
+        minibatches = []
+        for epoch in range(args.num_train_epochs):
+            order = list(encoded)
+            if epoch > 0:
+                random.Random(f"{shuffle_seed}:{epoch}").shuffle(order)
+            minibatches += self.processes.minibatches(
+                order, args.per_device_train_batch_size, _token_counts
+            )
         accumulation = args.gradient_accumulation_steps
-        totals: dict[str, list[float]] = {"loss": [], "loss/sft": [], "loss/kl": [], "kl": []}
+        totals: dict[str, list[float]] = {key: [] for key in _LOSS_STATS}
         grad_norms: list[float] = []
         skipped, retries_before = 0, self.num_oom_retries
         for start in range(0, len(minibatches), accumulation):
@@ -674,27 +710,32 @@ class SuperHFTrainer:
             grad_norms.append(norm)
             for minibatch_stats in stats:
                 for key, value in minibatch_stats.items():
-                    totals[key].append(value)
+                    if not math.isnan(value):  # a KL not measured (no reference, no CE row)
+                        totals[key].append(value)
         metrics = {key: mean_or_nan(values) for key, values in totals.items()}
         metrics["grad_norm"] = mean_or_nan(grad_norms)
         metrics["num_skipped_minibatches"] = skipped
-        metrics["num_masked_truncated"] = num_kept - len(samples)  # clipped, left out of the loss
+        metrics["num_masked_truncated"] = num_kept - len(rows)  # clipped, left out of the loss
         metrics["num_oom_retries"] = self.num_oom_retries - retries_before
         self.num_skipped_total += skipped
         return metrics
 
     def _optimizer_step(
-        self, group: list[tuple[list[tuple[list[int], list[int]]], int, int]], micro: int
+        self,
+        group: list[tuple[list[Row], tuple[int, int, int], int]],
+        micro: int,
     ) -> tuple[list[dict[str, float]], float | None]:
         """Accumulate the gradients of `group`'s minibatches, then step; the grad norm, or None
         if the step was skipped as non-finite.
 
-        Each minibatch is (this process's examples, the whole minibatch's completion tokens,
-        its number of examples) (`Processes.minibatches`) and may be split into micro-batches
-        of `micro` sequences; their losses are weighted so that the gradient equals the whole
-        minibatch's: the token-mean CE by the micro-batch's share of completion tokens, the KL
-        (a sum over examples) as is. On many processes the loss is multiplied by their number
-        (DDP averages); out-of-memory and non-finite losses are agreed before DDP syncs.
+        Rows are (prompt ids, completion ids, weight or None); each minibatch is (this
+        process's rows, the whole minibatch's `_token_counts`, its number of rows)
+        (`Processes.minibatches`) and may be split into micro-batches of `micro` sequences;
+        their losses are weighted so that the gradient equals the whole minibatch's: the
+        token-mean CE by the micro-batch's share of the minibatch's CE tokens, the
+        unlikelihood by its share of the negative rows' tokens, the KL (a sum over examples)
+        as is. On many processes the loss is multiplied by their number (DDP averages);
+        out-of-memory and non-finite losses are agreed before DDP syncs.
         """
         acc, processes = self.accelerator, self.processes
         self.optimizer.zero_grad()
@@ -703,25 +744,34 @@ class SuperHFTrainer:
             for m, (mb, _, _) in enumerate(group)
             for i in range(0, len(mb), micro)
         ]
-        keys = ("loss/sft", "loss/kl", "kl")
+        keys = tuple(k for k in _LOSS_STATS if k != "loss")
         stats = [dict.fromkeys(keys, 0.0) for _ in group]
         out_of_memory = non_finite = False
         for j, (m, piece) in enumerate(pieces):
             _, tokens, count = group[m]
             batch = build_training_batch(
-                [p for p, _ in piece], [c for _, c in piece], self.tokenizer
+                [p for p, _, _ in piece], [c for _, c, _ in piece], self.tokenizer
             ).to(acc.device)
+            weights = None if piece[0][2] is None else torch.tensor([w for _, _, w in piece])
             keep = batch.logits_to_keep()
             # One process: DDP-free, the last piece is the step's. Many: every piece under
             # no_sync; the gradients are averaged after the processes agree (below).
             sync = j == len(pieces) - 1 and processes.size == 1
+            ce_total, negative_total, toward_total = group[m][1]
+            scale = processes.size / len(group)
+            ce_tokens, negative_tokens, toward = _token_counts(piece)
             try:
                 with contextlib.nullcontext() if sync else acc.no_sync(self.model), acc.autocast():
                     logits = self.model(**batch.model_inputs(), logits_to_keep=keep).logits
                     ref_logits = self.reference_logits(batch, keep)
-                    out = superhf_loss(logits, batch.labels[:, -keep:], ref_logits, self.args.beta)
-                    weight = sum(len(c) for _, c in piece) / tokens
-                    loss = (out.sft_loss * weight + out.kl_loss) * processes.size / len(group)
+                    out = superhf_loss(
+                        logits, batch.labels[:, -keep:], ref_logits, self.args.beta, weights
+                    )
+                    weight = ce_tokens / ce_total if ce_total else 0.0
+                    loss = (out.sft_loss * weight + out.kl_loss) * scale
+                    weight_negative = negative_tokens / negative_total if negative_total else 0.0
+                    if negative_tokens:
+                        loss = loss + out.unlikelihood_loss * weight_negative * scale
                     if not torch.isfinite(loss):
                         non_finite = True
                         break
@@ -733,7 +783,12 @@ class SuperHFTrainer:
                 break
             stats[m]["loss/sft"] += float(out.sft_loss.detach()) * weight
             stats[m]["loss/kl"] += float(out.kl_loss.detach())
-            stats[m]["kl"] += float(out.kl) * len(piece) / count
+            if negative_tokens:
+                unlikelihood = float(out.unlikelihood_loss.detach())
+                stats[m]["loss/unlikelihood"] += unlikelihood * weight_negative
+            # the KL is measured on the rows trained toward: each piece's share of them
+            if toward:
+                stats[m]["kl"] += float(out.kl) * toward / toward_total
         flat = [s[k] for s in stats for k in keys]
         out_of_memory, non_finite, *flat = processes.sum([out_of_memory, non_finite, *flat])
         if out_of_memory:
@@ -743,9 +798,13 @@ class SuperHFTrainer:
             self.optimizer.zero_grad()
             return [], None
         processes.sync_gradients(self.model, self.tokenizer.pad_token_id)
-        stats = [dict(zip(keys, flat[i : i + 3], strict=True)) for i in range(0, len(flat), 3)]
+        n = len(keys)
+        stats = [dict(zip(keys, flat[i : i + n], strict=True)) for i in range(0, len(flat), n)]
+        for s, (_, (_, _, toward_total), _) in zip(stats, group, strict=True):
+            if not toward_total:
+                s["kl"] = float("nan")  # nothing to measure it on
         for s in stats:
-            s["loss"] = s["loss/sft"] + s["loss/kl"]
+            s["loss"] = s["loss/sft"] + s["loss/kl"] + s["loss/unlikelihood"]
         norm = acc.clip_grad_norm_(self.model.parameters(), float("inf"))
         if norm is not None and not torch.isfinite(norm):
             self.optimizer.zero_grad()
@@ -841,6 +900,22 @@ def peak_memory_mb() -> float:
     except ImportError:  # not on Unix
         return float("nan")
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # KiB on Linux
+
+
+_LOSS_STATS = ("loss", "loss/sft", "loss/kl", "loss/unlikelihood", "kl")
+"""What each minibatch logs (averaged over the iteration's minibatches)."""
+
+
+Row = tuple[list[int], list[int], float | None]
+"""(prompt ids, completion ids, weight or None) of one training row."""
+
+
+def _token_counts(rows: Sequence[Row]) -> tuple[int, int, int]:
+    """Labelled completion tokens of the rows trained toward (weight None or > 0), of the rows
+    pushed down (weight < 0), and the number of rows trained toward."""
+    ce = sum(len(c) for _, c, w in rows if w is None or w > 0)
+    negative = sum(len(c) for _, c, w in rows if w is not None and w < 0)
+    return ce, negative, sum(w is None or w > 0 for _, _, w in rows)
 
 
 def _numeric(metrics: dict[str, Any]) -> dict[str, float]:
