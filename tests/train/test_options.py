@@ -171,10 +171,12 @@ def test_micro_batches_give_the_whole_minibatchs_gradient_with_weights(tmp_path,
     prompt = encode_prompt(tokenizer, trainer.prompts[0].text)
     rows = [(prompt, c.training_ids(tokenizer)) for c in _completions(tokenizer, 6)]
     weights = [1.5, -0.5, 0.5, 1.0, -0.5, 1.0]
-    group = [
+    minibatches = [
         [(p, c, w) for (p, c), w in zip(rows[i : i + 3], weights[i : i + 3], strict=True)]
         for i in (0, 3)
     ]
+    count = superhf.train.trainer._token_counts
+    group = [(mb, count(mb), len(mb)) for mb in minibatches]  # as Processes.minibatches does
     grads = []
     trainer.optimizer.step = lambda *a, **k: grads.append(
         [p.grad.clone() for p in trainer.model.parameters() if p.grad is not None]
