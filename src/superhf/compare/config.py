@@ -16,6 +16,7 @@ from typing import Any
 from superhf.config import (
     EMBEDDED_DATASET,
     EMBEDDED_MODEL,
+    SuperHFConfig,
     _check_finite,
     check_reward_weights,
     check_types,
@@ -24,6 +25,7 @@ from superhf.config import (
 )
 from superhf.errors import ConfigError
 
+SUPERHF_DEFAULT_BETA = SuperHFConfig.beta
 METHODS = ("superhf", "best_of_n", "sft", "grpo", "rloo", "ppo")
 HALF_SPLITS = ("first-half", "second-half")
 DEFAULT_BETAS = {"grpo": 0.0, "rloo": 0.05, "ppo": 0.05, "sft": 0.0, "best_of_n": 0.0}
@@ -167,6 +169,13 @@ class CompareConfig:
         "SuperHF's KL sweep (beta = 0 is the expert-iteration / RAFT ablation).",
         "methods",
     )
+    kl_sweep_seeds: list[int] | None = config_field(
+        None,
+        "Seeds of the SuperHF betas other than 0 and SuperHF's default (0.35): the KL sweep's "
+        "inner points, which draw one trade-off curve rather than a seed spread. Unset: every "
+        "seed of superhf.",
+        "methods",
+    )
     lr_scheduler_type: str = config_field(
         "constant_with_warmup",
         "Schedule of every trained method (a token budget has no known step count, so the "
@@ -268,6 +277,12 @@ class CompareConfig:
 
     def seeds_of(self, method: str) -> list[int]:
         return list(self.method_seeds.get(method, self.seeds))
+
+    def runs_beta_at_seed(self, beta: float, seed: int) -> bool:
+        """Whether SuperHF runs `beta` at `seed` (the sweep's inner points may have fewer)."""
+        if self.kl_sweep_seeds is None or beta in (0.0, SUPERHF_DEFAULT_BETA):
+            return True
+        return seed in self.kl_sweep_seeds
 
     def extra_of(self, method: str) -> dict[str, Any]:
         """The method's extras, `beta` taken out (it is a MethodRun field)."""

@@ -39,7 +39,7 @@ def run_name(method: str, learning_rate: float, beta: float, seed: int) -> str:
 
 
 def expand_runs(cfg: CompareConfig, task: Task) -> list[MethodRun]:
-    """One MethodRun per (method, seed, learning rate[, SuperHF beta])."""
+    """One MethodRun per (method, seed, learning rate[, SuperHF beta]), seed by seed."""
     out = Path(cfg.output_dir) / "runs"
     runs = []
     for method in cfg.methods:
@@ -52,6 +52,8 @@ def expand_runs(cfg: CompareConfig, task: Task) -> list[MethodRun]:
         for seed in cfg.seeds_of(method):
             for lr in rates:
                 for beta in betas:
+                    if method == "superhf" and not cfg.runs_beta_at_seed(beta, seed):
+                        continue
                     runs.append(
                         MethodRun(
                             method=method,
@@ -80,7 +82,10 @@ def expand_runs(cfg: CompareConfig, task: Task) -> list[MethodRun]:
                             extra=dict(extra),
                         )
                     )
-    return runs
+    # Seed-major: every method's first seed finishes before any second seed starts, so a
+    # comparison cut short still has every method.
+    order = {seed: i for i, seed in enumerate(dict.fromkeys(r.seed for r in runs))}
+    return sorted(runs, key=lambda r: order[r.seed])
 
 
 def train_run(run: MethodRun, isolate: bool) -> dict[str, Any]:
