@@ -110,6 +110,12 @@ def test_every_method_ran_and_results_and_plots_are_written(comparison):
     )
     sft = _runs(result, "sft")[0]
     assert sft["done"]["trained_tokens"] >= 20 and sft["done"]["sampled_tokens"] == 0
+    for r in _runs(result, "superhf"):  # BUDGET / STEP_TOKENS: at least 2 steps
+        assert r["seconds_per_step"] > 0 and 0 < r["tokens_per_step"] <= STEP_TOKENS
+        start = result["start"]["numbers"]["reward"]
+        gained = 1000 * (r["numbers"]["reward"] - start) / r["sampled_tokens"]
+        assert r["reward_gain_per_1k_tokens"] == pytest.approx(gained)
+    assert "## Cost and reward per sampled token" in report
 
 
 def test_the_sampled_token_budget_is_equal_across_methods(comparison):
@@ -207,3 +213,31 @@ def test_a_run_in_its_own_process_records_done_or_skipped(tmp_path):
     status = train_run(run("sft"), isolate=True)  # no chosen answers given: skipped, with why
     assert status["status"] == "skipped" and "chosen" in status["reason"]
     assert not (tmp_path / "sft" / "done.json").exists()
+
+
+def test_runs_go_seed_by_seed_and_the_kl_sweep_may_have_fewer_seeds():
+    from types import SimpleNamespace
+
+    from superhf.compare.harness import expand_runs
+
+    cfg = CompareConfig(
+        methods=["superhf", "best_of_n", "grpo"],
+        seeds=[0, 1],
+        superhf_betas=[0.0, 0.1, 0.35],
+        kl_sweep_seeds=[0],
+        output_dir="out",
+    )
+    files = {"train_file": "t", "sft_file": "s", "test_reward_model": None}
+    task = SimpleNamespace(**files, reward_funcs=["r"], reward_weights=None)
+    names = [Path(r.output_dir).name for r in expand_runs(cfg, task)]
+    assert names == [
+        "superhf-lr0.0005-b0-s0",
+        "superhf-lr0.0005-b0.1-s0",
+        "superhf-lr0.0005-b0.35-s0",
+        "best_of_n-s0",
+        "grpo-lr0.0005-b0-s0",
+        "superhf-lr0.0005-b0-s1",
+        "superhf-lr0.0005-b0.35-s1",
+        "best_of_n-s1",
+        "grpo-lr0.0005-b0-s1",
+    ]

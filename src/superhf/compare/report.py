@@ -40,6 +40,24 @@ def _table(groups: list[dict[str, Any]]) -> list[str]:
     return lines
 
 
+def _cost_table(groups: list[dict[str, Any]]) -> list[str]:
+    lines = [
+        "| method | seeds | s/step | sampled tokens/step | s per 1k sampled tokens "
+        "| train reward gained per 1k tokens | test reward gained per 1k tokens |",
+        "|---|---|---|---|---|---|---|",
+    ]
+    for g in groups:
+        if g["method"] in ("best_of_n", "sft"):
+            continue
+        lines.append(
+            f"| {g['label']} | {len(g['seeds'])} | {_stat(g['seconds_per_step'], 1)} "
+            f"| {_stat(g['tokens_per_step'], 0)} | {_stat(g['seconds_per_1k_tokens'], 2)} "
+            f"| {_stat(g['reward_gain_per_1k_tokens'], 4)} "
+            f"| {_stat(g['test_reward_gain_per_1k_tokens'], 4)} |"
+        )
+    return lines
+
+
 def write_report(result: dict[str, Any], plots: list[str], out: Path) -> Path:
     s, task, m = result["settings"], result["task"], result["machine"]
     start = result["start"]["numbers"]
@@ -75,6 +93,14 @@ def write_report(result: dict[str, Any], plots: list[str], out: Path) -> Path:
         "seeds whose test reward ends below the start's.",
         "",
         *_table(result["headline"]),
+        "",
+        "## Cost and reward per sampled token",
+        "Median wall seconds and sampled completion tokens per update (SuperHF: per "
+        "iteration; the median leaves out steps with an in-run evaluation); held-out reward "
+        "gained over the start policy per 1,000 sampled tokens. Best-of-n and SFT sample "
+        "nothing to train on.",
+        "",
+        *_cost_table(result["headline"]),
         "",
         "## Every (method, beta, learning rate)",
         "",

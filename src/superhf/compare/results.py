@@ -13,6 +13,7 @@ from __future__ import annotations
 import json
 import os
 import platform
+import statistics
 import time
 from datetime import UTC, datetime
 from importlib import metadata
@@ -56,6 +57,34 @@ def _value(metrics: dict[str, Any] | None, where: tuple[str, str | None]) -> flo
     return value if isinstance(value, int | float) else None
 
 
+def step_costs(progress: list[dict[str, Any]]) -> dict[str, float | None]:
+    """Median wall seconds and sampled tokens per update. The median, because SuperHF's steps
+    with an in-run evaluation (and the first, which loads models) are not what a step costs."""
+    walls = [p.get("wall_time_s") for p in progress]
+    tokens = [p.get("sampled_tokens") for p in progress]
+    if len(progress) < 2 or None in walls or None in tokens:
+        return {"seconds_per_step": None, "tokens_per_step": None, "seconds_per_1k_tokens": None}
+    seconds = statistics.median(b - a for a, b in zip(walls, walls[1:], strict=False))
+    per_step = statistics.median(b - a for a, b in zip(tokens, tokens[1:], strict=False))
+    return {
+        "seconds_per_step": seconds,
+        "tokens_per_step": per_step,
+        "seconds_per_1k_tokens": 1000 * seconds / per_step if per_step else None,
+    }
+
+
+def gains_per_token(
+    numbers: dict[str, Any], start: dict[str, Any], sampled: int | None
+) -> dict[str, float | None]:
+    """Held-out reward gained over the start policy per 1,000 sampled completion tokens."""
+    out: dict[str, float | None] = {}
+    for key in ("reward", "test_reward"):
+        end, begin = numbers.get(key), start.get(key)
+        ok = end is not None and begin is not None and sampled
+        out[f"{key}_gain_per_1k_tokens"] = 1000 * (end - begin) / sampled if ok else None
+    return out
+
+
 def run_record(
     run: MethodRun, status: dict[str, Any], metrics: dict[str, Any] | None, redone: bool
 ) -> dict[str, Any]:
@@ -96,6 +125,7 @@ def run_record(
         "settings": _read_json(folder / SETTINGS_FILE),
         "progress": progress,
         "numbers": {k: _value(metrics, where) for k, where in METRICS.items()},
+        **step_costs(progress),
         "eval": metrics,
     }
 
@@ -127,9 +157,27 @@ def label(method: str, beta: float) -> str:
     return method
 
 
-def summarize_groups(records: list[dict[str, Any]], start_test: float | None) -> list[dict]:
-    """Mean and standard error across seeds per (method, beta, lr); the chosen lr marked."""
+PER_RUN = [
+    "sampled_tokens",
+    "wall_time_s",
+    "peak_memory_mb",
+    "seconds_per_step",
+    "tokens_per_step",
+    "seconds_per_1k_tokens",
+    "reward_gain_per_1k_tokens",
+    "test_reward_gain_per_1k_tokens",
+]
+"""Numbers of a run's cost and efficiency, aggregated across seeds like the METRICS."""
+
+
+def summarize_groups(records: list[dict[str, Any]], start: dict[str, Any]) -> list[dict]:
+    """Mean and standard error across seeds per (method, beta, lr); the chosen lr marked.
+    `start`: the start policy's numbers, for the divergence rate and the gains per token."""
+    start_test = start.get("test_reward")
     groups: dict[tuple, list[dict[str, Any]]] = {}
+    for r in records:
+        if r["status"] == "done" and r["method"] not in ("best_of_n", "sft"):  # they sample none
+            r.update(gains_per_token(r["numbers"], start, r["sampled_tokens"]))
     for r in records:
         if r["status"] == "done":
             groups.setdefault((r["method"], r["beta"], r["learning_rate"]), []).append(r)
@@ -142,7 +190,7 @@ def summarize_groups(records: list[dict[str, Any]], start_test: float | None) ->
             "learning_rate": lr,
             "seeds": [m["seed"] for m in members],
         }
-        for key in [*METRICS, "sampled_tokens", "wall_time_s", "peak_memory_mb"]:
+        for key in [*METRICS, *PER_RUN]:
             source = [m["numbers"].get(key, m.get(key)) for m in members]
             values = [v for v in source if v is not None]
             row[key] = mean_se(values) if values else None
@@ -211,8 +259,7 @@ def build_results(
     records: list[dict[str, Any]],
     started: float,
 ) -> dict[str, Any]:
-    start_test = _value(start, METRICS["test_reward"])
-    groups = summarize_groups(records, start_test)
+    groups = summarize_groups(records, {k: _value(start, w) for k, w in METRICS.items()})
     return json_safe(
         {
             "created": datetime.now(UTC).isoformat(timespec="seconds"),
