@@ -58,6 +58,7 @@ def comparison(tmp_path_factory, tiny_model_dir):
         seeds=[0],
         learning_rates=[1e-3],
         superhf_betas=[0.0, 0.35],
+        superhf_variants={"negatives": {"negative_weight": 0.5}},
         lr_scheduler_type="constant",
         warmup_steps=0,
         method_settings={
@@ -83,6 +84,7 @@ def test_every_method_ran_and_results_and_plots_are_written(comparison):
     assert {r["name"]: r["status"] for r in result["runs"] if r["method"] != "grpo"} == {
         "superhf-lr0.001-b0-s0": "done",
         "superhf-lr0.001-b0.35-s0": "done",
+        "superhf_negatives-lr0.001-b0.35-s0": "done",
         "best_of_n-s0": "done",
         "sft-lr0.001-b0-s0": "done",
     }
@@ -116,6 +118,12 @@ def test_every_method_ran_and_results_and_plots_are_written(comparison):
         gained = 1000 * (r["numbers"]["reward"] - start) / r["sampled_tokens"]
         assert r["reward_gain_per_1k_tokens"] == pytest.approx(gained)
     assert "## Cost and reward per sampled token" in report
+    variant = next(g for g in result["headline"] if g["variant"] == "negatives")
+    assert variant["label"] == "superhf[negatives] b=0.35" and variant["seeds"] == [0]
+    settings = json.loads(
+        (out / "runs/superhf_negatives-lr0.001-b0.35-s0/settings.json").read_text()
+    )
+    assert settings["run"]["extra"]["negative_weight"] == 0.5
 
 
 def test_the_sampled_token_budget_is_equal_across_methods(comparison):
@@ -225,6 +233,7 @@ def test_runs_go_seed_by_seed_and_the_kl_sweep_may_have_fewer_seeds():
         seeds=[0, 1],
         superhf_betas=[0.0, 0.1, 0.35],
         kl_sweep_seeds=[0],
+        superhf_variants={"epochs": {"num_train_epochs": 2}},
         output_dir="out",
     )
     files = {"train_file": "t", "sft_file": "s", "test_reward_model": None}
@@ -234,10 +243,26 @@ def test_runs_go_seed_by_seed_and_the_kl_sweep_may_have_fewer_seeds():
         "superhf-lr0.0005-b0-s0",
         "superhf-lr0.0005-b0.1-s0",
         "superhf-lr0.0005-b0.35-s0",
+        "superhf_epochs-lr0.0005-b0.35-s0",
         "best_of_n-s0",
         "grpo-lr0.0005-b0-s0",
         "superhf-lr0.0005-b0-s1",
         "superhf-lr0.0005-b0.35-s1",
+        "superhf_epochs-lr0.0005-b0.35-s1",
         "best_of_n-s1",
         "grpo-lr0.0005-b0-s1",
     ]
+
+
+@pytest.mark.parametrize(
+    ("variants", "message"),
+    [
+        ({"neg": {"negative_wieght": 0.5}}, "not SuperHF settings"),
+        ({"two words": {"beta": 0.1}}, "letters, digits and _"),
+    ],
+)
+def test_a_bad_variant_is_refused_before_anything_runs(variants, message):
+    from superhf.errors import ConfigError
+
+    with pytest.raises(ConfigError, match=message):
+        CompareConfig(superhf_variants=variants, output_dir="out")

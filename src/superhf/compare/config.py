@@ -10,7 +10,8 @@ torch is not imported here, so `--help` and a refused setting answer at once.
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+import re
+from dataclasses import dataclass, fields
 from typing import Any
 
 from superhf.config import (
@@ -176,6 +177,13 @@ class CompareConfig:
         "seed of superhf.",
         "methods",
     )
+    superhf_variants: dict[str, dict[str, Any]] = config_field(
+        {},
+        "Named SuperHF variants, each its own row beside superhf, e.g. {negatives: "
+        "{negative_weight: 0.5}}: SuperHFConfig fields over method_settings.superhf, run at "
+        "every seed and learning rate, at SuperHF's default beta unless the variant sets one.",
+        "methods",
+    )
     lr_scheduler_type: str = config_field(
         "constant_with_warmup",
         "Schedule of every trained method (a token budget has no known step count, so the "
@@ -256,6 +264,20 @@ class CompareConfig:
                     f"method_seeds / method_settings: unknown method {method!r}; "
                     f"use one of {', '.join(METHODS)}."
                 )
+        known = {f.name for f in fields(SuperHFConfig)}
+        for name, value in self.superhf_variants.items():
+            if not re.fullmatch(r"[A-Za-z0-9_]+", str(name)) or not isinstance(value, dict):
+                raise ConfigError(
+                    f"superhf_variants.{name}: a variant is a name of letters, digits and _ "
+                    f"mapped to SuperHF settings, got {value!r}."
+                )
+            if unknown_fields := sorted(set(value) - known):
+                raise ConfigError(
+                    f"superhf_variants.{name}: {unknown_fields} are not SuperHF settings "
+                    "(see `superhf train --help`)."
+                )
+            if "superhf" not in self.methods:
+                raise ConfigError("superhf_variants needs superhf in methods.")
         for method, value in self.method_settings.items():
             if not isinstance(value, dict):
                 raise ConfigError(

@@ -4,10 +4,10 @@ evaluation of every run, then results.json, plots and report.md.
     superhf compare --config configs/compare/hh.yaml --output_dir runs/compare
     run_comparison(CompareConfig(methods=["superhf", "best_of_n"], seeds=[0]))
 
-Runs are (method x seed x learning rate [x beta for SuperHF]) `MethodRun`s, one folder each
-under output_dir/runs/. A run with done.json is never redone and an evaluated run is never
-re-evaluated (compare_eval.json), so running the same command again continues a killed
-comparison; a SuperHF run also resumes from its own checkpoint.
+Runs are (method or SuperHF variant x seed x learning rate [x beta for SuperHF])
+`MethodRun`s, one folder each under output_dir/runs/. A run with done.json is never redone
+and an evaluated run is never re-evaluated (compare_eval.json), so running the same command
+again continues a killed comparison; a SuperHF run also resumes from its own checkpoint.
 """
 
 from __future__ import annotations
@@ -22,7 +22,7 @@ from typing import Any
 from rich.console import Console
 
 from superhf.compare import evaluation, results
-from superhf.compare.config import CompareConfig
+from superhf.compare.config import SUPERHF_DEFAULT_BETA, CompareConfig
 from superhf.compare.methods import RUN_FILE, STATUS_FILE, execute, write_json
 from superhf.compare.spec import DONE_FILE, MethodRun
 from superhf.compare.task import Task, prepare_task
@@ -32,32 +32,48 @@ SHARED_EXTRAS = ("lr_scheduler_type", "warmup_steps")
 """Settings every trained method gets in its `extra` (TRL's config fields have these names)."""
 
 
-def run_name(method: str, learning_rate: float, beta: float, seed: int) -> str:
+def run_name(method: str, learning_rate: float, beta: float, seed: int, variant: str = "") -> str:
     if method == "best_of_n":
         return f"best_of_n-s{seed}"
-    return f"{method}-lr{learning_rate:g}-b{beta:g}-s{seed}"
+    arm = f"{method}_{variant}" if variant else method
+    return f"{arm}-lr{learning_rate:g}-b{beta:g}-s{seed}"
+
+
+def _arms(cfg: CompareConfig) -> list[tuple[str, str, list[float], dict[str, Any]]]:
+    """(method, variant, betas, extras) of every row: the methods, then SuperHF's variants."""
+    arms = []
+    for method in cfg.methods:
+        betas = cfg.superhf_betas if method == "superhf" else [cfg.beta_of(method)]
+        arms.append((method, "", betas, cfg.extra_of(method)))
+        if method == "superhf":
+            for name, settings in cfg.superhf_variants.items():
+                beta = float(settings.get("beta", SUPERHF_DEFAULT_BETA))
+                own = {k: v for k, v in settings.items() if k != "beta"}
+                arms.append((method, name, [beta], cfg.extra_of(method) | own))
+    return arms
 
 
 def expand_runs(cfg: CompareConfig, task: Task) -> list[MethodRun]:
-    """One MethodRun per (method, seed, learning rate[, SuperHF beta]), seed by seed."""
+    """One MethodRun per (method or variant, seed, learning rate[, SuperHF beta]), seed by
+    seed."""
     out = Path(cfg.output_dir) / "runs"
     runs = []
-    for method in cfg.methods:
+    for method, variant, betas, own in _arms(cfg):
         rates = [0.0] if method == "best_of_n" else cfg.learning_rates
-        betas = cfg.superhf_betas if method == "superhf" else [cfg.beta_of(method)]
         extra = {name: getattr(cfg, name) for name in SHARED_EXTRAS}
         if method == "sft":
             extra["sft_data"] = task.sft_file
-        extra |= cfg.extra_of(method)
+        extra |= own
         for seed in cfg.seeds_of(method):
             for lr in rates:
                 for beta in betas:
                     if method == "superhf" and not cfg.runs_beta_at_seed(beta, seed):
                         continue
+                    name = run_name(method, lr, beta, seed, variant)
                     runs.append(
                         MethodRun(
                             method=method,
-                            output_dir=str(out / run_name(method, lr, beta, seed)),
+                            output_dir=str(out / name),
                             model_name_or_path=cfg.model_name_or_path,
                             dataset_name=task.train_file,
                             dataset_train_split="train",
@@ -80,6 +96,7 @@ def expand_runs(cfg: CompareConfig, task: Task) -> list[MethodRun]:
                             lora_dropout=cfg.lora_dropout,
                             lora_target_modules=list(cfg.lora_target_modules),
                             extra=dict(extra),
+                            variant=variant,
                         )
                     )
     # Seed-major: every method's first seed finishes before any second seed starts, so a

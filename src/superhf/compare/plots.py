@@ -17,6 +17,8 @@ from typing import Any
 
 import numpy as np
 
+from superhf.compare.results import arm_key
+
 
 def _figure() -> Any:
     from matplotlib.figure import Figure
@@ -35,13 +37,7 @@ def reward_vs_tokens(result: dict[str, Any], path: Path) -> bool:
     ax = fig.add_subplot()
     drawn = False
     for group in result["headline"]:
-        runs = [
-            r
-            for r in result["runs"]
-            if r["status"] == "done"
-            and (r["method"], r["beta"], r["learning_rate"])
-            == (group["method"], group["beta"], group["learning_rate"])
-        ]
+        runs = [r for r in result["runs"] if r["status"] == "done" and arm_key(r) == arm_key(group)]
         curves = []
         for r in runs:
             points = [
@@ -135,12 +131,13 @@ def train_vs_test(result: dict[str, Any], path: Path) -> bool:
 def _label(run: dict[str, Any]) -> str:
     from superhf.compare.results import label
 
-    return label(run["method"], run["beta"])
+    return label(run["method"], run["beta"], run.get("variant", ""))
 
 
 def kl_sweep(result: dict[str, Any], path: Path) -> bool:
     groups = sorted(
-        (g for g in result["headline"] if g["method"] == "superhf"), key=lambda g: g["beta"]
+        (g for g in result["headline"] if g["method"] == "superhf" and not g.get("variant")),
+        key=lambda g: g["beta"],
     )
     key = (
         "test_reward"

@@ -1,10 +1,11 @@
 """From run folders and evaluations to results.json and report.md: per-run numbers, means
 and standard errors across seeds, divergence rates, the learning rate each method reports.
 
-Aggregation: a group is (method, beta, learning rate); its number for a metric is the mean
-over seeds of each run's evaluation mean, with the standard error across seeds. Each
-(method, beta) reports the learning rate with the best mean train reward on the held-out
-prompts (the train reward, not the test reward: the test RM is never used to choose).
+Aggregation: a group is (method, SuperHF variant, beta, learning rate); its number for a
+metric is the mean over seeds of each run's evaluation mean, with the standard error across
+seeds. Each (method, variant, beta) reports the learning rate with the best mean train reward
+on the held-out prompts (the train reward, not the test reward: the test RM is never used to
+choose).
 A run diverged when its test reward ends below the start policy's.
 """
 
@@ -102,6 +103,7 @@ def run_record(
     return {
         "name": folder.name,
         "method": run.method,
+        "variant": run.variant,
         "beta": run.beta,
         "learning_rate": run.learning_rate,
         "seed": run.seed,
@@ -151,10 +153,16 @@ def headline_line(name: str, metrics: dict[str, Any] | None, record: dict[str, A
     return text
 
 
-def label(method: str, beta: float) -> str:
+def label(method: str, beta: float, variant: str = "") -> str:
     if method == "superhf":
-        return f"superhf b={beta:g}" + (" (KL 0)" if beta == 0 else "")
+        arm = f"superhf[{variant}]" if variant else "superhf"
+        return f"{arm} b={beta:g}" + (" (KL 0)" if beta == 0 else "")
     return method
+
+
+def arm_key(record: dict[str, Any]) -> tuple:
+    """What a group of seeds shares: (method, variant, beta, learning rate)."""
+    return (record["method"], record.get("variant", ""), record["beta"], record["learning_rate"])
 
 
 PER_RUN = [
@@ -180,12 +188,13 @@ def summarize_groups(records: list[dict[str, Any]], start: dict[str, Any]) -> li
             r.update(gains_per_token(r["numbers"], start, r["sampled_tokens"]))
     for r in records:
         if r["status"] == "done":
-            groups.setdefault((r["method"], r["beta"], r["learning_rate"]), []).append(r)
+            groups.setdefault(arm_key(r), []).append(r)
     rows = []
-    for (method, beta, lr), members in groups.items():
+    for (method, variant, beta, lr), members in groups.items():
         row: dict[str, Any] = {
-            "label": label(method, beta),
+            "label": label(method, beta, variant),
             "method": method,
+            "variant": variant,
             "beta": beta,
             "learning_rate": lr,
             "seeds": [m["seed"] for m in members],
@@ -206,7 +215,7 @@ def summarize_groups(records: list[dict[str, Any]], start: dict[str, Any]) -> li
         rows.append(row)
     best: dict[tuple, dict[str, Any]] = {}
     for row in rows:
-        key = (row["method"], row["beta"])
+        key = arm_key(row)[:3]
         score = (row["reward"] or {}).get("mean")
         held = best.get(key)
         if held is None or (
@@ -214,7 +223,7 @@ def summarize_groups(records: list[dict[str, Any]], start: dict[str, Any]) -> li
         ):
             best[key] = row
     for row in rows:
-        row["chosen_learning_rate"] = best[(row["method"], row["beta"])] is row
+        row["chosen_learning_rate"] = best[arm_key(row)[:3]] is row
     return rows
 
 

@@ -56,6 +56,8 @@ class MethodRun:
     )
     extra: dict[str, Any] = field(default_factory=dict)
     """Method-specific settings (TRL's config fields, SuperHF's options), written to settings."""
+    variant: str = ""
+    """A named SuperHF variant (its settings are in `extra`), or "" for the method itself."""
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
