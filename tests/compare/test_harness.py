@@ -233,7 +233,8 @@ def test_runs_go_seed_by_seed_and_the_kl_sweep_may_have_fewer_seeds():
         seeds=[0, 1],
         superhf_betas=[0.0, 0.1, 0.35],
         kl_sweep_seeds=[0],
-        superhf_variants={"epochs": {"num_train_epochs": 2}},
+        superhf_variants={"epochs": {"num_train_epochs": 2}, "n1": {"num_generations": 1}},
+        method_seeds={"superhf_n1": [0]},
         output_dir="out",
     )
     files = {"train_file": "t", "sft_file": "s", "test_reward_model": None}
@@ -244,6 +245,7 @@ def test_runs_go_seed_by_seed_and_the_kl_sweep_may_have_fewer_seeds():
         "superhf-lr0.0005-b0.1-s0",
         "superhf-lr0.0005-b0.35-s0",
         "superhf_epochs-lr0.0005-b0.35-s0",
+        "superhf_n1-lr0.0005-b0.35-s0",
         "best_of_n-s0",
         "grpo-lr0.0005-b0-s0",
         "superhf-lr0.0005-b0-s1",

@@ -157,7 +157,10 @@ class CompareConfig:
     )
     seeds: list[int] = config_field([0, 1, 2], "Seeds; every method runs each.", "methods")
     method_seeds: dict[str, list[int]] = config_field(
-        {}, "Other seeds for some methods, e.g. {ppo: [0]} (a costly method).", "methods"
+        {},
+        "Other seeds for some methods, e.g. {ppo: [0]} (a costly method); a SuperHF variant "
+        "is named superhf_NAME here.",
+        "methods",
     )
     learning_rates: list[float] = config_field(
         [5e-4],
@@ -258,8 +261,9 @@ class CompareConfig:
             raise ConfigError(f"learning_rates must all be > 0, got {self.learning_rates}.")
         if any(b < 0 or not math.isfinite(b) for b in self.superhf_betas):
             raise ConfigError(f"superhf_betas must all be >= 0, got {self.superhf_betas}.")
+        arms = {f"superhf_{name}" for name in self.superhf_variants}
         for method in [*self.method_seeds, *self.method_settings]:
-            if method not in METHODS:
+            if method not in METHODS and not (method in arms and method in self.method_seeds):
                 raise ConfigError(
                     f"method_seeds / method_settings: unknown method {method!r}; "
                     f"use one of {', '.join(METHODS)}."
@@ -297,8 +301,9 @@ class CompareConfig:
                 "unset, or drop test_reward_model_data."
             )
 
-    def seeds_of(self, method: str) -> list[int]:
-        return list(self.method_seeds.get(method, self.seeds))
+    def seeds_of(self, method: str, variant: str = "") -> list[int]:
+        arm = f"{method}_{variant}" if variant else method
+        return list(self.method_seeds.get(arm, self.method_seeds.get(method, self.seeds)))
 
     def runs_beta_at_seed(self, beta: float, seed: int) -> bool:
         """Whether SuperHF runs `beta` at `seed` (the sweep's inner points may have fewer)."""

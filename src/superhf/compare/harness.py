@@ -64,7 +64,7 @@ def expand_runs(cfg: CompareConfig, task: Task) -> list[MethodRun]:
         if method == "sft":
             extra["sft_data"] = task.sft_file
         extra |= own
-        for seed in cfg.seeds_of(method):
+        for seed in cfg.seeds_of(method, variant):
             for lr in rates:
                 for beta in betas:
                     if method == "superhf" and not cfg.runs_beta_at_seed(beta, seed):
