@@ -15,8 +15,9 @@ from typing import Any
 import torch
 from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
-from superhf.batching import IGNORE_INDEX, build_training_batch, encode_prompt
+from superhf.batching import IGNORE_INDEX
 from superhf.evaluation.heldout import mean_se
+from superhf.evaluation.kl import completion_batches
 from superhf.generation import Completion
 
 ENTROPY_NOTE = (
@@ -42,19 +43,11 @@ def entropy_estimate(
     advance: Callable[[int], None] = lambda _: None,
 ) -> dict[str, Any]:
     """mean_se over completions of their mean per-position entropy (see ENTROPY_NOTE)."""
-    prompt_ids = [encode_prompt(tokenizer, t) for t in prompt_texts]
-    completion_ids = [c.training_ids(tokenizer) for c in completions]
-    order = sorted(range(len(completions)), key=lambda i: len(completion_ids[i]))
     per_completion = [0.0] * len(completions)
     was_training = model.training
     model.eval()
-    for start in range(0, len(order), batch_size):
-        rows = order[start : start + batch_size]
-        batch = build_training_batch(
-            [prompt_ids[completions[i].prompt_index] for i in rows],
-            [completion_ids[i] for i in rows],
-            tokenizer,
-        ).to(next(model.parameters()).device)
+    device = next(model.parameters()).device
+    for rows, batch in completion_batches(tokenizer, prompt_texts, completions, batch_size, device):
         keep = batch.logits_to_keep()
         logits = model(**batch.model_inputs(), logits_to_keep=keep).logits[:, :-1]
         mask = batch.labels[:, -keep:][:, 1:] != IGNORE_INDEX

@@ -7,14 +7,14 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any
 
 import torch
 from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
-from superhf.batching import IGNORE_INDEX, build_training_batch, encode_prompt
+from superhf.batching import IGNORE_INDEX, TrainingBatch, build_training_batch, encode_prompt
 from superhf.evaluation.heldout import mean_se
 from superhf.generation import Completion
 
@@ -43,6 +43,29 @@ class KLEstimate:
             "per_sequence": mean_se(self.per_sequence),
             "per_token": mean_se(per_token),
         }
+
+
+def completion_batches(
+    tokenizer: PreTrainedTokenizerBase,
+    prompt_texts: Sequence[str],
+    completions: Sequence[Completion],
+    batch_size: int,
+    device: torch.device,
+) -> Iterator[tuple[list[int], TrainingBatch]]:
+    """(indices into `completions`, their batch), shortest first so a batch pads little; each
+    completion as the trainer fine-tunes on it: its prompt as generation encoded it, then the
+    sampled ids through the token that ended it (`Completion.training_ids`)."""
+    prompt_ids = [encode_prompt(tokenizer, t) for t in prompt_texts]
+    completion_ids = [c.training_ids(tokenizer) for c in completions]
+    order = sorted(range(len(completions)), key=lambda i: len(completion_ids[i]))
+    for start in range(0, len(order), batch_size):
+        rows = order[start : start + batch_size]
+        batch = build_training_batch(
+            [prompt_ids[completions[i].prompt_index] for i in rows],
+            [completion_ids[i] for i in rows],
+            tokenizer,
+        )
+        yield rows, batch.to(device)
 
 
 def _completion_log_probs(model: PreTrainedModel, batch: Any, labels: torch.Tensor) -> torch.Tensor:
@@ -75,22 +98,13 @@ def kl_estimate(
     same model with its adapter disabled (no second copy in memory).
     """
     adapter = reference is policy and hasattr(policy, "disable_adapter")
-    prompt_ids = [encode_prompt(tokenizer, t) for t in prompt_texts]
-    completion_ids = [c.training_ids(tokenizer) for c in completions]
-    order = sorted(range(len(completions)), key=lambda i: len(completion_ids[i]))
     per_sequence = [0.0] * len(completions)
     num_tokens = [0] * len(completions)
     was_training = policy.training
     policy.eval()
     reference.eval()
-    for start in range(0, len(order), batch_size):
-        rows = order[start : start + batch_size]
-        batch = build_training_batch(
-            [prompt_ids[completions[i].prompt_index] for i in rows],
-            [completion_ids[i] for i in rows],
-            tokenizer,
-        )
-        batch = batch.to(next(policy.parameters()).device)
+    device = next(policy.parameters()).device
+    for rows, batch in completion_batches(tokenizer, prompt_texts, completions, batch_size, device):
         logp = _completion_log_probs(policy, batch, batch.labels)
         if adapter:
             with policy.disable_adapter():
