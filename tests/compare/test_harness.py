@@ -189,6 +189,21 @@ def test_a_stopped_comparison_resumes_without_redoing_finished_runs(comparison):
     assert same == {r["name"]: r["numbers"] for r in again["runs"] if r["method"] == "superhf"}
 
 
+def test_report_only_reports_what_is_finished_and_runs_nothing(comparison):
+    from dataclasses import replace
+
+    cfg, first, out = comparison
+    more = replace(cfg, seeds=[0, 1], report_only=True)
+    report = run_comparison(more)
+    pending = {r["name"] for r in report["runs"] if r["status"] == "pending"}
+    assert pending == {r["name"].replace("-s0", "-s1") for r in first["runs"]}
+    assert not any((out / "runs" / name).exists() for name in pending)
+    done = {r["name"]: r["numbers"] for r in report["runs"] if r["status"] == "done"}
+    assert done == {r["name"]: r["numbers"] for r in first["runs"] if r["status"] == "done"}
+    assert sorted(report["pending"]) == sorted(pending)
+    assert "Not finished yet" in (out / "report.md").read_text()
+
+
 def test_a_run_in_its_own_process_records_done_or_skipped(tmp_path):
     from superhf.compare.harness import train_run
     from superhf.compare.spec import MethodRun

@@ -223,6 +223,13 @@ class CompareConfig:
         "Running again continues: finished runs (done.json) are never redone.",
         "output",
     )
+    report_only: bool = config_field(
+        False,
+        "Write results.json, the plots and report.md from what is finished and evaluated so "
+        "far; train and evaluate nothing (the rest is listed as pending). Safe beside a "
+        "running comparison of the same output_dir.",
+        "output",
+    )
     isolate_runs: bool = config_field(
         True,
         "Run each method run in its own Python process (its own peak memory; a crash is "

@@ -127,14 +127,22 @@ def train_run(run: MethodRun, isolate: bool) -> dict[str, Any]:
     return {"status": "failed", "reason": f"exit code {code}; see {folder / 'log.txt'}"}
 
 
+def cached_evaluation(run: MethodRun, evaluator: evaluation.Evaluator) -> dict[str, Any] | None:
+    """The run's stored evaluation when it was made with the evaluator's settings."""
+    hit = evaluation.cached(Path(run.output_dir))
+    if hit is not None and hit.get("settings") == evaluator.settings():
+        return hit["metrics"]
+    return None
+
+
 def evaluate_run(
     run: MethodRun, evaluator: evaluation.Evaluator, name: str
 ) -> dict[str, Any] | None:
     """The run's evaluation, from its cache when the evaluation settings are the same."""
     folder = Path(run.output_dir)
-    hit = evaluation.cached(folder)
-    if hit is not None and hit.get("settings") == evaluator.settings():
-        return hit["metrics"]
+    hit = cached_evaluation(run, evaluator)
+    if hit is not None:
+        return hit
     if run.method == "best_of_n":
         metrics = evaluator.evaluate_best_of_n(
             run.model_name_or_path, run.num_generations, run.seed, folder
@@ -183,16 +191,21 @@ def run_comparison(cfg: CompareConfig, console: Console | None = None) -> dict[s
             name = Path(run.output_dir).name
             done_before = (Path(run.output_dir) / DONE_FILE).is_file()
             status = {"status": "done", "reason": None}
-            if not done_before:
-                progress.update(bar, description=f"training {name}")
-                status = train_run(run, cfg.isolate_runs)
             metrics = None
-            if status["status"] == "done":
-                progress.update(bar, description=f"evaluating {name}")
-                try:
-                    metrics = evaluate_run(run, evaluator, name)
-                except Exception as err:  # recorded; the comparison goes on
-                    status = {"status": "failed", "reason": f"evaluation: {err!r}"}
+            if cfg.report_only:
+                metrics = cached_evaluation(run, evaluator) if done_before else None
+                if metrics is None:
+                    status = {"status": "pending", "reason": "not finished or not evaluated yet"}
+            else:
+                if not done_before:
+                    progress.update(bar, description=f"training {name}")
+                    status = train_run(run, cfg.isolate_runs)
+                if status["status"] == "done":
+                    progress.update(bar, description=f"evaluating {name}")
+                    try:
+                        metrics = evaluate_run(run, evaluator, name)
+                    except Exception as err:  # recorded; the comparison goes on
+                        status = {"status": "failed", "reason": f"evaluation: {err!r}"}
             record = results.run_record(run, status, metrics, redone=not done_before)
             records.append(record)
             progress.console.print(results.headline_line(name, metrics, record), soft_wrap=True)

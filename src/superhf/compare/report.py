@@ -126,6 +126,13 @@ def write_report(result: dict[str, Any], plots: list[str], out: Path) -> Path:
             for r in short
         ]
         lines.append("")
+    if result.get("pending"):
+        lines += [
+            f"## Not finished yet ({len(result['pending'])} runs; a report made with report_only)",
+            "",
+            ", ".join(result["pending"]),
+            "",
+        ]
     if result["skipped"] or result["failed"]:
         lines += ["## Not run", ""]
         for kind in ("skipped", "failed"):

@@ -298,6 +298,7 @@ def build_results(
                 for r in records
                 if r["status"] == "failed"
             ],
+            "pending": [r["name"] for r in records if r["status"] == "pending"],
         }
     )
 
