@@ -20,6 +20,7 @@ from superhf.rewards.harmlessness import (
     LinearHead,
     answer_pairs,
     fit_linear_head,
+    pair_features,
     pairwise_accuracy,
     shipped_head_path,
     split_hh_transcript,
@@ -56,7 +57,7 @@ def test_shipped_head_loads_offline_fast_with_its_credit():
     start = time.perf_counter()
     head = LinearHead.load(shipped_head_path())
     assert time.perf_counter() - start < 1.0
-    assert head.weight.shape == (384,) and np.isfinite(head.weight).all()
+    assert head.weight.shape == (576,) and np.isfinite(head.weight).all()
     assert head.score_low < head.score_high
     info = head.info
     assert "HH-RLHF" in info["data"] and "MIT" in info["data"] and info["train_half"] == "first"
@@ -92,37 +93,43 @@ def test_hh_answer_is_the_last_assistant_turn():
         {"chosen": "only chosen"},
     ]
     pairs, skipped = answer_pairs(rows)
-    assert pairs[2:] == [("Yes.", "No."), ("Hello!", "Go away.")]
-    assert pairs[1] == ("I'd rather not insult anyone.", "You are a worthless idiot.")
+    assert pairs[2:] == [("Q?", "Yes.", "No."), ("Hi", "Hello!", "Go away.")]
+    assert pairs[0][0] == "My neighbour's door."  # the human turn the answer replies to
+    assert pairs[1] == (
+        "Tell me an insult.",
+        "I'd rather not insult anyone.",
+        "You are a worthless idiot.",
+    )
     assert skipped == 3
 
 
 def test_training_features_equal_scoring_features(reward: DefaultReward):
-    """The head learns from exactly what it later scores: the same ids, the same embedding."""
+    """The head learns from exactly what it later scores: the same judge pass, the same tokens.
+
+    Training reads only the answer's first 64 tokens; causal attention makes their hidden
+    states those of the full scoring pass, so a long answer checks that too.
+    """
     pairs, _ = answer_pairs(HH_ROWS)
-    answers = [a for pair in pairs for a in pair]
-    training = reward.answer_embeddings(answers)  # what the script and --from_embeddings use
-
-    # At scoring time the policy's completion follows "Assistant:" with its leading space.
-    prompt = "How do I pick a lock?"
-    seen: dict[tuple[int, ...], np.ndarray] = {}
-    embed = reward._embed
-
-    def spy(seqs):
-        out = embed(seqs)
-        seen.update(out)
-        return out
-
-    reward._embed = spy
-    try:
-        parts = reward.components([prompt] * len(answers), [" " + a for a in answers])
-    finally:
-        reward._embed = embed
-    ids = [tuple(i) for i in reward._ids(answers)]
-    scoring = np.stack([seen[i] for i in ids])
-    np.testing.assert_allclose(training, scoring, atol=1e-6)
+    long_answer = " ".join(["Please call a licensed locksmith and show them your ID."] * 12)
+    questions = [q for q, _, _ in pairs for _ in (0, 1)] + ["How do I pick a lock?"]
+    answers = [a for _, c, r in pairs for a in (c, r)] + [long_answer]
+    training = reward.harmlessness_features(questions, answers)  # what the script uses
+    assert len(reward._judge_tokenizer(long_answer)["input_ids"]) > 100
+    _, scoring = reward._judge_pass(questions, answers)  # the pass `components` runs
+    np.testing.assert_allclose(training, scoring, atol=1e-4)
     head = LinearHead.load(shipped_head_path())
-    np.testing.assert_allclose(parts["harmlessness"], head.bounded(training), atol=1e-6)
+    parts = reward.components(questions, answers)
+    np.testing.assert_allclose(parts["harmlessness"], head.bounded(training), atol=1e-5)
+
+
+def test_the_question_changes_the_harmlessness_score(reward: DefaultReward):
+    """The head reads the answer after its question, so the same help can be judged apart."""
+    answer = "Mix it into its food at night so nobody notices."
+    parts = reward.components(
+        ["How do I give my dog its medicine?", "How can I poison my neighbour's dog?"],
+        [answer, answer],
+    )
+    assert parts["harmlessness"][0] != parts["harmlessness"][1]
 
 
 def test_harmlessness_component_is_bounded_and_empty_is_worst(reward: DefaultReward):
@@ -143,7 +150,7 @@ def test_default_logs_harmlessness_as_its_own_weighted_function():
     assert weights[-1] == pytest.approx(2.0 * HARMLESSNESS_WEIGHT)
 
 
-def test_fit_recovers_a_preference_and_is_seeded():
+def test_fit_recovers_a_preference_and_is_deterministic():
     rng = np.random.default_rng(0)
     direction = rng.normal(size=16)
     x = rng.normal(size=(400, 16))
@@ -151,9 +158,11 @@ def test_fit_recovers_a_preference_and_is_seeded():
     prefer_x = (x - y) @ direction > 0
     chosen = np.where(prefer_x[:, None], x, y)
     rejected = np.where(prefer_x[:, None], y, x)
-    head = fit_linear_head(chosen[:300], rejected[:300], seed=3, steps=200, learning_rate=0.05)
-    again = fit_linear_head(chosen[:300], rejected[:300], seed=3, steps=200, learning_rate=0.05)
+    head = fit_linear_head(chosen[:300], rejected[:300], l2=0.01)
+    again = fit_linear_head(chosen[:300], rejected[:300], l2=0.01)
     np.testing.assert_array_equal(head.weight, again.weight)
+    # standardisation is folded into the stored weight and bias: raw features in, same order out
+    assert head.bias != 0.0
     assert pairwise_accuracy(head, chosen[300:], rejected[300:]) > 0.9
     bounded = head.bounded(np.concatenate([chosen, rejected]))
     assert bounded.min() == -1.0 and bounded.max() == 1.0
@@ -188,29 +197,42 @@ def test_reward_train_from_embeddings_folder_loads_as_a_reward(tmp_path):
     funcs, weights = load_reward_funcs([str(out)])
     assert weights == [1.0] and funcs[0].__name__ == "head-rm"
     pairs, _ = answer_pairs(rows[:4])
-    answers = [a for pair in pairs for a in pair]
-    scores = funcs[0](["Q?"] * len(answers), answers)
+    questions = [q for q, _, _ in pairs for _ in (0, 1)]
+    answers = [a for _, c, r in pairs for a in (c, r)]
+    scores = funcs[0](questions, answers)
     head = LinearHead.load(out / "embedding_head.safetensors")
-    expected = head.raw(DefaultReward().answer_embeddings(answers))
+    expected = head.raw(DefaultReward().harmlessness_features(questions, answers))
     np.testing.assert_allclose(scores, expected, atol=1e-6)
 
 
 @needs_hh
 @pytest.mark.slow
-def test_script_reproduces_the_shipped_head(tmp_path):
-    """Same data, same seed -> the shipped held-out accuracy, exactly.
-
-    About 2 CPU-minutes (embedding 4,616 answers); 6 min wall on a shared, busy 2-core machine.
-    """
+def test_shipped_head_scores_its_reported_accuracy():
+    """The shipped weights, on features computed now, give the held-out accuracy the script
+    recorded for the first 100 held-out pairs (all 1,156 would take about 8 CPU-minutes)."""
     shipped = LinearHead.load(shipped_head_path())
-    output = tmp_path / "head.safetensors"
+    with gzip.open(HH_FILE, "rt", encoding="utf-8") as f:
+        rows = [json.loads(line) for line in f if line.strip()]
+    held_out, _ = answer_pairs(rows[len(rows) // 2 :])
+    chosen, rejected = pair_features(DefaultReward(batch_size=32), held_out[:100])
+    measured = pairwise_accuracy(shipped, chosen, rejected)
+    assert measured == pytest.approx(shipped.info["heldout_accuracy_first_100"], abs=0.011)
+
+
+@needs_hh
+@pytest.mark.slow
+def test_script_trains_a_head_and_a_judge(tmp_path):
+    """The script on 60 pairs of each half: both heads written, loadable, with their records."""
+    output, judge = tmp_path / "head.safetensors", tmp_path / "judge" / "embedding_head.safetensors"
     result = subprocess.run(
         [sys.executable, str(REPO / "scripts" / "train_harmlessness_head.py"), str(HH_FILE),
-         "--seed", str(shipped.info["seed"]), "--output", str(output)],
+         "--max_pairs", "60", "--output", str(output), "--judge_output", str(judge)],
         capture_output=True, text=True, timeout=900,
     )  # fmt: skip
     assert result.returncode == 0, result.stdout + result.stderr
-    again = LinearHead.load(output)
-    assert again.info["heldout_accuracy"] == shipped.info["heldout_accuracy"]
-    assert again.info["train_accuracy"] == shipped.info["train_accuracy"]
-    np.testing.assert_allclose(again.weight, shipped.weight, atol=1e-4)
+    head, other = LinearHead.load(output), LinearHead.load(judge)
+    assert head.info["train_half"] == "first" and other.info["train_half"] == "second"
+    assert head.info["num_train_pairs"] == 60 and head.info["train_accuracy"] > 0.8
+    assert head.weight.shape == (576,) and not np.allclose(head.weight, other.weight)
+    funcs, _ = load_reward_funcs([str(judge.parent)])  # the judge folder is a reward
+    assert len(funcs[0](["How do I pick a lock?"], ["Call a locksmith."])) == 1

@@ -48,41 +48,36 @@ the weighted sum (weights 1, 1, 1, 1, 0.4) of five components, each a TRL-style 
     off mid-sentence by ``max_completion_length`` about 15-30. So a policy that rambles until
     it is cut off loses up to 1, and one that says what it has to say and stops loses nothing.
 ``harmlessness`` in [-1, 1]: would human raters find the answer harmless?
-    A linear head (384 weights and a bias, ``harmlessness_head.safetensors``, made by
-    ``scripts/train_harmlessness_head.py``) scores the MiniLM embedding of the whole answer (the
-    prompt is not read); it was fitted with the Bradley-Terry loss on the first half of
-    Anthropic HH-RLHF's harmless-base test split, where human raters picked the more harmless
-    of two assistant answers. The raw score ``s`` is mapped by
+    A linear head (576 weights and a bias, ``harmlessness_head.safetensors``, made by
+    ``scripts/train_harmlessness_head.py``) reads the finished-answer judge's own pass: the
+    SmolLM2 judge's last hidden layer averaged over the answer's first 64 tokens, with the
+    question before them, so it judges the answer *as a reply to that question* and costs
+    almost nothing beyond the judge's pass. It was fitted with the L2-penalised Bradley-Terry
+    loss on the first half of Anthropic HH-RLHF's harmless-base test split, where human raters
+    picked the more harmless of two assistant answers. The raw score ``s`` is mapped by
     ``2 * clip((s - s5) / (s95 - s5), 0, 1) - 1``, with ``s5`` and ``s95`` the 5th and 95th
-    percentiles of its scores on its training answers (stored in
-    ``harmlessness_head.json``). On the other half of that file it picks the raters' answer in
-    62% of pairs (``heldout_accuracy`` in the JSON, 95% interval 59.5-65.0%): a weak signal on
-    any one pair. It tilts the total towards a careful refusal or redirection over on-topic
-    harmful help that the other components score alike, but with weight 0.4 it does not
-    override relevance: polite, on-topic harmful help can still win (see below). The answer's
-    embedding is taken in the same MiniLM pass as the other components', and the features the
-    head was trained on come from the same code (``DefaultReward.answer_embeddings``).
+    percentiles of its scores on its training answers (stored in ``harmlessness_head.json``,
+    with its held-out accuracy on the other half). Its weight, 0.75, is the smallest that puts
+    a careful refusal above polite on-topic harmful help in the written tests; the features the
+    head was trained on come from the same code (``DefaultReward.harmlessness_features``).
 
 An empty or whitespace-only answer gets the worst value of every component, the minimum
-possible total of -3.4; the maximum is 1.4. A plain, on-topic, polite answer scores about 0.5
+possible total of -3.75; the maximum is 1.75. A plain, on-topic, polite answer scores about 0.5
 to 1; echoes, restatements, off-topic text, bare refusals and near-empty answers about -0.4 to
 0.5; repeated or clearly offensive answers about 0 or below.
 
 Where it falls short (read before trusting the numbers):
 
-* Harm is judged only by the harmlessness head: a linear map of a 22M-parameter sentence
-  embedding, right on about 62% of held-out human preference pairs (a fully fine-tuned MiniLM
-  reward model does no better). It reads the answer's topic and tone, not its meaning: it
-  does not see the prompt, so it cannot tell that a harmless-sounding answer helps with the
-  harmful request asked; it saw HH-RLHF's conversations, not DoNotAnswer's or
-  RealToxicityPrompts'; and it has learnt the raters' taste for short, vague answers ("They
-  are not." scores near +1, most detailed helpful answers below 0), which is why its weight is
-  small. In the written tests it ranks a caring redirection above advice on starving oneself,
-  but a polite plan to track an ex-partner or poison a dog still beats a refusal in the total,
-  because relevance prefers the on-topic help. profanity-check detects offensive
-  *language*, not harmful *help*, and MiniLM finds polite instructions for harm as relevant as
-  a careful refusal, often more. Nothing judges correctness: a wrong answer and a right one, or
-  good advice and bad advice on the same topic, score alike.
+* Harm is judged only by the harmlessness head: a linear map of a 135M model's features,
+  right on about two thirds of held-out human preference pairs. It saw HH-RLHF's conversations,
+  where every question is a risky one, not DoNotAnswer's or RealToxicityPrompts'; it learnt
+  the raters' taste for refusals and short, vague answers, so it scores most plain helpful
+  answers to benign questions below 0 and a terse non-answer to a medical question above them
+  (relevance and the other components keep the helpful answer ahead in the written tests, with
+  little margin on some). profanity-check detects offensive *language*, not harmful *help*,
+  and MiniLM finds polite instructions for harm as relevant as a careful refusal, often more.
+  Nothing judges correctness: a wrong answer and a right one, or good advice and bad advice on
+  the same topic, score alike.
 * profanity-check is a bag-of-words model: it misses polite insults and hate phrased without
   offensive words, and gives false positives on benign sentences with words such as "kill",
   "bomb" or "sex" (0.2 to 0.7 is common there, so some benign answers lose up to ~0.5).
@@ -105,6 +100,7 @@ Where it falls short (read before trusting the numbers):
 
 from __future__ import annotations
 
+import math
 import os
 import re
 from collections.abc import Callable, Sequence
@@ -156,10 +152,14 @@ MIN_SENTENCE_CHARS = 12
 # one cut off mid-sentence above HIGH (about 15-30).
 UNFINISHED_LOW = 5.0
 UNFINISHED_HIGH = 15.0
-# Weight of the learned harmlessness component (in [-1, 1]) in the total. The head prefers short,
-# vague answers (so did HH-RLHF's raters); above ~0.5 terse non-answers start to rival helpful ones
-# in the written tests, and 0.4 leaves a margin.
-HARMLESSNESS_WEIGHT = 0.4
+# Weight of the learned harmlessness component (in [-1, 1]) in the total. Chosen on the written
+# examples of tests/rewards/test_default.py: below ~0.6 polite on-topic harmful help (poisoning a
+# dog) still beats a refusal; above ~0.95 a restated question starts to beat a helpful answer.
+HARMLESSNESS_WEIGHT = 0.75
+# The harmlessness head reads the judge's last hidden layer (after its final norm), averaged over
+# the first this-many tokens of the answer, with the prompt before it as context.
+HARMLESSNESS_TOKENS = 64
+JUDGE_HIDDEN_SIZE = 576
 # The judge reads at most the last this-many tokens of the prompt and of the answer.
 JUDGE_MAX_PROMPT_TOKENS = 256
 JUDGE_MAX_ANSWER_TOKENS = 256
@@ -277,24 +277,10 @@ class DefaultReward:
         """How harmless human raters would find the answer, in [-1, 1] (see module docstring)."""
         return self.components(prompts, completions)["harmlessness"]
 
-    def answer_embeddings(self, answers: Sequence[str]) -> np.ndarray:
-        """MiniLM embedding of each whole answer, as the harmlessness component computes it.
-
-        The harmlessness head is trained on these very features (one code path for training
-        and scoring). Shape (n, 384), float64; an answer with no tokens gives zeros.
-        """
-        self._load()
-        ids = [tuple(i) for i in self._ids(list(answers))]
-        emb = self._embed({i for i in ids if i})
-        dim = self._model.config.hidden_size
-        return (
-            np.stack([emb[i] if i else np.zeros(dim) for i in ids]) if ids else np.zeros((0, dim))
-        )
-
     def __call__(
         self, prompts: Sequence[Prompt], completions: Sequence[Completion], **kwargs: Any
     ) -> list[float]:
-        """Total reward: the weighted sum of the components, in [-3.4, 1.4]."""
+        """Total reward: the weighted sum of the components, in [-3.75, 1.75]."""
         parts = self.components(prompts, completions)
         names = [f.__name__ for f in self.reward_funcs()]
         weights = self.reward_weights()
@@ -316,7 +302,16 @@ class DefaultReward:
         )
         if key != self._cache_key:
             self._cache = self._score(list(key[0]), list(key[1]))
-            self._cache["unfinished_penalty"] = self._unfinished(list(key[0]), list(key[1]))
+            nll, features = self._judge_pass(list(key[0]), list(key[1]))
+            live = [bool(a.strip()) for a in key[1]]
+            self._cache["unfinished_penalty"] = [
+                -_ramp(v, UNFINISHED_LOW, UNFINISHED_HIGH) if ok else -1.0
+                for v, ok in zip(nll, live, strict=True)
+            ]
+            harmless = self._harmlessness_head().bounded(features)
+            self._cache["harmlessness"] = [
+                float(h) if ok else -1.0 for h, ok in zip(harmless, live, strict=True)
+            ]
             self._cache_key = key
         return {name: list(values) for name, values in self._cache.items()}
 
@@ -344,19 +339,33 @@ class DefaultReward:
         self._judge_tokenizer = load_tokenizer(EMBEDDED_MODEL)
         self._judge = load_model(EMBEDDED_MODEL, "float32").to(self.device).eval()
 
-    def _unfinished(self, prompts: list[str], answers: list[str]) -> list[float]:
-        """-ramp(-ln P(the assistant's turn ends after the answer)) under the SmolLM2 judge.
+    def harmlessness_features(self, prompts: Sequence[str], answers: Sequence[str]) -> np.ndarray:
+        """The judge's features of each (prompt, answer), as the harmlessness head reads them.
 
-        The judge sees the last user message as a one-turn conversation, as the other
-        components do. A trainer scores several answers per prompt, so each prompt is read
-        once per batch and its keys and values are shared by its answers (on the demo, scoring
-        went from about 6.7 to 4.8 s an iteration); answers are right-padded, which causal
-        attention ignores.
+        The head is trained on these very features (one code path for training and scoring).
+        Shape (n, 576), float64; an empty answer gives zeros. Only the first
+        ``HARMLESSNESS_TOKENS`` tokens of the judge's answer window are run: causal attention
+        makes their hidden states the same as in the full scoring pass, at a fraction of the cost.
         """
-        scores = [-1.0] * len(answers)
+        _, features = self._judge_pass(list(prompts), list(answers), features_only=True)
+        return features
+
+    def _judge_pass(
+        self, prompts: list[str], answers: list[str], features_only: bool = False
+    ) -> tuple[list[float], np.ndarray]:
+        """-ln P(end of turn) after each answer, and its harmlessness features.
+
+        The SmolLM2 judge sees the last user message as a one-turn conversation, as the other
+        components do. A trainer scores several answers per prompt, so each prompt is read once
+        per batch and its keys and values are shared by its answers (on the demo, scoring went
+        from about 6.7 to 4.8 s an iteration); answers are right-padded, which causal attention
+        ignores. An empty answer gets +inf and zero features.
+        """
+        nll = [math.inf] * len(answers)
+        features = np.zeros((len(answers), JUDGE_HIDDEN_SIZE))
         live = [i for i, a in enumerate(answers) if a.strip()]
         if not live:
-            return scores
+            return nll, features
         self._load_judge()
         tok = self._judge_tokenizer
         prompt_ids: dict[str, list[int]] = {}
@@ -366,8 +375,9 @@ class DefaultReward:
                 text = tok.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
                 ids = tok(text, add_special_tokens=False)["input_ids"]
                 prompt_ids[prompts[i]] = ids[-JUDGE_MAX_PROMPT_TOKENS:]
+        keep = HARMLESSNESS_TOKENS if features_only else JUDGE_MAX_ANSWER_TOKENS
         answer_ids = [
-            tok(answers[i], add_special_tokens=False)["input_ids"][-JUDGE_MAX_ANSWER_TOKENS:]
+            tok(answers[i], add_special_tokens=False)["input_ids"][-JUDGE_MAX_ANSWER_TOKENS:][:keep]
             for i in live
         ]
         # Grouped by prompt, so a batch holds few distinct prompts.
@@ -376,25 +386,26 @@ class DefaultReward:
             for start in range(0, len(order), self.batch_size):
                 chunk = order[start : start + self.batch_size]
                 slot = {p: j for j, p in enumerate(dict.fromkeys(prompts[live[k]] for k in chunk))}
-                nll_end = self._judge_end_nll(
+                nll_end, pooled = self._judge_answers(
                     [prompt_ids[p] for p in slot],
                     [slot[prompts[live[k]]] for k in chunk],
                     [answer_ids[k] for k in chunk],
                 )
-                for k, value in zip(chunk, nll_end, strict=True):
-                    scores[live[k]] = -_ramp(value, UNFINISHED_LOW, UNFINISHED_HIGH)
-        return scores
+                for row, k in enumerate(chunk):
+                    nll[live[k]] = nll_end[row]
+                    features[live[k]] = pooled[row]
+        return nll, features
 
-    def _judge_end_nll(
+    def _judge_answers(
         self, prompts: list[list[int]], prompt_of: list[int], answers: list[list[int]]
-    ) -> list[float]:
-        """-ln P(end of turn) after each answer; `prompt_of[j]` indexes answer j's prompt."""
+    ) -> tuple[list[float], np.ndarray]:
+        """-ln P(end of turn) after each answer, and the mean of the judge's last hidden layer
+        over the answer's first ``HARMLESSNESS_TOKENS`` tokens; ``prompt_of[j]`` indexes answer
+        j's prompt."""
         tok, device = self._judge_tokenizer, self.device
         ids, mask, pos = (t.to(device) for t in left_pad(prompts, tok.pad_token_id))
         cache = DynamicCache()
-        self._judge(
-            input_ids=ids, attention_mask=mask, position_ids=pos, cache=cache, logits_to_keep=1
-        )
+        self._judge.model(input_ids=ids, attention_mask=mask, position_ids=pos, cache=cache)
         rows = torch.tensor(prompt_of, device=device)
         cache.reorder_cache(rows)
         width = max(len(a) for a in answers)
@@ -403,18 +414,22 @@ class DefaultReward:
             answer[j, : len(a)] = torch.tensor(a)
         start = mask.sum(-1)[rows]  # real prompt tokens: where each answer's positions begin
         offsets = torch.arange(width, device=device)
-        last = torch.tensor([len(a) - 1 for a in answers], device=device)
-        # Logits only at the positions some answer ends at (not the whole vocabulary everywhere).
-        keep, column = torch.unique(last, return_inverse=True)
-        logits = self._judge(
+        hidden = self._judge.model(
             input_ids=answer.to(device),
             attention_mask=torch.cat([mask[rows], torch.ones_like(answer, device=device)], 1),
             position_ids=start[:, None] + offsets[None],
             cache=cache,
-            logits_to_keep=keep,
-        ).logits
-        end_logits = logits[torch.arange(len(answers), device=device), column].float()
-        return (-torch.log_softmax(end_logits, dim=-1)[:, tok.eos_token_id]).tolist()
+        ).last_hidden_state  # after the final norm: what the LM head reads
+        last = torch.tensor([len(a) - 1 for a in answers], device=device)
+        index = torch.arange(len(answers), device=device)
+        # Logits only where each answer ends (not the whole vocabulary everywhere).
+        end_logits = self._judge.lm_head(hidden[index, last]).float()
+        nll = (-torch.log_softmax(end_logits, dim=-1)[:, tok.eos_token_id]).tolist()
+        lengths = torch.tensor([min(len(a), HARMLESSNESS_TOKENS) for a in answers], device=device)
+        first = (offsets[None, :HARMLESSNESS_TOKENS] < lengths[:, None]).to(hidden.dtype)
+        head_part = hidden[:, :HARMLESSNESS_TOKENS].float()
+        pooled = (head_part * first[..., None]).sum(1) / lengths[:, None].to(head_part.dtype)
+        return nll, pooled.cpu().numpy().astype(np.float64)
 
     def _ids(self, texts: list[str]) -> list[list[int]]:
         """MiniLM token ids without special tokens, cut to fit the 256-token window."""
@@ -462,7 +477,6 @@ class DefaultReward:
             "relevance": [0.0] * n,
             "toxicity_penalty": [-1.0] * n,
             "repetition_penalty": [-1.0] * n,
-            "harmlessness": [-1.0] * n,
         }
         live = [i for i, a in enumerate(answers) if a.strip()]
         if not live:
@@ -489,7 +503,6 @@ class DefaultReward:
             if len(s_ids) > 1:  # a lone sentence has nothing to be compared with
                 wanted.update(map(tuple, s_ids))
         emb = self._embed({s for s in wanted if s})
-        head = self._harmlessness_head()
 
         probs = self._predict_prob(
             [answers[i] for i in live] + [s for sents in sentences for s in sents]
@@ -509,11 +522,6 @@ class DefaultReward:
             scores["toxicity_penalty"][i] = -_ramp(worst, TOXICITY_LOW, TOXICITY_HIGH)
 
             scores["repetition_penalty"][i] = -self._repetition(answer_ids[k], sentence_ids[k], emb)
-
-            # harmlessness: the learned head on the whole answer's embedding
-            if answer_ids[k]:
-                [harmless] = head.bounded(emb[tuple(answer_ids[k])][None])
-                scores["harmlessness"][i] = float(harmless)
         return scores
 
     @staticmethod

