@@ -62,7 +62,8 @@ def comparison(tmp_path_factory, tiny_model_dir):
         lr_scheduler_type="constant",
         warmup_steps=0,
         method_settings={
-            "superhf": {"num_eval_prompts": 2, "eval_on_start": False, "save_steps": 1},
+            "superhf": {"num_eval_prompts": 2, "eval_steps": 1, "save_steps": 1},
+            "grpo": {"num_eval_prompts": 2, "eval_steps": 1},
             "sft": {"max_trained_tokens": 20},
         },
         meteor_pairs=10,
@@ -95,6 +96,7 @@ def test_every_method_ran_and_results_and_plots_are_written(comparison):
         "final_test_reward.png",
         "train_vs_test.png",
         "reward_vs_tokens.png",
+        "test_reward_vs_tokens.png",
         "kl_sweep.png",
     ):
         assert (out / name).stat().st_size > 1000, name
@@ -136,6 +138,24 @@ def test_the_sampled_token_budget_is_equal_across_methods(comparison):
     for r in trained:
         if r["status"] == "done" and r["progress"]:
             assert r["progress"][-1]["sampled_tokens"] == r["sampled_tokens"]
+
+
+def test_rl_runs_log_the_held_out_curve_from_the_start(comparison):
+    """SuperHF and the TRL baselines evaluate along the run the same way: the start (step 0,
+    no tokens), then every eval_steps updates; the start's numbers agree (same prompts,
+    seeds and policy)."""
+    _, result, _ = comparison
+    starts = []
+    for r in result["runs"]:
+        if r["method"] not in ("superhf", "grpo") or r["status"] != "done":
+            continue
+        progress = r["progress"]
+        assert progress[0]["step"] == 0 and progress[0]["sampled_tokens"] == 0, r["name"]
+        assert all(p["eval_test_reward"] is not None for p in progress), r["name"]
+        assert r["steps"] == len(progress) - 1 and r["seconds_per_step"] is not None
+        starts.append(progress[0]["eval_test_reward"])
+    assert len(starts) >= 3 if importlib.util.find_spec("trl") else len(starts) >= 2
+    assert max(starts) - min(starts) < 1e-6
 
 
 def test_no_method_trains_on_an_eval_prompt(comparison):

@@ -239,3 +239,63 @@ def test_reward_model_reads_what_it_reads_under_superhf(form, rm_dir, tmp_path, 
         assert grpo_rm.recorder.texts[0].startswith("<|im_start|>")
     else:
         assert prompt.startswith("\n\nHuman: How do I") and prompt.endswith("\n\nAssistant:")
+
+
+def test_in_run_evaluation_is_superhfs(tmp_path, tiny_model_dir):
+    """The held-out curve of a baseline is SuperHF's: the same held-out prompts, sampling,
+    seeds and rewards give the same numbers for the same policy (the start: LoRA starts at 0)."""
+    from superhf.compare.baseline_run import InRunEvaluation, split_prompts
+    from superhf.compare.methods import superhf_config
+    from superhf.models import load_model, load_tokenizer
+    from superhf.rewards.scoring import RewardScorer, load_reward_funcs
+    from superhf.train.trainer import SuperHFTrainer
+
+    held = {"num_eval_prompts": 3, "eval_steps": 1}
+    run = _run(
+        tmp_path,
+        tiny_model_dir,
+        "grpo",
+        test_reward_model="tests.compare.rewards:vowels",
+        max_completion_length=6,
+        extra=held,
+    )
+    trainer = SuperHFTrainer(args=superhf_config(replace(run, method="superhf")))
+    expected = trainer.evaluate()
+
+    tokenizer = load_tokenizer(str(tiny_model_dir))
+    train, heldout = split_prompts(run, tokenizer)
+    assert [p.text for p in heldout] == [p.text for p in trainer.eval_prompts]
+    assert len(train) == len(QUESTIONS) - 3
+    evaluation = InRunEvaluation(run, heldout, RewardScorer(load_reward_funcs(run.reward_funcs)[0]))
+    numbers, seconds = evaluation(load_model(str(tiny_model_dir)), tokenizer)
+    assert seconds > 0
+    for key in ("reward", "test_reward", "mean_length"):
+        assert numbers[key] == pytest.approx(expected[f"eval_{key}"], abs=1e-6), key
+    assert evaluation.due(1, last=False) and not InRunEvaluation(
+        replace(run, extra={}), heldout, evaluation.scorer
+    ).due(1, last=True)
+
+
+def test_baseline_logs_the_held_out_curve(tmp_path, tiny_model_dir):
+    from superhf.compare.trl_baselines import run_trl_baseline
+
+    run = _run(
+        tmp_path,
+        tiny_model_dir,
+        "grpo",
+        test_reward_model="tests.compare.rewards:vowels",
+        sampled_token_budget=40,
+        extra={"num_eval_prompts": 2, "eval_steps": 2},
+    )
+    run_trl_baseline(run)
+    records = _read_progress(Path(run.output_dir))
+    # 2 x 2 x 4 = 16 tokens a step: the budget of 40 ends step 3; evaluations of the start
+    # (step 0, nothing sampled), at step 2 and after the last
+    assert [r["step"] for r in records] == [0, 1, 2, 3]
+    assert records[0]["sampled_tokens"] == 0 and records[0]["train_reward"] is None
+    evaluated = [r["step"] for r in records if r["eval_test_reward"] is not None]
+    assert evaluated == [0, 2, 3]
+    assert all(0 <= r["eval_test_reward"] <= 1 for r in records if r["step"] in evaluated)
+    assert records[1]["eval_reward"] is None
+    done = json.loads((Path(run.output_dir) / DONE_FILE).read_text())
+    assert done["steps"] == 3

@@ -5,7 +5,8 @@ on, in the same order, scored by the same reward reading the same text, and stop
 number of sampled completion tokens. This module is that common ground, free of TRL (the PPO
 baseline imports it in an environment with another TRL version):
 
-- `training_prompts`: `superhf.data`'s prompts in `SuperHFTrainer`'s seeded order;
+- `split_prompts`: `superhf.data`'s prompts in `SuperHFTrainer`'s seeded order, with its
+  held-out prompts; `InRunEvaluation`: SuperHF's evaluation along the run on them;
 - `BaselineReward`: superhf's `RewardScorer` behind TRL's reward-function signature: each
   sampled id row is cut exactly as `superhf.generation.trim_completion` cuts SuperHF's samples,
   and its prompt is the superhf `Prompt` it came from (`Prompt.prompt`, not the text the
@@ -36,15 +37,20 @@ from superhf.compare.spec import (
     MethodRun,
     ProgressRecord,
 )
-from superhf.config import SuperHFConfig
+from superhf.config import EvalConfig, SuperHFConfig
 from superhf.data import Prompt, load_prompt_dataset, prepare_prompts
 from superhf.errors import ConfigError
 from superhf.files import CONFIG_FILE, json_safe
 from superhf.generation import Completion, trim_completion
+from superhf.rewards.scoring import RewardScorer, load_reward_funcs
 
 SUPERHF_EXTRA = {
     "stop_sequences": "where completions are cut before scoring (SuperHF's stop_sequences)",
-    "num_eval_prompts": "prompts SuperHF holds out of the same shuffled order (default 0)",
+    "num_eval_prompts": "prompts held out of the same shuffled order, as SuperHF holds them out "
+    "for its evaluation along the run (default 0)",
+    "eval_steps": "updates between evaluations along the run on those prompts, and after the "
+    "last update (SuperHF's eval_steps; TRL's own eval_steps needs an eval dataset, unused "
+    "here); 0 or unset: none",
 }
 """Keys of `MethodRun.extra` that are superhf's, not the trainer's; everything else in `extra`
 is a field of the method's TRL config."""
@@ -78,14 +84,15 @@ def stop_sequences(run: MethodRun) -> list[str]:
     return list(value)
 
 
-def training_prompts(run: MethodRun, tokenizer: Any) -> list[Prompt]:
-    """The run's prompts as `SuperHFTrainer` makes and orders them.
+def split_prompts(run: MethodRun, tokenizer: Any) -> tuple[list[Prompt], list[Prompt]]:
+    """(training prompts, held-out prompts) of the run, as `SuperHFTrainer` makes and orders
+    them.
 
     `superhf.data.load_prompt_dataset` + `prepare_prompts` with the run's dataset, split,
-    `apply_chat_template` and `max_prompt_length`; then the trainer's one seeded shuffle, with
-    its last `extra["num_eval_prompts"]` (default 0) held out. Fed in this order without
-    shuffling, update k of a baseline samples the prompts of SuperHF's iteration k (while
-    both have the same number of prompts per update).
+    `apply_chat_template` and `max_prompt_length`; then the trainer's one seeded shuffle, whose
+    last `extra["num_eval_prompts"]` (default 0) are held out for the evaluation along the run.
+    Fed in this order without shuffling, update k of a baseline samples the prompts of
+    SuperHF's iteration k (while both have the same number of prompts per update).
     """
     dataset = load_prompt_dataset(run.dataset_name, None, run.dataset_train_split)
     prompts, _ = prepare_prompts(
@@ -103,7 +110,13 @@ def training_prompts(run: MethodRun, tokenizer: Any) -> list[Prompt]:
         )
     order = list(range(len(prompts)))
     random.Random(run.seed).shuffle(order)  # SuperHFTrainer.__init__'s shuffle
-    return [prompts[i] for i in order[: len(order) - num_eval]]
+    cut = len(order) - num_eval
+    return [prompts[i] for i in order[:cut]], [prompts[i] for i in order[cut:]]
+
+
+def training_prompts(run: MethodRun, tokenizer: Any) -> list[Prompt]:
+    """The run's training prompts in SuperHF's order (`split_prompts`)."""
+    return split_prompts(run, tokenizer)[0]
 
 
 class BaselineReward:
@@ -181,6 +194,59 @@ class BaselineReward:
         return rewards
 
 
+class InRunEvaluation:
+    """The held-out evaluation along a baseline's run, as `SuperHFTrainer.evaluate` makes it:
+    the same prompts (`split_prompts`' held-out ones), the paper's eval sampling with the run's
+    length and stop sequences (`eval_config`), the same per-prompt seeds, train reward and
+    test reward model; every `extra["eval_steps"]` updates and after the last."""
+
+    def __init__(self, run: MethodRun, prompts: Sequence[Prompt], scorer: RewardScorer):
+        every = run.extra.get("eval_steps", 0)
+        if not isinstance(every, int) or every < 0:
+            raise ConfigError(f"extra.eval_steps={every!r}: give an integer >= 0 (0: none).")
+        self.every = every if prompts else 0
+        self.prompts = list(prompts)
+        self.scorer = scorer
+        self.config = eval_config(run)
+        self.seed = run.seed
+        self.test_scorer = None
+        if run.test_reward_model is not None and self.every:
+            funcs, _ = load_reward_funcs([run.test_reward_model])
+            self.test_scorer = RewardScorer(funcs)
+
+    def due(self, step: int, last: bool) -> bool:
+        return self.every > 0 and (step % self.every == 0 or last)
+
+    def __call__(self, model: Any, tokenizer: Any) -> tuple[dict[str, float], float]:
+        """(`generate_and_score`'s numbers for the policy in memory, the seconds it took)."""
+        from superhf.evaluation.heldout import generate_and_score
+
+        started = time.perf_counter()
+        was_training = model.training
+        numbers = generate_and_score(
+            model,
+            tokenizer,
+            self.prompts,
+            self.config,
+            self.scorer,
+            self.test_scorer,
+            meteor_pairs=200,  # SuperHFTrainer.evaluate's
+            seed=self.seed,
+        )
+        model.train(was_training)
+        return numbers, time.perf_counter() - started
+
+
+def eval_config(run: MethodRun) -> EvalConfig:
+    """The sampling of SuperHF's evaluation along the run (`EvalConfig.from_train_config`):
+    the paper's eval defaults with the run's completion length and stop sequences."""
+    return EvalConfig(
+        max_completion_length=run.max_completion_length,
+        stop_sequences=stop_sequences(run),
+        seed=run.seed,
+    )
+
+
 def peak_memory_mb() -> float:
     """Peak accelerator memory on a GPU, else the process's peak resident memory (ru_maxrss)."""
     if torch.cuda.is_available():
@@ -199,18 +265,50 @@ class ProgressLog:
         self.start = time.perf_counter()
         self.records: list[ProgressRecord] = []
 
-    def record(self, step: int, sampled_tokens: int, rewards: Sequence[float]) -> ProgressRecord:
+    def record(
+        self,
+        step: int,
+        sampled_tokens: int,
+        rewards: Sequence[float],
+        evaluation: dict[str, float] | None = None,
+        eval_time_s: float = 0.0,
+    ) -> ProgressRecord:
+        """One update's line. `evaluation`: the in-run held-out numbers of this step
+        (`InRunEvaluation`); their `eval_time_s` is left out of wall_time_s from here on, as
+        SuperHF's progress leaves out its evaluations (training time only)."""
+        self.start += eval_time_s
+        evaluation = evaluation or {}
         record = ProgressRecord(
             step=step,
             sampled_tokens=sampled_tokens,
             train_reward=sum(rewards) / len(rewards) if rewards else float("nan"),
             wall_time_s=time.perf_counter() - self.start,
             peak_memory_mb=peak_memory_mb(),
+            eval_reward=evaluation.get("reward"),
+            eval_test_reward=evaluation.get("test_reward"),
         )
+        self._append(record)
+        return record
+
+    def record_start(self, evaluation: dict[str, float], eval_time_s: float) -> ProgressRecord:
+        """Step 0: the start policy's in-run evaluation (nothing sampled for training yet)."""
+        self.start += eval_time_s
+        record = ProgressRecord(
+            step=0,
+            sampled_tokens=0,
+            train_reward=None,
+            wall_time_s=0.0,
+            peak_memory_mb=peak_memory_mb(),
+            eval_reward=evaluation.get("reward"),
+            eval_test_reward=evaluation.get("test_reward"),
+        )
+        self._append(record)
+        return record
+
+    def _append(self, record: ProgressRecord) -> None:
         with self.path.open("a", encoding="utf-8") as f:
             f.write(json.dumps(json_safe(asdict(record))) + "\n")
         self.records.append(record)
-        return record
 
     def budget_reached(self, sampled_tokens: int) -> bool:
         return sampled_tokens >= self.budget

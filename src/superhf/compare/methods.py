@@ -104,7 +104,8 @@ def superhf_progress(folder: Path) -> list[dict[str, Any]]:
     """progress.jsonl records from a SuperHF run's metrics.jsonl.
 
     wall_time_s sums each iteration's step_time without its in-run evaluation (time/eval):
-    the training time, as a TRL step's; model loading and checkpoints are not in it.
+    the training time, as a TRL step's; model loading and checkpoints are not in it. The
+    start's evaluation (iteration 0, `eval_on_start`) is step 0.
     """
     path = folder / METRICS_FILE
     if not path.is_file():
@@ -113,6 +114,18 @@ def superhf_progress(folder: Path) -> list[dict[str, Any]]:
     records, wall = [], 0.0
     for metrics in (line.value for line in lines):
         if metrics.get("iteration", 0) < 1:
+            if "eval_test_reward" in metrics or "eval_reward" in metrics:  # eval_on_start
+                records.append(
+                    {
+                        "step": 0,
+                        "sampled_tokens": 0,
+                        "train_reward": None,
+                        "wall_time_s": 0.0,
+                        "peak_memory_mb": metrics.get("peak_memory_mb"),
+                        "eval_reward": metrics.get("eval_reward"),
+                        "eval_test_reward": metrics.get("eval_test_reward"),
+                    }
+                )
             continue
         wall += (metrics.get("step_time") or 0.0) - (metrics.get("time/eval") or 0.0)
         records.append(

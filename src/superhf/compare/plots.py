@@ -2,6 +2,9 @@
 
 - reward_vs_tokens.png: train reward along each run against sampled tokens, one line per
   method (its reported learning rate), the mean over seeds with a +-1 standard-error band;
+- test_reward_vs_tokens.png: the test reward of the in-run evaluations (the start at 0 tokens,
+  then every `eval_steps` updates and the last, on the held-out prompts of the training
+  split) against sampled tokens, drawn the same way;
 - final_test_reward.png: the final test reward per method (mean +- standard error across
   seeds), the start policy as a line; the train reward when there is no test reward model;
 - train_vs_test.png: train against test reward of every run (over-optimisation shows as
@@ -32,7 +35,11 @@ def _mean_se(group: dict[str, Any], key: str) -> tuple[float | None, float]:
     return stat.get("mean"), stat.get("se") or stat.get("se_over_prompts") or 0.0
 
 
-def reward_vs_tokens(result: dict[str, Any], path: Path) -> bool:
+def _curves_vs_tokens(
+    result: dict[str, Any], path: Path, key: str, ylabel: str, title: str
+) -> bool:
+    """`key` of each run's progress against its sampled tokens, per row: each seed faint, the
+    mean over seeds with a +-1 SE band where several seeds share the row."""
     fig = _figure()
     ax = fig.add_subplot()
     drawn = False
@@ -41,9 +48,9 @@ def reward_vs_tokens(result: dict[str, Any], path: Path) -> bool:
         curves = []
         for r in runs:
             points = [
-                (p["sampled_tokens"], p["train_reward"])
+                (p["sampled_tokens"], p[key])
                 for p in r["progress"]
-                if p.get("sampled_tokens") and p.get("train_reward") is not None
+                if p.get("sampled_tokens") is not None and p.get(key) is not None
             ]
             if len(points) >= 1:
                 curves.append(np.array(points, dtype=float))
@@ -51,9 +58,9 @@ def reward_vs_tokens(result: dict[str, Any], path: Path) -> bool:
             continue
         drawn = True
         end = min(c[-1, 0] for c in curves)
-        grid = np.linspace(min(c[0, 0] for c in curves), end, 50) if end > 0 else None
+        grid = np.linspace(max(c[0, 0] for c in curves), end, 50) if end > 0 else None
         for c in curves:
-            ax.plot(c[:, 0], c[:, 1], alpha=0.25, linewidth=0.8)
+            ax.plot(c[:, 0], c[:, 1], alpha=0.25, linewidth=0.8, marker=".")
         if grid is not None and len(curves) > 1:
             ys = np.array([np.interp(grid, c[:, 0], c[:, 1]) for c in curves])
             mean, se = ys.mean(0), ys.std(0, ddof=1) / np.sqrt(len(curves))
@@ -64,11 +71,31 @@ def reward_vs_tokens(result: dict[str, Any], path: Path) -> bool:
     if not drawn:
         return False
     ax.set_xlabel("sampled completion tokens")
-    ax.set_ylabel("train reward of the step's samples")
-    ax.set_title("Train reward along the run (mean ± SE over seeds)")
+    ax.set_ylabel(ylabel)
+    ax.set_title(title)
     ax.legend(fontsize=8)
     fig.savefig(path, dpi=120)
     return True
+
+
+def reward_vs_tokens(result: dict[str, Any], path: Path) -> bool:
+    return _curves_vs_tokens(
+        result,
+        path,
+        "train_reward",
+        "train reward of the step's samples",
+        "Train reward along the run (mean ± SE over seeds)",
+    )
+
+
+def test_reward_vs_tokens(result: dict[str, Any], path: Path) -> bool:
+    return _curves_vs_tokens(
+        result,
+        path,
+        "eval_test_reward",
+        "test reward, in-run held-out prompts",
+        "Test reward along the run (mean ± SE over seeds)",
+    )
 
 
 def final_test_reward(result: dict[str, Any], path: Path) -> bool:
@@ -177,6 +204,7 @@ def draw_plots(result: dict[str, Any], out: Path) -> list[str]:
     drawn = []
     for name, draw in (
         ("reward_vs_tokens.png", reward_vs_tokens),
+        ("test_reward_vs_tokens.png", test_reward_vs_tokens),
         ("final_test_reward.png", final_test_reward),
         ("train_vs_test.png", train_vs_test),
         ("kl_sweep.png", kl_sweep),

@@ -60,7 +60,9 @@ def _value(metrics: dict[str, Any] | None, where: tuple[str, str | None]) -> flo
 
 def step_costs(progress: list[dict[str, Any]]) -> dict[str, float | None]:
     """Median wall seconds and sampled tokens per update. The median, because SuperHF's steps
-    with an in-run evaluation (and the first, which loads models) are not what a step costs."""
+    with an in-run evaluation (and the first, which loads models) are not what a step costs.
+    Step 0 (the start's evaluation) is no update."""
+    progress = [p for p in progress if p.get("step", 1) >= 1]
     walls = [p.get("wall_time_s") for p in progress]
     tokens = [p.get("sampled_tokens") for p in progress]
     if len(progress) < 2 or None in walls or None in tokens:
@@ -112,7 +114,7 @@ def run_record(
         "ran_in_this_invocation": redone,
         "folder": str(folder),
         "sampled_tokens": sampled,
-        "steps": done.get("steps", len(progress)),
+        "steps": done.get("steps", sum(p.get("step", 1) >= 1 for p in progress)),
         "budget_reached": None
         if run.method in ("best_of_n", "sft") or status["status"] != "done"
         else sampled is not None and sampled >= run.sampled_token_budget,

@@ -66,11 +66,16 @@ class MethodRun:
 @dataclass
 class ProgressRecord:
     step: int
+    """The update; 0: the start policy, a line only for its in-run evaluation."""
     sampled_tokens: int
     """Completion tokens sampled so far, cumulative."""
-    train_reward: float
-    """Mean train reward of this step's samples."""
+    train_reward: float | None
+    """Mean train reward of this step's samples (None at step 0)."""
     wall_time_s: float
     """Seconds since the run started, cumulative."""
     peak_memory_mb: float
     """Peak resident memory of the process so far (ru_maxrss), or accelerator memory on a GPU."""
+    eval_reward: float | None = None
+    """Train reward of the in-run held-out answers, at evaluation steps only (else None)."""
+    eval_test_reward: float | None = None
+    """Test reward of the same answers: the held-out curve along the run."""

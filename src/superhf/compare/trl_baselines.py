@@ -29,11 +29,13 @@ from typing import Any
 
 from superhf.compare.baseline_run import (
     BaselineReward,
+    InRunEvaluation,
     ProgressLog,
     check_trl_overrides,
     max_updates,
     prompt_ids_match,
     split_extra,
+    split_prompts,
     stop_sequences,
     training_prompts,
     write_run_files,
@@ -172,13 +174,33 @@ def build_trl_trainer(run: MethodRun) -> tuple[Any, BaselineReward, list[str]]:
     return trainer, reward, notes
 
 
-def budget_callback(reward: BaselineReward, progress: ProgressLog) -> Any:
-    """A TrainerCallback: after each update, a progress line; at the budget, stop."""
+def budget_callback(
+    reward: BaselineReward, progress: ProgressLog, evaluation: InRunEvaluation, tokenizer: Any
+) -> Any:
+    """A TrainerCallback: the held-out evaluation of the start (step 0) when evaluating; after
+    each update, the evaluation when due, a progress line; at the budget, stop."""
     from transformers import TrainerCallback
 
     class SampledTokenBudget(TrainerCallback):
+        def on_train_begin(self, args: Any, state: Any, control: Any, **kwargs: Any) -> Any:
+            if evaluation.every:
+                progress.record_start(*evaluation(kwargs["model"], tokenizer))
+            return control
+
         def on_step_end(self, args: Any, state: Any, control: Any, **kwargs: Any) -> Any:
-            progress.record(state.global_step, reward.sampled_tokens, reward.take_step_rewards())
+            last = progress.budget_reached(reward.sampled_tokens) or (
+                state.global_step >= state.max_steps
+            )
+            numbers, seconds = None, 0.0
+            if evaluation.due(state.global_step, last):
+                numbers, seconds = evaluation(kwargs["model"], tokenizer)
+            progress.record(
+                state.global_step,
+                reward.sampled_tokens,
+                reward.take_step_rewards(),
+                numbers,
+                seconds,
+            )
             if progress.budget_reached(reward.sampled_tokens):
                 control.should_training_stop = True
             return control
@@ -192,7 +214,9 @@ def run_trl_baseline(run: MethodRun) -> None:
     trainer, reward, notes = build_trl_trainer(run)
     Path(run.output_dir).mkdir(parents=True, exist_ok=True)
     progress = ProgressLog(run.output_dir, run.sampled_token_budget)
-    trainer.add_callback(budget_callback(reward, progress))
+    heldout = split_prompts(run, trainer.processing_class)[1]
+    evaluation = InRunEvaluation(run, heldout, reward.scorer)
+    trainer.add_callback(budget_callback(reward, progress, evaluation, trainer.processing_class))
     trainer.train()
     reached = progress.budget_reached(reward.sampled_tokens)
     settings = {
