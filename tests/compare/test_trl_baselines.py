@@ -299,3 +299,47 @@ def test_baseline_logs_the_held_out_curve(tmp_path, tiny_model_dir):
     assert records[1]["eval_reward"] is None
     done = json.loads((Path(run.output_dir) / DONE_FILE).read_text())
     assert done["steps"] == 3
+
+
+@pytest.mark.parametrize("method", ["grpo", "rloo"])
+def test_trains_through_the_stop_sequence_as_superhf_does(
+    method, tmp_path, tiny_model_dir, monkeypatch
+):
+    """The ids the TRL loss trains on are SuperHF's (`trim_completion`'s token_ids): a sample
+    that wrote a stop sequence is trained on through the token completing it, not on to its
+    EOS; the budget still counts every sampled id. The random model writes "e" often, so a stop
+    sequence "e" cuts most samples."""
+    import trl
+
+    from superhf.compare.trl_baselines import build_trl_trainer
+    from superhf.models import load_tokenizer
+
+    trained: list[list[int]] = []
+    base = trl.GRPOTrainer if method == "grpo" else trl.RLOOTrainer
+    original = base.compute_loss
+
+    def recording_loss(self, model, inputs, *args, **kwargs):
+        for ids, mask in zip(inputs["completion_ids"], inputs["completion_mask"], strict=True):
+            trained.append([int(t) for t, m in zip(ids, mask, strict=True) if m])
+        return original(self, model, inputs, *args, **kwargs)
+
+    monkeypatch.setattr(base, "compute_loss", recording_loss)
+    run = _run(
+        tmp_path,
+        tiny_model_dir,
+        method,
+        max_completion_length=8,
+        extra={"max_steps": 1, "stop_sequences": ["e"]},
+    )
+    trainer, reward, _ = build_trl_trainer(run)
+    trainer.train()
+    tokenizer = load_tokenizer(str(tiny_model_dir))
+    assert len(trained) == 4
+    cut = 0
+    for ids in trained:
+        assert reward.completion(ids).token_ids == ids  # already SuperHF's cut
+        if "e" in tokenizer.decode(ids):
+            cut += 1
+            assert "e" not in tokenizer.decode(ids[:-1])  # nothing after the stop sequence
+    assert cut >= 1
+    assert reward.sampled_tokens == 4 * 8 > sum(len(ids) for ids in trained)

@@ -144,7 +144,10 @@ class BaselineReward:
         self.stop_ids = list(stop_ids)
         self.stop_sequences = list(stop_sequences)
         self.sampled_tokens = 0
-        """Completion tokens scored so far (through the stop token; prompts never count)."""
+        """Completion tokens sampled so far (through the stop token; prompts never count)."""
+        self.count_on_score = True
+        """Count the scored ids; False where the trainer counts them as sampled (`count`),
+        before cutting them at a stop sequence (the TRL baselines)."""
         self.step_rewards: list[float] = []
         """Totals since the last `take_step_rewards`."""
         self.last_samples: list[tuple[int, list[int]]] = []
@@ -162,7 +165,8 @@ class BaselineReward:
             self.completion(ids, int(i))
             for i, ids in zip(prompt_indices, completion_ids, strict=True)
         ]
-        self.sampled_tokens += sum(len(ids) for ids in completion_ids)
+        if self.count_on_score:
+            self.count(completion_ids)
         self.last_samples = [
             (int(i), [int(t) for t in ids])
             for i, ids in zip(prompt_indices, completion_ids, strict=True)
@@ -188,6 +192,11 @@ class BaselineReward:
     ) -> list[float]:
         """TRL's signature; `superhf_index` is the dataset column naming each sample's Prompt."""
         return self.score_ids(superhf_index, completion_ids)
+
+    def count(self, completion_ids: Sequence[Sequence[int]]) -> None:
+        """Add sampled id rows to `sampled_tokens`: every id through the stop token, as
+        `Completion.num_tokens` counts SuperHF's."""
+        self.sampled_tokens += sum(len(ids) for ids in completion_ids)
 
     def take_step_rewards(self) -> list[float]:
         rewards, self.step_rewards = self.step_rewards, []

@@ -6,7 +6,9 @@
 The start policy and tokenizer load through `superhf.models` (embedded names resolve), LoRA
 uses the run's settings, the prompts are `superhf.data`'s in SuperHFTrainer's order
 (`baseline_run.training_prompts`), and the reward is superhf's `RewardScorer` reading the
-text a SuperHF run's reward reads (`baseline_run.BaselineReward`). TRL's defaults differ from
+text a SuperHF run's reward reads (`baseline_run.BaselineReward`); each sample is trained on
+through the stop sequence that ended it, as SuperHF's are (`stopping_at_sequences`; TRL alone
+trains through the EOS). TRL's defaults differ from
 ours (GRPO: lr 1e-6, beta 0, bf16 on, gradient checkpointing on, 8 generations, top_p 1), so
 every setting that shapes sampling or the update is set here explicitly; `run.extra` overrides
 any TRL config field, and the whole final config goes to settings.json.
@@ -63,6 +65,31 @@ def _import_trl() -> Any:
             f"this module sets); found {trl.__version__}: {INSTALL_HINT}."
         )
     return trl
+
+
+def stopping_at_sequences(trainer_cls: type, reward: BaselineReward) -> type:
+    """`trainer_cls` training on the ids SuperHF trains on: each sample cut where
+    `superhf.generation.trim_completion` cuts it (through the token that completed a stop
+    sequence such as "\n\nHuman:"), not TRL's through-the-EOS ids. Without this, a sample that
+    wrote a fake next turn is scored on its answer but trained on the fake turn too. The
+    sampled-token budget still counts every id sampled (`BaselineReward.count`), as SuperHF's
+    does."""
+
+    class StoppingTrainer(trainer_cls):
+        def _generate(self, prompts: list) -> tuple:
+            out = list(super()._generate(prompts))
+            sampled = out[1]  # completion ids, one list per sample (GRPO and RLOO alike)
+            reward.count(sampled)
+            keep = [len(reward.completion(ids).token_ids or ids) for ids in sampled]
+            out[1] = [ids[:n] for ids, n in zip(sampled, keep, strict=True)]
+            # GRPO also returns per-token tool masks (2) and sampling log-probs (4), or None.
+            for i in (2, 4) if len(out) > 4 else ():
+                if out[i] is not None:
+                    out[i] = [row[:n] for row, n in zip(out[i], keep, strict=True)]
+            return tuple(out)
+
+    StoppingTrainer.__name__ = StoppingTrainer.__qualname__ = trainer_cls.__name__
+    return StoppingTrainer
 
 
 def trl_settings(run: MethodRun, use_cpu: bool) -> dict[str, Any]:
@@ -160,6 +187,8 @@ def build_trl_trainer(run: MethodRun) -> tuple[Any, BaselineReward, list[str]]:
         task_type="CAUSAL_LM",
     )
     reward = BaselineReward(prompts, scorer, tokenizer, stop_token_ids(model, tokenizer), stops)
+    reward.count_on_score = False  # counted before the cut, in StoppingTrainer._generate
+    trainer_cls = stopping_at_sequences(trainer_cls, reward)
     dataset = Dataset.from_list(
         [{"prompt": p.text, "superhf_index": i} for i, p in enumerate(prompts)]
     )
