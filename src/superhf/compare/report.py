@@ -20,41 +20,47 @@ def _num(value: float | None, digits: int = 3) -> str:
     return "n/a" if value is None else f"{value:.{digits}f}"
 
 
-def _table(groups: list[dict[str, Any]]) -> list[str]:
-    lines = [
-        "| method | lr | seeds | test reward | train reward | METEOR | KL/token | entropy "
-        "| tokens/answer | distinct-2 | diverged | sampled tokens | wall s | peak MB |",
-        "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|",
-    ]
-    for g in groups:
-        diverged = g["divergence_rate"]
-        lines.append(
-            f"| {g['label']} | {g['learning_rate']:g} | {len(g['seeds'])} "
-            f"| {_stat(g['test_reward'])} | {_stat(g['reward'])} | {_stat(g['meteor'])} "
-            f"| {_stat(g['kl_per_token'], 4)} | {_stat(g['entropy'], 2)} "
-            f"| {_stat(g['length_tokens'], 1)} | {_stat(g['distinct_2'])} "
-            f"| {'n/a' if diverged is None else f'{diverged:.0%}'} "
-            f"| {_stat(g['sampled_tokens'], 0)} | {_stat(g['wall_time_s'], 0)} "
-            f"| {_stat(g['peak_memory_mb'], 0)} |"
-        )
-    return lines
+def _diverged(g: dict[str, Any]) -> str:
+    rate = g["divergence_rate"]
+    return "n/a" if rate is None else f"{rate:.0%}"
 
 
-def _cost_table(groups: list[dict[str, Any]]) -> list[str]:
-    lines = [
-        "| method | seeds | s/step | sampled tokens/step | s per 1k sampled tokens "
-        "| train reward gained per 1k tokens | test reward gained per 1k tokens |",
-        "|---|---|---|---|---|---|---|",
-    ]
+def _column(key: str, digits: int) -> Any:
+    return lambda g: _stat(g[key], digits)
+
+
+OUTCOME_COLUMNS = [
+    ("test reward", _column("test_reward", 3)),
+    ("train reward", _column("reward", 3)),
+    ("METEOR", _column("meteor", 3)),
+    ("KL/token", _column("kl_per_token", 4)),
+    ("entropy", _column("entropy", 2)),
+    ("tokens/answer", _column("length_tokens", 1)),
+    ("distinct-2", _column("distinct_2", 3)),
+    ("diverged", _diverged),
+    ("sampled tokens", _column("sampled_tokens", 0)),
+    ("wall s", _column("wall_time_s", 0)),
+    ("peak MB", _column("peak_memory_mb", 0)),
+]
+"""The held-out evaluation of each row, then what its runs cost."""
+
+COST_COLUMNS = [
+    ("s/step", _column("seconds_per_step", 1)),
+    ("sampled tokens/step", _column("tokens_per_step", 0)),
+    ("s per 1k sampled tokens", _column("seconds_per_1k_tokens", 2)),
+    ("train reward gained per 1k tokens", _column("reward_gain_per_1k_tokens", 4)),
+    ("test reward gained per 1k tokens", _column("test_reward_gain_per_1k_tokens", 4)),
+]
+"""Per update and per sampled token: only rows that sample to train (not best-of-n, SFT)."""
+
+
+def _table(groups: list[dict[str, Any]], columns: list[tuple[str, Any]]) -> list[str]:
+    """A markdown table: label, learning rate and seeds of each row, then `columns`."""
+    headers = ["method", "lr", "seeds", *(name for name, _ in columns)]
+    lines = ["| " + " | ".join(headers) + " |", "|" + "---|" * len(headers)]
     for g in groups:
-        if g["method"] in ("best_of_n", "sft"):
-            continue
-        lines.append(
-            f"| {g['label']} | {len(g['seeds'])} | {_stat(g['seconds_per_step'], 1)} "
-            f"| {_stat(g['tokens_per_step'], 0)} | {_stat(g['seconds_per_1k_tokens'], 2)} "
-            f"| {_stat(g['reward_gain_per_1k_tokens'], 4)} "
-            f"| {_stat(g['test_reward_gain_per_1k_tokens'], 4)} |"
-        )
+        cells = [g["label"], f"{g['learning_rate']:g}", str(len(g["seeds"]))]
+        lines.append("| " + " | ".join(cells + [cell(g) for _, cell in columns]) + " |")
     return lines
 
 
@@ -92,7 +98,7 @@ def write_report(result: dict[str, Any], plots: list[str], out: Path) -> Path:
         "the one with the best train reward on the held-out prompts. Diverged: share of "
         "seeds whose test reward ends below the start's.",
         "",
-        *_table(result["headline"]),
+        *_table(result["headline"], OUTCOME_COLUMNS),
         "",
         "## Cost and reward per sampled token",
         "Median wall seconds and sampled completion tokens per update (SuperHF: per "
@@ -100,11 +106,14 @@ def write_report(result: dict[str, Any], plots: list[str], out: Path) -> Path:
         "gained over the start policy per 1,000 sampled tokens. Best-of-n and SFT sample "
         "nothing to train on.",
         "",
-        *_cost_table(result["headline"]),
+        *_table(
+            [g for g in result["headline"] if g["method"] not in ("best_of_n", "sft")],
+            COST_COLUMNS,
+        ),
         "",
         "## Every (method, beta, learning rate)",
         "",
-        *_table(result["summary"]),
+        *_table(result["summary"], OUTCOME_COLUMNS),
         "",
     ]
     fired = [r for r in result["runs"] if r["reward_hacking"]]

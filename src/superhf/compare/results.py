@@ -180,14 +180,19 @@ PER_RUN = [
 """Numbers of a run's cost and efficiency, aggregated across seeds like the METRICS."""
 
 
+def with_gains(record: dict[str, Any], start: dict[str, Any]) -> dict[str, Any]:
+    """The run's record with its held-out reward gained per 1k sampled tokens (`gains_per_token`)
+    when it trained on samples (best-of-n and SFT sample none to train on)."""
+    if record["status"] != "done" or record["method"] in ("best_of_n", "sft"):
+        return record
+    return {**record, **gains_per_token(record["numbers"], start, record["sampled_tokens"])}
+
+
 def summarize_groups(records: list[dict[str, Any]], start: dict[str, Any]) -> list[dict]:
     """Mean and standard error across seeds per (method, beta, lr); the chosen lr marked.
-    `start`: the start policy's numbers, for the divergence rate and the gains per token."""
+    `start`: the start policy's numbers, for the divergence rate. `records`: `with_gains`'."""
     start_test = start.get("test_reward")
     groups: dict[tuple, list[dict[str, Any]]] = {}
-    for r in records:
-        if r["status"] == "done" and r["method"] not in ("best_of_n", "sft"):  # they sample none
-            r.update(gains_per_token(r["numbers"], start, r["sampled_tokens"]))
     for r in records:
         if r["status"] == "done":
             groups.setdefault(arm_key(r), []).append(r)
@@ -270,7 +275,9 @@ def build_results(
     records: list[dict[str, Any]],
     started: float,
 ) -> dict[str, Any]:
-    groups = summarize_groups(records, {k: _value(start, w) for k, w in METRICS.items()})
+    start_numbers = {k: _value(start, w) for k, w in METRICS.items()}
+    records = [with_gains(r, start_numbers) for r in records]
+    groups = summarize_groups(records, start_numbers)
     return json_safe(
         {
             "created": datetime.now(UTC).isoformat(timespec="seconds"),
@@ -286,7 +293,7 @@ def build_results(
             "evaluation_settings": evaluator.settings(),
             "machine": machine(),
             "wall_time_s": time.perf_counter() - started,
-            "start": {"numbers": {k: _value(start, w) for k, w in METRICS.items()}, "eval": start},
+            "start": {"numbers": start_numbers, "eval": start},
             "summary": groups,
             "headline": [g for g in groups if g["chosen_learning_rate"]],
             "runs": records,
