@@ -1,0 +1,58 @@
+"""The shipped comparison configs parse, and those that share an output folder share the task
+(the folder's reward models, start evaluation and finished runs are reused between them)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from superhf.compare.config import parse_compare_args
+
+CONFIGS = sorted((Path(__file__).parents[2] / "configs" / "compare").glob("*.yaml"))
+SHARED = (
+    "model_name_or_path",
+    "dataset_name",
+    "dataset_train_split",
+    "eval_split",
+    "num_eval_prompts",
+    "num_generations",
+    "max_completion_length",
+    "temperature",
+    "top_p",
+    "prompts_per_step",
+    "train_reward_model_data",
+    "train_reward_model_split",
+    "test_reward_model_data",
+    "test_reward_model_split",
+    "sampled_token_budget",
+    "eval_max_completion_length",
+    "eval_seed",
+    "meteor_pairs",
+    "lora_r",
+    "lora_alpha",
+    "lora_target_modules",
+)
+
+
+@pytest.mark.parametrize("path", CONFIGS, ids=lambda p: p.name)
+def test_config_parses(path):
+    cfg = parse_compare_args(["--config", str(path)])
+    assert cfg.methods and cfg.seeds
+
+
+def test_configs_sharing_an_output_dir_share_the_task():
+    by_dir: dict[str, list] = {}
+    for path in CONFIGS:
+        cfg = parse_compare_args(["--config", str(path)])
+        by_dir.setdefault(cfg.output_dir, []).append((path.name, cfg))
+    shared = [group for group in by_dir.values() if len(group) > 1]
+    assert shared  # hh_reduced, hh_lr_probe and hh_ablations write runs/compare-hh
+    for group in shared:
+        (first_name, first), *others = group
+        for name, cfg in others:
+            for field in SHARED:
+                assert getattr(cfg, field) == getattr(first, field), (name, first_name, field)
+            # the same method settings where both run a method (a run's folder name omits them)
+            for method in set(cfg.method_settings) & set(first.method_settings):
+                assert cfg.method_settings[method] == first.method_settings[method], (name, method)
