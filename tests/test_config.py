@@ -114,7 +114,7 @@ def test_reward_model_flag_is_short_for_reward_funcs():
 def test_eval_renders_prompts_as_the_training_run_did():
     from superhf.config import EvalConfig
 
-    assert EvalConfig().apply_chat_template is False
+    assert EvalConfig().apply_chat_template is None  # unset: each run folder's own setting
     train = SuperHFConfig(apply_chat_template=True)
     assert EvalConfig.from_train_config(train).apply_chat_template is True
 

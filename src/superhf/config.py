@@ -779,6 +779,14 @@ class EvalConfig(_Settings):
     temperature: float = with_default(SamplingSettings, "temperature", 0.7)
 
     # --- prompts -------------------------------------------------------------------------
+    apply_chat_template: bool | None = config_field(  # type: ignore[assignment]
+        None,
+        "Render plain-string prompts as one user message with the chat template, for every "
+        "model. Unset: each run folder as its config.yaml says (the rendering it was trained "
+        "on), any other model off (TRL's convention). Conversations always use the template; "
+        "HH transcripts never do.",
+        "prompts",
+    )
     dataset_split: str = config_field(
         "test",
         "Split to read (the embedded prompts' `test` split is never used for training).",

@@ -389,3 +389,46 @@ def test_meteor_pairs_only_prompts_of_the_same_source_dataset():
     assert _meteor(completions, 100, 0).mean > 0  # without sources the datasets mix
     no_column = [Prompt(f"q{i}", f"q{i}") for i in range(8)]
     assert _meteor(completions, 100, 0, no_column).num_pairs == 28
+
+
+def test_eval_renders_each_run_as_it_was_trained(
+    tmp_path, tiny_model_dir, adapter_run, monkeypatch
+):
+    """A run trained with apply_chat_template is evaluated with it (its config.yaml says so),
+    a plain model without; an explicit --apply_chat_template wins for every model."""
+    import shutil
+
+    from superhf.evaluation import evaluate
+
+    run = tmp_path / "templated-run"
+    shutil.copytree(adapter_run, run)
+    config = yaml.safe_load((run / "config.yaml").read_text())
+    (run / "config.yaml").write_text(yaml.safe_dump({**config, "apply_chat_template": True}))
+    data = tmp_path / "prompts.jsonl"
+    data.write_text("".join(json.dumps({"prompt": f"How do I fix {i}?"}) + "\n" for i in range(2)))
+    seen: list[list[str]] = []
+    real = evaluate.sample_completions
+
+    def spy(model, tokenizer, texts, config, **kwargs):
+        seen.append(list(texts))
+        return real(model, tokenizer, texts, config, **kwargs)
+
+    monkeypatch.setattr(evaluate, "sample_completions", spy)
+    common = [
+        "--dataset_name", str(data), "--dataset_split", "train", "--num_prompts", "2",
+        "--max_completion_length", "2", "--reward_funcs",
+        "tests.evaluation.test_heldout:length_reward", "--meteor_pairs", "0",
+    ]  # fmt: skip
+    out = tmp_path / "eval"
+    args = ["eval", str(tiny_model_dir), str(run), *common, "--output_dir", str(out)]
+    result = CliRunner().invoke(app, args)
+    assert result.exit_code == 0, result.output
+    plain, templated = seen
+    assert plain[0] == "How do I fix 0?" and templated[0].startswith("<|im_start|>")
+    models = json.loads((out / "eval.json").read_text())["models"]
+    assert [m["apply_chat_template"] for m in models.values()] == [False, True]
+
+    seen.clear()
+    args = ["eval", str(run), *common, "--apply_chat_template", "false", "--output_dir", str(out)]
+    assert CliRunner().invoke(app, args).exit_code == 0
+    assert seen[0][0] == "How do I fix 0?"

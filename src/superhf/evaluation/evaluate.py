@@ -143,6 +143,14 @@ def evaluate_models(
     return json_safe(result)
 
 
+def chat_template_for(spec: ModelSpec, config: EvalConfig) -> bool:
+    """Whether `spec`'s prompts get the chat template: `config.apply_chat_template` when set,
+    else what the run folder was trained with (its config.yaml), else off."""
+    if config.apply_chat_template is not None:
+        return config.apply_chat_template
+    return bool((spec.run_config or {}).get("apply_chat_template", False))
+
+
 def _evaluate_one(
     spec: ModelSpec,
     name: str,
@@ -165,7 +173,7 @@ def _evaluate_one(
         tokenizer,
         config.max_prompt_length,
         config.dataset_name,
-        apply_chat_template=config.apply_chat_template,
+        apply_chat_template=chat_template_for(spec, config),
     )
     progress = progress_bar(console, transient=True)
     with progress:
@@ -263,6 +271,7 @@ def _evaluate_one(
         "kind": spec.kind,
         "base_model": spec.base_model,
         "num_prompts": len(prompts),
+        "apply_chat_template": chat_template_for(spec, config),
         "num_prompts_dropped": stats.num_empty + stats.num_too_long,
         "num_empty_completions": len(prompts) * config.num_generations - len(completions),
         **metrics,
