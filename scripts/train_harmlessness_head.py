@@ -22,6 +22,7 @@ import os
 import time
 from pathlib import Path
 
+import numpy as np
 import torch
 
 REPO = Path(__file__).resolve().parents[1]
@@ -70,13 +71,29 @@ def main() -> None:
     test_c, test_r = pair_features(embedder, test_pairs)
     seconds = time.perf_counter() - start
 
-    fit_and_save(args.output, args.half, (train_c, train_r), (test_c, test_r), rows, seconds)
+    skipped = {"train": train_skipped, "heldout": test_skipped}
+    train, test = (train_c, train_r), (test_c, test_r)
+    fit_and_save(args.output, args.half, train, test, len(rows), skipped, seconds)
     if args.judge_output:  # the other half's head: a judge the first head never saw
         other = "second" if args.half == "first" else "first"
-        fit_and_save(args.judge_output, other, (test_c, test_r), (train_c, train_r), rows, 0.0)
+        swapped = {"train": test_skipped, "heldout": train_skipped}
+        fit_and_save(args.judge_output, other, test, train, len(rows), swapped, 0.0)
 
 
-def fit_and_save(output, half, train, test, rows, seconds) -> None:  # noqa: ANN001
+Features = tuple[np.ndarray, np.ndarray]
+"""(chosen, rejected) features of the same pairs, one row each."""
+
+
+def fit_and_save(
+    output: str,
+    half: str,
+    train: Features,
+    test: Features,
+    num_rows: int,
+    skipped: dict[str, int],
+    seconds: float,
+) -> None:
+    """Fit the head on `train`, measure it on `test`, save it with what it was made from."""
     from superhf.rewards.harmlessness import (
         FEATURES,
         HEAD_KIND,
@@ -93,10 +110,11 @@ def fit_and_save(output, half, train, test, rows, seconds) -> None:  # noqa: ANN
         "kind": HEAD_KIND,
         "embedding": FEATURES,
         "component": "harmlessness",
-        "data": f"{CREDIT}, {half} half of {len(rows)} pairs in file order",
+        "data": f"{CREDIT}, {half} half of {num_rows} pairs in file order",
         "train_half": half,
         "num_train_pairs": len(train[0]),
         "num_heldout_pairs": len(test[0]),
+        "num_rows_skipped": skipped,  # rows answer_pairs could not split into question + answers
         "l2": head.info["l2"],
         "train_accuracy": train_acc,
         "heldout_accuracy": test_acc,

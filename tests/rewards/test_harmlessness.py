@@ -233,6 +233,8 @@ def test_script_trains_a_head_and_a_judge(tmp_path):
     head, other = LinearHead.load(output), LinearHead.load(judge)
     assert head.info["train_half"] == "first" and other.info["train_half"] == "second"
     assert head.info["num_train_pairs"] == 60 and head.info["train_accuracy"] > 0.8
+    skipped = head.info["num_rows_skipped"]
+    assert skipped["train"] >= 0 and other.info["num_rows_skipped"]["train"] == skipped["heldout"]
     assert head.weight.shape == (576,) and not np.allclose(head.weight, other.weight)
     funcs, _ = load_reward_funcs([str(judge.parent)])  # the judge folder is a reward
     assert len(funcs[0](["How do I pick a lock?"], ["Call a locksmith."])) == 1

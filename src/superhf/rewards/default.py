@@ -159,7 +159,6 @@ HARMLESSNESS_WEIGHT = 0.75
 # The harmlessness head reads the judge's last hidden layer (after its final norm), averaged over
 # the first this-many tokens of the answer, with the prompt before it as context.
 HARMLESSNESS_TOKENS = 64
-JUDGE_HIDDEN_SIZE = 576
 # The judge reads at most the last this-many tokens of the prompt and of the answer.
 JUDGE_MAX_PROMPT_TOKENS = 256
 JUDGE_MAX_ANSWER_TOKENS = 256
@@ -343,9 +342,10 @@ class DefaultReward:
         """The judge's features of each (prompt, answer), as the harmlessness head reads them.
 
         The head is trained on these very features (one code path for training and scoring).
-        Shape (n, 576), float64; an empty answer gives zeros. Only the first
-        ``HARMLESSNESS_TOKENS`` tokens of the judge's answer window are run: causal attention
-        makes their hidden states the same as in the full scoring pass, at a fraction of the cost.
+        Shape (n, the judge's hidden size: 576), float64; an empty answer gives zeros. Only the
+        first ``HARMLESSNESS_TOKENS`` tokens of the judge's answer window are run: causal
+        attention makes their hidden states the same as in the full scoring pass, at a fraction
+        of the cost.
         """
         _, features = self._judge_pass(list(prompts), list(answers), features_only=True)
         return features
@@ -361,12 +361,12 @@ class DefaultReward:
         from about 6.7 to 4.8 s an iteration); answers are right-padded, which causal attention
         ignores. An empty answer gets +inf and zero features.
         """
+        self._load_judge()
         nll = [math.inf] * len(answers)
-        features = np.zeros((len(answers), JUDGE_HIDDEN_SIZE))
+        features = np.zeros((len(answers), self._judge.config.hidden_size))
         live = [i for i, a in enumerate(answers) if a.strip()]
         if not live:
             return nll, features
-        self._load_judge()
         tok = self._judge_tokenizer
         prompt_ids: dict[str, list[int]] = {}
         for i in live:
