@@ -40,10 +40,14 @@ def _curves_vs_tokens(
 ) -> bool:
     """`key` of each run's progress against its sampled tokens, per row: each seed faint, the
     mean over seeds with a +-1 SE band where several seeds share the row."""
+    from matplotlib import colormaps
+
     fig = _figure()
     ax = fig.add_subplot()
     drawn = False
-    for group in result["headline"]:
+    palette = colormaps["tab10"]
+    for index, group in enumerate(result["headline"]):
+        color = palette(index % 10)  # a row's seeds and its mean in one colour
         runs = [r for r in result["runs"] if r["status"] == "done" and arm_key(r) == arm_key(group)]
         curves = []
         for r in runs:
@@ -60,14 +64,16 @@ def _curves_vs_tokens(
         end = min(c[-1, 0] for c in curves)
         grid = np.linspace(max(c[0, 0] for c in curves), end, 50) if end > 0 else None
         for c in curves:
-            ax.plot(c[:, 0], c[:, 1], alpha=0.25, linewidth=0.8, marker=".")
+            ax.plot(c[:, 0], c[:, 1], alpha=0.25, linewidth=0.8, marker=".", color=color)
         if grid is not None and len(curves) > 1:
             ys = np.array([np.interp(grid, c[:, 0], c[:, 1]) for c in curves])
             mean, se = ys.mean(0), ys.std(0, ddof=1) / np.sqrt(len(curves))
-            line = ax.plot(grid, mean, linewidth=2, label=f"{group['label']} ({len(curves)} seeds)")
-            ax.fill_between(grid, mean - se, mean + se, alpha=0.2, color=line[0].get_color())
+            label = f"{group['label']} ({len(curves)} seeds)"
+            ax.plot(grid, mean, linewidth=2, label=label, color=color)
+            ax.fill_between(grid, mean - se, mean + se, alpha=0.2, color=color)
         else:
-            ax.plot(curves[0][:, 0], curves[0][:, 1], linewidth=2, label=group["label"])
+            only = curves[0]
+            ax.plot(only[:, 0], only[:, 1], linewidth=2, label=group["label"], color=color)
     if not drawn:
         return False
     ax.set_xlabel("sampled completion tokens")
