@@ -133,7 +133,7 @@ def test_extra_overrides_a_trl_field_and_refuses_an_unknown_one(tmp_path, tiny_m
     from superhf.compare.trl_baselines import build_trl_trainer
 
     run = _run(tmp_path, tiny_model_dir, "grpo", extra={"loss_type": "grpo", "max_steps": 1})
-    trainer, _, _ = build_trl_trainer(run)
+    trainer, _, _, _ = build_trl_trainer(run)
     assert trainer.args.loss_type == "grpo" and trainer.args.max_steps == 1
     with pytest.raises(ConfigError, match=r"extra: \['los_type'\]"):
         build_trl_trainer(replace(run, extra={"los_type": "grpo"}))
@@ -204,7 +204,7 @@ def test_reward_model_reads_what_it_reads_under_superhf(form, rm_dir, tmp_path, 
         extra={"max_steps": 1},
     )
     grpo_rm = rewards.RECORDERS["current"] = RecordingReward(str(rm_dir))
-    trainer, reward, _ = build_trl_trainer(run)
+    trainer, reward, _, _ = build_trl_trainer(run)
     trainer.train()
     sampled = reward.last_samples  # (index into the baseline's prompts, sampled ids)
     assert len(sampled) == len(grpo_rm.samples) == 4
@@ -331,7 +331,7 @@ def test_trains_through_the_stop_sequence_as_superhf_does(
         max_completion_length=8,
         extra={"max_steps": 1, "stop_sequences": ["e"]},
     )
-    trainer, reward, _ = build_trl_trainer(run)
+    trainer, reward, _, _ = build_trl_trainer(run)
     trainer.train()
     tokenizer = load_tokenizer(str(tiny_model_dir))
     assert len(trained) == 4

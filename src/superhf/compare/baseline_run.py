@@ -286,38 +286,37 @@ class ProgressLog:
         (`InRunEvaluation`); their `eval_time_s` is left out of wall_time_s from here on, as
         SuperHF's progress leaves out its evaluations (training time only)."""
         self.start += eval_time_s
-        evaluation = evaluation or {}
-        record = ProgressRecord(
-            step=step,
-            sampled_tokens=sampled_tokens,
-            train_reward=sum(rewards) / len(rewards) if rewards else float("nan"),
-            wall_time_s=time.perf_counter() - self.start,
-            peak_memory_mb=peak_memory_mb(),
-            eval_reward=evaluation.get("reward"),
-            eval_test_reward=evaluation.get("test_reward"),
-        )
-        self._append(record)
-        return record
+        mean = sum(rewards) / len(rewards) if rewards else float("nan")
+        wall = time.perf_counter() - self.start
+        return self._append(step, sampled_tokens, mean, wall, evaluation)
 
     def record_start(self, evaluation: dict[str, float], eval_time_s: float) -> ProgressRecord:
         """Step 0: the start policy's in-run evaluation (nothing sampled for training yet)."""
         self.start += eval_time_s
+        return self._append(0, 0, None, 0.0, evaluation)
+
+    def _append(
+        self,
+        step: int,
+        sampled_tokens: int,
+        train_reward: float | None,
+        wall_time_s: float,
+        evaluation: dict[str, float] | None,
+    ) -> ProgressRecord:
+        evaluation = evaluation or {}
         record = ProgressRecord(
-            step=0,
-            sampled_tokens=0,
-            train_reward=None,
-            wall_time_s=0.0,
+            step=step,
+            sampled_tokens=sampled_tokens,
+            train_reward=train_reward,
+            wall_time_s=wall_time_s,
             peak_memory_mb=peak_memory_mb(),
             eval_reward=evaluation.get("reward"),
             eval_test_reward=evaluation.get("test_reward"),
         )
-        self._append(record)
-        return record
-
-    def _append(self, record: ProgressRecord) -> None:
         with self.path.open("a", encoding="utf-8") as f:
             f.write(json.dumps(json_safe(asdict(record))) + "\n")
         self.records.append(record)
+        return record
 
     def budget_reached(self, sampled_tokens: int) -> bool:
         return sampled_tokens >= self.budget

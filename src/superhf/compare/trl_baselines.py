@@ -5,7 +5,7 @@
 
 The start policy and tokenizer load through `superhf.models` (embedded names resolve), LoRA
 uses the run's settings, the prompts are `superhf.data`'s in SuperHFTrainer's order
-(`baseline_run.training_prompts`), and the reward is superhf's `RewardScorer` reading the
+(`baseline_run.split_prompts`), and the reward is superhf's `RewardScorer` reading the
 text a SuperHF run's reward reads (`baseline_run.BaselineReward`); each sample is trained on
 through the stop sequence that ended it, as SuperHF's are (`stopping_at_sequences`; TRL alone
 trains through the EOS). TRL's defaults differ from
@@ -39,10 +39,10 @@ from superhf.compare.baseline_run import (
     split_extra,
     split_prompts,
     stop_sequences,
-    training_prompts,
     write_run_files,
 )
 from superhf.compare.spec import MethodRun
+from superhf.data import Prompt
 from superhf.errors import ConfigError
 
 TRL_VERSION = "1.16.0"
@@ -137,9 +137,10 @@ def trl_settings(run: MethodRun, use_cpu: bool) -> dict[str, Any]:
     return settings
 
 
-def build_trl_trainer(run: MethodRun) -> tuple[Any, BaselineReward, list[str]]:
-    """The TRL trainer of `run`, its reward, and notes for settings.json. Settings, prompts
-    and rewards are checked before the model loads."""
+def build_trl_trainer(run: MethodRun) -> tuple[Any, BaselineReward, list[Prompt], list[str]]:
+    """The TRL trainer of `run`, its reward, the held-out prompts of its in-run evaluation
+    (`split_prompts`) and notes for settings.json. Settings, prompts and rewards are checked
+    before the model loads."""
     if run.method not in METHODS:
         raise ConfigError(f"method {run.method!r}: run_trl_baseline runs {' or '.join(METHODS)}.")
     trl = _import_trl()
@@ -161,7 +162,7 @@ def build_trl_trainer(run: MethodRun) -> tuple[Any, BaselineReward, list[str]]:
     check_trl_overrides(overrides, config_cls, run.method)
     stops = stop_sequences(run)
     tokenizer = load_tokenizer(run.model_name_or_path)
-    prompts = training_prompts(run, tokenizer)
+    prompts, heldout = split_prompts(run, tokenizer)
     funcs, weights = load_reward_funcs(run.reward_funcs, run.reward_weights)
     scorer = RewardScorer(funcs, weights)
     use_cpu = not torch.cuda.is_available()
@@ -200,7 +201,7 @@ def build_trl_trainer(run: MethodRun) -> tuple[Any, BaselineReward, list[str]]:
         processing_class=tokenizer,
         peft_config=lora,
     )
-    return trainer, reward, notes
+    return trainer, reward, heldout, notes
 
 
 def budget_callback(
@@ -240,10 +241,9 @@ def budget_callback(
 def run_trl_baseline(run: MethodRun) -> None:
     """Train `run.method` ("grpo" or "rloo") with TRL until the sampled-token budget; write the
     adapter, tokenizer, config.yaml, settings.json, progress.jsonl and, last, done.json."""
-    trainer, reward, notes = build_trl_trainer(run)
+    trainer, reward, heldout, notes = build_trl_trainer(run)
     Path(run.output_dir).mkdir(parents=True, exist_ok=True)
     progress = ProgressLog(run.output_dir, run.sampled_token_budget)
-    heldout = split_prompts(run, trainer.processing_class)[1]
     evaluation = InRunEvaluation(run, heldout, reward.scorer)
     trainer.add_callback(budget_callback(reward, progress, evaluation, trainer.processing_class))
     trainer.train()
