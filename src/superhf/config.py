@@ -229,6 +229,14 @@ class SuperHFConfig(_Settings):
     dtype: Literal["float32", "bfloat16"] = config_field(
         "float32", "Dtype the model weights are loaded in.", "model"
     )
+    sampling_dtype: Literal["auto", "float32", "bfloat16"] = config_field(
+        "auto",
+        "Dtype completions are sampled in. Another than `dtype` samples from a copy of the "
+        "policy in it, LoRA merged, refreshed before every iteration (one more set of weights "
+        "in memory); the loss and KL stay in `dtype`. auto: bfloat16 where the device computes "
+        "it natively (CPU flags avx512_bf16/amx_bf16, CUDA's bf16 support), else `dtype`.",
+        "model",
+    )
     use_peft: bool = config_field(
         True,
         "Train a LoRA adapter (the KL reference is then the model with the adapter disabled). "

@@ -180,6 +180,24 @@ class Evaluator:
         }
 
 
+def same_settings(stored: dict[str, Any] | None, current: dict[str, Any]) -> bool:
+    """Whether a stored evaluation was made with `current`'s settings. Paths compare by the file
+    they name, so `--output_dir runs/x` and `--output_dir /abs/runs/x` share their cache."""
+
+    def canonical(value: Any) -> Any:
+        if isinstance(value, list):
+            return [canonical(v) for v in value]
+        if isinstance(value, str) and value and Path(value).exists():
+            return str(Path(value).resolve())
+        return value
+
+    if stored is None:
+        return False
+    return {k: canonical(v) for k, v in stored.items()} == {
+        k: canonical(v) for k, v in current.items()
+    }
+
+
 def cached(folder: Path) -> dict[str, Any] | None:
     path = folder / EVAL_RESULT_FILE
     return json.loads(path.read_text(encoding="utf-8")) if path.is_file() else None

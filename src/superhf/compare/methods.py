@@ -96,6 +96,8 @@ def superhf_config(run: MethodRun) -> Any:
         "lora_dropout": run.lora_dropout,
         "lora_target_modules": list(run.lora_target_modules),
         "output_dir": run.output_dir,
+        # fp32 as the TRL baselines sample (and as every cached run did), whatever the CPU
+        "sampling_dtype": "float32",
     }
     return SuperHFConfig(**{**values, **run.extra})
 

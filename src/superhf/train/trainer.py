@@ -55,6 +55,7 @@ from superhf.models import (
     prepare_policy,
 )
 from superhf.rewards.scoring import RewardFunc, RewardScorer, Scores, load_reward_funcs
+from superhf.sampling_model import SamplingModel, native_bf16, resolve_sampling_dtype
 from superhf.train.checkpoint import (
     CheckpointError,
     find_resume_checkpoint,
@@ -208,6 +209,12 @@ class SuperHFTrainer:
             args.lr_scheduler_type, optimizer, args.warmup_steps, self.num_iterations
         )
         self.model, self.optimizer = self.accelerator.prepare(policy, optimizer)
+        sampling_dtype = resolve_sampling_dtype(
+            args.sampling_dtype, next(policy.parameters()).dtype, self.accelerator.device.type
+        )
+        self.sampling_model = SamplingModel(
+            self.accelerator.unwrap_model(self.model), sampling_dtype
+        )
         self.reference = reference.to(self.accelerator.device) if reference is not None else None
 
     # ------------------------------------------------------------------------------------------
@@ -354,6 +361,12 @@ class SuperHFTrainer:
             f"iterations of {args.prompts_per_iteration} prompts x {args.num_generations} "
             f"samples, rewards: {', '.join(self.scorer.names)} -> {args.output_dir}"
         )
+        if args.sampling_dtype == "auto":
+            dtype = str(self.sampling_model.dtype).removeprefix("torch.")
+            self.console.print(
+                f"Sampling in {dtype} (sampling_dtype auto: "
+                f"{native_bf16(self.accelerator.device.type)[1]})."
+            )
         return logger
 
     def _record(
@@ -584,12 +597,18 @@ class SuperHFTrainer:
     def sample(
         self, prompts: list[Prompt], batch_size: int, seeds: list[int] | None = None
     ) -> tuple[list[Completion], GenerationStats]:
-        """`num_generations` completions of each prompt from the current policy; `seeds`: one
-        per prompt (`generate_completions`), as `step` gives them."""
-        policy = self.accelerator.unwrap_model(self.model)
+        """`num_generations` completions of each prompt from the current policy (in
+        `sampling_dtype`: `SamplingModel`); `seeds`: one per prompt (`generate_completions`),
+        as `step` gives them."""
+        self.sampling_model.refresh()  # the policy's weights now (after updates, a resume)
         with self.accelerator.autocast():
             return generate_completions(
-                policy, self.tokenizer, [p.text for p in prompts], self.args, batch_size, seeds
+                self.sampling_model.model,
+                self.tokenizer,
+                [p.text for p in prompts],
+                self.args,
+                batch_size,
+                seeds,
             )
 
     def score(self, prompts: list[Prompt], completions: list[Completion]) -> Scores:

@@ -1,0 +1,99 @@
+"""The model that samples: the policy itself, or a merged copy of it in a faster dtype.
+
+Sampling is most of an iteration, and on hardware with native bf16 (CPUs with `avx512_bf16`
+or AMX, most GPUs) a bf16 forward pass is about twice as fast as fp32. The policy trains in
+its own dtype; for sampling, `SamplingModel` keeps a plain copy of it in the sampling dtype,
+with the LoRA adapter merged into the weights (one matmul per layer instead of three), and
+refreshes it after every update. Only which samples are drawn changes: the loss and the KL
+are computed by the policy, in its dtype, on the ids that were sampled. bf16 shifts the
+next-token distribution slightly (measured in `bench/bench_sampling.py`, docs/SPEED.md).
+
+    config.sampling_dtype = "auto"   # bf16 where the device has native bf16, else the policy's
+"""
+
+from __future__ import annotations
+
+import functools
+from pathlib import Path
+
+import torch
+from transformers import AutoModelForCausalLM, PreTrainedModel
+
+
+@functools.cache
+def native_bf16(device_type: str = "cpu") -> tuple[bool, str]:
+    """Whether `device_type` computes bf16 natively, and the evidence, read at run time."""
+    if device_type == "cuda":
+        ok = torch.cuda.is_available() and torch.cuda.is_bf16_supported()
+        return ok, f"torch.cuda.is_bf16_supported() = {ok}"
+    if device_type != "cpu":
+        return False, f"no bf16 detection for device type {device_type!r}"
+    cpuinfo = Path("/proc/cpuinfo")
+    if not cpuinfo.is_file():
+        return False, "no /proc/cpuinfo to read the CPU's flags from"
+    flags: set[str] = set()
+    for line in cpuinfo.read_text().splitlines():
+        if line.startswith("flags"):
+            flags = set(line.split(":", 1)[1].split())
+            break
+    found = sorted(flags & {"avx512_bf16", "amx_bf16"})
+    if found:
+        return True, f"CPU flags {', '.join(found)}"
+    return False, "CPU has neither avx512_bf16 nor amx_bf16 (bf16 would be emulated, slower)"
+
+
+def resolve_sampling_dtype(
+    setting: str, policy_dtype: torch.dtype, device_type: str
+) -> torch.dtype:
+    """The dtype to sample in: `setting` itself, or for "auto" bf16 where native, else the
+    policy's."""
+    if setting != "auto":
+        return getattr(torch, setting)
+    return torch.bfloat16 if native_bf16(device_type)[0] else policy_dtype
+
+
+def merged_weights(policy: torch.nn.Module) -> dict[str, torch.Tensor]:
+    """The policy's weights with its active LoRA adapters added in, named as in the plain
+    model (no `base_layer`, no `lora_` tensors); a model without adapters: its own weights."""
+    base = policy.get_base_model() if hasattr(policy, "get_base_model") else policy
+    weights: dict[str, torch.Tensor] = {}
+    for name, module in base.named_modules():
+        if hasattr(module, "get_delta_weight") and hasattr(module, "base_layer"):
+            delta = sum(module.get_delta_weight(a) for a in module.active_adapters)
+            weights[f"{name}.weight"] = module.base_layer.weight + delta
+    for name, tensor in base.state_dict().items():
+        if "lora_" not in name:
+            weights.setdefault(name.replace(".base_layer.", "."), tensor)
+    return weights
+
+
+class SamplingModel:
+    """What `generate_completions` samples from: the policy, or its merged copy in `dtype`.
+
+    With the policy's own dtype there is no copy (no extra memory, nothing to refresh).
+    Otherwise the copy is built once from the policy's config and `refresh` writes the
+    policy's current (merged) weights into it; the trainer calls it after every update.
+    """
+
+    def __init__(self, policy: PreTrainedModel, dtype: torch.dtype):
+        self.policy, self.dtype = policy, dtype
+        self.copy: PreTrainedModel | None = None
+        if dtype != next(policy.parameters()).dtype:
+            base = policy.get_base_model() if hasattr(policy, "get_base_model") else policy
+            copy = AutoModelForCausalLM.from_config(base.config, dtype=dtype)
+            copy.generation_config = base.generation_config
+            self.copy = copy.to(next(policy.parameters()).device).eval().requires_grad_(False)
+            self.refresh()
+
+    @torch.no_grad()
+    def refresh(self) -> None:
+        """Copy the policy's current weights, adapters merged, into the sampling copy."""
+        if self.copy is None:
+            return
+        weights = merged_weights(self.policy)
+        for name, param in self.copy.named_parameters():
+            param.copy_(weights[name])
+
+    @property
+    def model(self) -> PreTrainedModel:
+        return self.policy if self.copy is None else self.copy

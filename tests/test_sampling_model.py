@@ -1,0 +1,144 @@
+"""The model that samples: a merged copy of the policy in the sampling dtype, kept current.
+
+Tiny random-init Llama (mechanics only); the bf16 distribution on the real model is measured
+in bench/bench_sampling.py.
+"""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from peft import LoraConfig
+
+from superhf.generation import (
+    NucleusSampler,
+    inverse_cdf_sample,
+    sample_shared_prompts,
+    sample_uniforms,
+)
+from superhf.models import get_peft_model
+from superhf.sampling_model import (
+    SamplingModel,
+    merged_weights,
+    native_bf16,
+    resolve_sampling_dtype,
+)
+from tests.conftest import make_tiny_llama
+
+PROMPTS = [[5, 17, 230, 9], [44, 3001, 12]]
+
+
+def _lora_policy(tokenizer, seed: int = 0):
+    policy = get_peft_model(
+        make_tiny_llama(len(tokenizer), seed=seed),
+        LoraConfig(r=4, lora_alpha=8, target_modules=["q_proj", "v_proj"], lora_dropout=0.0),
+    )
+    with torch.no_grad():  # B starts at zero: give the adapter something to merge
+        for name, param in policy.named_parameters():
+            if "lora_B" in name:
+                param.normal_(0, 0.5)
+    return policy.eval()
+
+
+def _logits(model, ids: list[int]) -> torch.Tensor:
+    with torch.no_grad():
+        return model(input_ids=torch.tensor([ids])).logits[0].float()
+
+
+def test_merged_weights_give_the_policys_logits(tokenizer):
+    policy = _lora_policy(tokenizer)
+    sampler = SamplingModel(policy, torch.float64)  # another dtype forces a copy
+    assert sampler.copy is not None and sampler.model is sampler.copy
+    assert not any("lora" in name for name, _ in sampler.copy.named_parameters())
+    torch.testing.assert_close(
+        _logits(sampler.copy, PROMPTS[0]), _logits(policy, PROMPTS[0]), atol=1e-5, rtol=0
+    )
+    with policy.disable_adapter():  # the adapter made a difference: it was merged, not lost
+        assert (_logits(policy, PROMPTS[0]) - _logits(sampler.copy, PROMPTS[0])).abs().max() > 1e-3
+
+
+def test_a_full_model_is_copied_as_it_is(tokenizer):
+    model = make_tiny_llama(len(tokenizer)).eval()
+    weights = merged_weights(model)
+    assert weights.keys() == model.state_dict().keys()
+
+
+def test_the_policys_own_dtype_samples_from_the_policy(tokenizer):
+    policy = _lora_policy(tokenizer)
+    sampler = SamplingModel(policy, torch.float32)
+    assert sampler.copy is None and sampler.model is policy
+    sampler.refresh()  # nothing to do
+
+
+def test_refresh_follows_the_policys_updates(tokenizer):
+    policy = _lora_policy(tokenizer)
+    sampler = SamplingModel(policy, torch.bfloat16)
+    assert next(sampler.copy.parameters()).dtype == torch.bfloat16
+    before = _logits(sampler.copy, PROMPTS[1])
+    with torch.no_grad():
+        for name, param in policy.named_parameters():
+            if "lora_B" in name:
+                param.add_(1.0)
+    assert torch.equal(_logits(sampler.copy, PROMPTS[1]), before)  # stale until refreshed
+    sampler.refresh()
+    after = _logits(sampler.copy, PROMPTS[1])
+    policy_logits = _logits(policy, PROMPTS[1])
+    assert (after - before).abs().max() > 0.1
+    # bf16 weights: close to the fp32 policy, not equal
+    assert (after - policy_logits).abs().max() < 0.05 * policy_logits.abs().max()
+
+
+def test_auto_picks_bf16_only_where_it_is_native():
+    native, reason = native_bf16("cpu")
+    assert isinstance(native, bool) and reason
+    auto = resolve_sampling_dtype("auto", torch.float32, "cpu")
+    assert auto == (torch.bfloat16 if native else torch.float32)
+    assert resolve_sampling_dtype("float32", torch.float32, "cpu") == torch.float32
+    assert resolve_sampling_dtype("bfloat16", torch.float32, "cpu") == torch.bfloat16
+    assert native_bf16("mps")[0] is False
+
+
+def _reference_sample(model, prompt, num_steps, uniforms, sampler, stop_ids):
+    """One sequence alone, the whole sequence recomputed each step (no cache, no padding)."""
+    ids, out, logits = list(prompt), [], []
+    for step in range(num_steps):
+        row = _logits(model, ids)[-1:]
+        logits.append(row[0])
+        probs = torch.softmax(sampler(torch.tensor([ids]), row), dim=-1)
+        token = int(inverse_cdf_sample(probs, uniforms[step : step + 1]))
+        out.append(token)
+        if token in stop_ids:
+            break
+        ids.append(token)
+    return out, logits
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+def test_decode_loop_draws_the_reference_loops_tokens(tokenizer, dtype, monkeypatch):
+    """Same random numbers, same tokens as a plain cache-free loop over the same sampling
+    model, and logits within 1e-4 (fp32; bf16: within bf16's rounding)."""
+    policy = _lora_policy(tokenizer, seed=3)
+    model = SamplingModel(policy, dtype).model
+    sampler = NucleusSampler(1.0, 0, 0.95)
+    seeds, n, steps, stop = list(range(100, 106)), 3, 12, [2]
+    seen: list[torch.Tensor] = []
+    real_call = NucleusSampler.__call__
+
+    def spy(self, input_ids, scores):
+        seen.append(scores)
+        return real_call(self, input_ids, scores)
+
+    monkeypatch.setattr(NucleusSampler, "__call__", spy)
+    rows = sample_shared_prompts(model, PROMPTS, n, steps, sampler, stop, 0, seeds)
+    monkeypatch.setattr(NucleusSampler, "__call__", real_call)
+    uniforms = sample_uniforms(seeds, steps)
+    tolerance = 1e-4 if dtype == torch.float32 else 0.05
+    for i, row in enumerate(rows):
+        expected, logits = _reference_sample(
+            model, PROMPTS[i // n], steps, uniforms[i], sampler, stop
+        )
+        assert row == expected
+        for step, reference in enumerate(logits):  # the loop's row i at that step
+            running = seen[step]
+            assert running.shape[0] == len(rows)  # no row stopped early in this setting
+            torch.testing.assert_close(running[i], reference, atol=tolerance, rtol=0)
