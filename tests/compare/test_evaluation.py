@@ -1,4 +1,4 @@
-"""The comparison's evaluation cache: when a stored evaluation counts as made with these settings."""
+"""The comparison's evaluation cache: when a stored evaluation was made with these settings."""
 
 from __future__ import annotations
 
