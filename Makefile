@@ -53,8 +53,12 @@ lint: setup
 	$(VENV)/bin/ruff check src tests bench
 	$(VENV)/bin/ruff format --check src tests bench
 
+# Sampling against HF generate (fp32; bf16 where native), then a whole iteration against the
+# commit before the sampling work (a git worktree). Run alone: about 25 minutes on 2 cores.
+BENCH_BASELINE ?= a67c251
 bench: setup
-	$(PY) bench/bench_iteration.py
+	$(PY) bench/bench_sampling.py
+	$(PY) bench/bench_iteration.py --baseline $(BENCH_BASELINE)
 
 clean:
 	rm -rf $(VENV) $(PPO_VENV) runs

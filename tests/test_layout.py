@@ -20,6 +20,7 @@ SHARED = {
     "models",
     "batching",
     "generation",
+    "sampling_model",
 }
 
 
