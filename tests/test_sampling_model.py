@@ -142,3 +142,61 @@ def test_decode_loop_draws_the_reference_loops_tokens(tokenizer, dtype, monkeypa
             running = seen[step]
             assert running.shape[0] == len(rows)  # no row stopped early in this setting
             torch.testing.assert_close(running[i], reference, atol=tolerance, rtol=0)
+
+
+def test_superhf_train_samples_from_the_refreshed_bf16_copy_and_trains_on_its_ids(
+    tmp_path, tiny_model_dir, monkeypatch
+):
+    """The real `superhf train --sampling_dtype bfloat16` (LoRA): every sampling call gets the
+    bf16 copy, holding the policy's merged weights of that moment, and the loss trains on the
+    ids that copy sampled."""
+    import json
+
+    from typer.testing import CliRunner
+
+    import superhf.generation
+    import superhf.train.trainer
+    from superhf.batching import build_training_batch
+    from superhf.cli import app
+    from tests.train.test_training_tokens import ROWS, Spy
+
+    sampled = Spy(superhf.generation.sample_shared_prompts)
+    trained = Spy(build_training_batch)
+    monkeypatch.setattr(superhf.generation, "sample_shared_prompts", sampled)
+    monkeypatch.setattr(superhf.train.trainer, "build_training_batch", trained)
+    copies: list[dict[str, torch.Tensor]] = []
+    real_refresh = SamplingModel.refresh
+
+    def refresh(self):
+        real_refresh(self)
+        current = merged_weights(self.policy)
+        for name, param in self.copy.named_parameters():  # the copy is the policy now
+            assert torch.equal(param, current[name].to(torch.bfloat16)), name
+        copies.append({n: p.clone() for n, p in self.copy.named_parameters()})
+
+    monkeypatch.setattr(SamplingModel, "refresh", refresh)
+    data = tmp_path / "prompts.jsonl"
+    data.write_text("".join(json.dumps(r) + "\n" for r in ROWS))
+    config = tmp_path / "config.yaml"
+    config.write_text("stop_sequences: []\n")  # trained ids = sampled ids through the stop token
+    args = [
+        "train",
+        "--model_name_or_path", str(tiny_model_dir),
+        "--dataset_name", str(data),
+        "--reward_funcs", "tests.train.test_training_tokens:constant_reward",
+        "--num_generations", "4", "--num_kept_per_prompt", "4",
+        "--max_completion_length", "6", "--prompts_per_iteration", "2",
+        "--max_iterations", "2", "--num_eval_prompts", "0", "--learning_rate", "0.05",
+        "--config", str(config), "--sampling_dtype", "bfloat16",
+        "--output_dir", str(tmp_path / "run"),
+    ]  # fmt: skip
+    result = CliRunner().invoke(app, args)
+    assert result.exit_code == 0, result.output
+    assert len(copies) == 3 and len(sampled.calls) == 2  # built, then before each iteration
+    assert all(next(a[0].parameters()).dtype == torch.bfloat16 for a, _, _ in sampled.calls)
+    # the update between the two iterations reached the copy
+    assert any(not torch.equal(copies[1][n], copies[2][n]) for n in copies[1])
+    sampled_rows = {tuple(row) for _, _, rows in sampled.calls for row in rows}
+    assert trained.calls
+    for args_, _, _ in trained.calls:
+        assert all(tuple(ids) in sampled_rows for ids in args_[1])

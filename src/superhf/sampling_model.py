@@ -6,7 +6,7 @@ its own dtype; for sampling, `SamplingModel` keeps a plain copy of it in the sam
 with the LoRA adapter merged into the weights (one matmul per layer instead of three), and
 refreshes it after every update. Only which samples are drawn changes: the loss and the KL
 are computed by the policy, in its dtype, on the ids that were sampled. bf16 shifts the
-next-token distribution slightly (measured in `bench/bench_sampling.py`, docs/SPEED.md).
+next-token distribution slightly (measured by `bench/bench_sampling.py`: bench/README.md).
 
     config.sampling_dtype = "auto"   # bf16 where the device has native bf16, else the policy's
 """
