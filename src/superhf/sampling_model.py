@@ -9,6 +9,11 @@ are computed by the policy, in its dtype, on the ids that were sampled. bf16 shi
 next-token distribution slightly (measured by `bench/bench_sampling.py`: bench/README.md).
 
     config.sampling_dtype = "auto"   # bf16 where the device has native bf16, else the policy's
+
+Under FSDP2 the policy's weights are sharded across processes and every forward of it is a
+collective; the copy is then made whatever the dtype (`always_copy`), whole on every process,
+so each process samples alone, as many tokens as its prompts need (as TRL's colocated vLLM
+engine holds a whole copy beside a sharded trainer).
 """
 
 from __future__ import annotations
@@ -17,6 +22,7 @@ import functools
 from pathlib import Path
 
 import torch
+from torch.distributed.tensor import DTensor
 from transformers import AutoModelForCausalLM, PreTrainedModel
 
 
@@ -52,9 +58,16 @@ def resolve_sampling_dtype(
     return torch.bfloat16 if native_bf16(device_type)[0] else policy_dtype
 
 
+def full_tensor(tensor: torch.Tensor) -> torch.Tensor:
+    """The whole of a tensor FSDP2 sharded (an all-gather: every process must call it, in the
+    same order), else the tensor itself."""
+    return tensor.full_tensor() if isinstance(tensor, DTensor) else tensor
+
+
 def merged_weights(policy: torch.nn.Module) -> dict[str, torch.Tensor]:
     """The policy's weights with its active LoRA adapters added in, named as in the plain
-    model (no `base_layer`, no `lora_` tensors); a model without adapters: its own weights."""
+    model (no `base_layer`, no `lora_` tensors); a model without adapters: its own weights.
+    Sharded weights stay sharded (`full_tensor` gathers them)."""
     base = policy.get_base_model() if hasattr(policy, "get_base_model") else policy
     weights: dict[str, torch.Tensor] = {}
     for name, module in base.named_modules():
@@ -70,15 +83,16 @@ def merged_weights(policy: torch.nn.Module) -> dict[str, torch.Tensor]:
 class SamplingModel:
     """What `generate_completions` samples from: the policy, or its merged copy in `dtype`.
 
-    With the policy's own dtype there is no copy (no extra memory, nothing to refresh).
-    Otherwise the copy is built once from the policy's config and `refresh` writes the
-    policy's current (merged) weights into it; the trainer calls it after every update.
+    With the policy's own dtype there is no copy (no extra memory, nothing to refresh), unless
+    `always_copy` (a sharded policy). Otherwise the copy is built once from the policy's config
+    and `refresh` writes the policy's current (merged) weights into it; the trainer calls it
+    before every sampling. With a sharded policy `refresh` is a collective.
     """
 
-    def __init__(self, policy: PreTrainedModel, dtype: torch.dtype):
+    def __init__(self, policy: PreTrainedModel, dtype: torch.dtype, always_copy: bool = False):
         self.policy, self.dtype = policy, dtype
         self.copy: PreTrainedModel | None = None
-        if dtype != next(policy.parameters()).dtype:
+        if always_copy or dtype != next(policy.parameters()).dtype:
             base = policy.get_base_model() if hasattr(policy, "get_base_model") else policy
             copy = AutoModelForCausalLM.from_config(base.config, dtype=dtype)
             copy.generation_config = base.generation_config
@@ -92,7 +106,7 @@ class SamplingModel:
             return
         weights = merged_weights(self.policy)
         for name, param in self.copy.named_parameters():
-            param.copy_(weights[name])
+            param.copy_(full_tensor(weights[name]))
 
     @property
     def model(self) -> PreTrainedModel:

@@ -1,4 +1,5 @@
-"""One run over two CPU processes (gloo) is the one-process run, and survives faults.
+"""One run over two CPU processes (gloo) is the one-process run, and survives faults; so is
+one over two FSDP2 processes (the policy sharded, gloo).
 
 The runs are real `accelerate launch` / `torchrun` processes on the tiny random-init model with
 a deterministic length reward. Their setting makes batch shapes match between the layouts:
@@ -12,6 +13,7 @@ from __future__ import annotations
 import json
 import math
 import os
+import shutil
 import signal
 import socket
 import subprocess
@@ -79,10 +81,15 @@ def _free_port() -> int:
 
 
 def _launcher(kind: str, script: str | None = None) -> list[str]:
-    """Two processes with `kind` ("accelerate", "torchrun"), or one ("python")."""
+    """Two processes with `kind` ("accelerate", "torchrun", "fsdp": accelerate with
+    configs/accelerate/fsdp_cpu_2proc.yaml), or one ("python")."""
     target = [script] if script else ["-m", "superhf"]
     if kind == "python":
         return [sys.executable, *target]
+    if kind == "fsdp":
+        return [sys.executable, "-m", "accelerate.commands.launch", "--config_file",
+                str(ROOT / "configs/accelerate/fsdp_cpu_2proc.yaml"),
+                "--main_process_port", str(_free_port()), *target]  # fmt: skip
     if kind == "torchrun":
         return [sys.executable, "-m", "torch.distributed.run", "--standalone",
                 "--nproc_per_node", "2", *target]  # fmt: skip
@@ -166,6 +173,27 @@ def runs(tmp_path_factory, tiny_model_dir):
     assert code == 0, output
     assert output.count("Done.") == 1, output  # only the main process speaks
     return SimpleNamespace(model=tiny_model_dir, prompts=prompts, one=one, two=two)
+
+
+FSDP_SETTINGS = ["--prompts_per_iteration", "5", "--num_kept_per_prompt", "1",
+                 "--sampling_dtype", "float32"]  # fmt: skip
+"""5 kept samples in minibatches of 4 and 1: the second leaves process 1 nothing to train on,
+so it runs idle passes. float32 sampling: the FSDP run samples and evaluates from its whole
+copy, the one-process run from the policy itself."""
+
+
+@pytest.fixture(scope="module")
+def fsdp_runs(runs):
+    """The same run on one process (minibatch 4) and on two FSDP2 processes (2 per process)."""
+    one, two = runs.prompts.parent / "fsdp-one", runs.prompts.parent / "fsdp-two"
+    args = [*_settings(runs.model, runs.prompts, one, 4), *FSDP_SETTINGS]
+    code, output = _finish(_start(_launcher("python"), args))
+    assert code == 0, output
+    args = [*_settings(runs.model, runs.prompts, two, 2), *FSDP_SETTINGS]
+    code, output = _finish(_start(_launcher("fsdp"), args))
+    assert code == 0, output
+    assert "2 processes (FSDP2: the policy sharded" in output, output
+    return SimpleNamespace(one=one, two=two, output=output)
 
 
 # --- fast: the pieces ---------------------------------------------------------------------------
@@ -308,3 +336,93 @@ def test_out_of_memory_on_one_process_backs_off_on_both(runs, tmp_path):
     assert [r["train_micro_batch_size"] for r in rows if r["iteration"]] == [1, 1, 1]
     assert rows[1]["num_oom_retries"] == 1
     _assert_same_run(run, runs.two, rel=1e-4, skip=("num_oom_retries",))
+
+
+# --- FSDP2 ----------------------------------------------------------------------------------
+
+
+def test_two_fsdp_processes_equal_one_process_of_the_same_global_batch(fsdp_runs):
+    _assert_same_run(fsdp_runs.two, fsdp_runs.one)
+    state = json.loads((fsdp_runs.two / "checkpoints/checkpoint-3/trainer_state.json").read_text())
+    assert state["sharded"] is True and state["num_processes"] == 2
+    assert fsdp_runs.output.count("Done.") == 1, fsdp_runs.output
+
+
+@pytest.mark.slow
+def test_an_fsdp_run_resumes_from_its_checkpoint_as_if_never_stopped(fsdp_runs, tmp_path):
+    run = tmp_path / "run"
+    shutil.copytree(fsdp_runs.two, run)
+    shutil.rmtree(run / "checkpoints/checkpoint-3")  # as if stopped after iteration 2
+    code, output = _finish(_start(_launcher("fsdp"), ["--resume", str(run)]))
+    assert code == 0, output
+    assert "Resuming from" in output and "2 of 3 iterations done" in output, output
+    _assert_same_run(run, fsdp_runs.two, rel=1e-9)
+
+
+@pytest.mark.slow
+def test_an_fsdp_checkpoint_is_not_resumed_without_fsdp(runs, fsdp_runs, tmp_path):
+    config = SuperHFConfig(
+        model_name_or_path=str(runs.model),
+        dataset_name=str(runs.prompts),
+        output_dir=str(fsdp_runs.two),
+        max_iterations=3,
+        prompts_per_iteration=5,
+        num_eval_prompts=4,
+        seed=3,
+    )
+    trainer = SuperHFTrainer(reward_funcs=length_reward, args=config)
+    with pytest.raises(ConfigError, match="written by a run with FSDP; this run is without"):
+        trainer.train(resume_from_checkpoint=str(fsdp_runs.two))
+
+
+@pytest.mark.slow
+def test_full_fine_tuning_under_fsdp_equals_one_process(runs, tmp_path):
+    extra = [*FSDP_SETTINGS, "--no_use_peft", "--learning_rate", "1e-3"]
+    one, two = tmp_path / "one", tmp_path / "two"
+    code, output = _finish(
+        _start(_launcher("python"), [*_settings(runs.model, runs.prompts, one, 4), *extra])
+    )
+    assert code == 0, output
+    code, output = _finish(
+        _start(_launcher("fsdp"), [*_settings(runs.model, runs.prompts, two, 2), *extra])
+    )
+    assert code == 0, output
+    assert (two / "completions.jsonl").read_text() == (one / "completions.jsonl").read_text()
+    got, expected = (load_file(r / "model.safetensors") for r in (two, one))
+    assert got.keys() == expected.keys()  # the tied lm_head saved once, as save_pretrained does
+    for name in got:
+        torch.testing.assert_close(got[name], expected[name], rtol=1e-4, atol=1e-5)
+
+
+@pytest.mark.parametrize(
+    ("env", "message"),
+    [
+        ({"ACCELERATE_USE_FSDP": "true", "FSDP_VERSION": "1"}, "fsdp_version: 2"),
+        ({"ACCELERATE_USE_DEEPSPEED": "true"}, "DeepSpeed is not supported"),
+    ],
+)
+def test_engines_not_supported_are_refused_with_the_fix(monkeypatch, env, message):
+    from superhf.train.distributed import make_accelerator
+
+    for key, value in env.items():
+        monkeypatch.setenv(key, value)
+    with pytest.raises(ConfigError, match=message):
+        make_accelerator(SuperHFConfig())
+
+
+@pytest.mark.slow
+def test_out_of_memory_under_fsdp_stops_every_process_with_the_fix(runs, tmp_path):
+    """FSDP's collectives run inside the forward and backward, so an out-of-memory there can
+    not be agreed on: the run ends in bounded time with an error naming the fix."""
+    run = tmp_path / "run"
+    process = _start(
+        _launcher("fsdp", str(Path(__file__).with_name("dist_oom_launch.py"))),
+        [*_settings(runs.model, runs.prompts, run, 2), *FSDP_SETTINGS],
+        SUPERHF_TEST_OOM_RANK="1",
+    )
+    started = time.monotonic()
+    code, output = _finish(process, timeout=300)
+    assert code != 0, output
+    assert time.monotonic() - started < 200, output
+    assert "out of memory on process 1 while fine-tuning under FSDP" in output, output
+    assert "Lower per_device_train_batch_size" in output, output

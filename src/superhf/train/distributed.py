@@ -1,6 +1,8 @@
-"""One SuperHF run over many processes (DDP through accelerate), equal to the one-process run.
+"""One SuperHF run over many processes (DDP or FSDP2 through accelerate), equal to the
+one-process run.
 
     accelerate launch --config_file configs/accelerate/ddp.yaml -m superhf train --config C.yaml
+    accelerate launch --config_file configs/accelerate/fsdp.yaml -m superhf train --config C.yaml
     torchrun --nproc_per_node 2 -m superhf train --config C.yaml
 
 How the work is split (README, "Many GPUs and nodes"):
@@ -17,6 +19,11 @@ How the work is split (README, "Many GPUs and nodes"):
   out-of-memory and non-finite flags and its loss statistics; only if all is well does a tiny
   synchronised backward make DDP average the gradients. So an out-of-memory on one process
   halves the micro-batch on all of them, never leaving one waiting in a collective.
+- FSDP2 (`Processes.sharded`): every forward and backward of the policy is a collective. Each
+  process samples and evaluates from a whole copy (`SamplingModel`, gathered before each
+  use); in fine-tuning a process with fewer pieces runs idle passes until all ran as many;
+  gradients are reduced in each backward (no `no_sync`), and out of memory there stops the
+  run (it cannot be agreed mid-collective). Checkpoints hold whole tensors.
 - Faults: every collective has `ddp_timeout` seconds; a peer that died or timed out becomes
   a TrainingError naming the fix (`--resume`). SIGINT/SIGTERM are agreed once per iteration.
 
@@ -27,6 +34,7 @@ from __future__ import annotations
 
 import dataclasses
 import datetime
+import os
 import warnings
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -38,6 +46,7 @@ from accelerate import Accelerator
 from accelerate.utils import (
     DistributedDataParallelKwargs,
     DistributedType,
+    FullyShardedDataParallelPlugin,
     InitProcessGroupKwargs,
 )
 
@@ -57,11 +66,28 @@ C = TypeVar("C")  # what a minibatch's rows count to
 def make_accelerator(args: SuperHFConfig) -> Accelerator:
     """The run's Accelerator: CPU when no GPU is present (gloo across CPU processes), an
     `args.ddp_timeout` limit on every collective, and DDP without per-forward buffer broadcasts
-    (a forward then runs no collective, so processes may run different numbers of them)."""
+    (a forward then runs no collective, so processes may run different numbers of them).
+
+    FSDP2 (`accelerate launch` with an FSDP config, `fsdp_version: 2`) shards the policy. On a
+    machine without a GPU accelerate runs FSDP nowhere (it picks gloo DDP), although FSDP2
+    itself works over gloo: there the FSDP plugin is put back by hand, which is how the CPU
+    tests and `configs/accelerate/fsdp_cpu_2proc.yaml` run it."""
     gpu = torch.cuda.is_available()
     timeout_s = args.ddp_timeout or (1800 if gpu else 300)
     # torch renamed broadcast_buffers (same meaning); accelerate's handler only knows the old name
     warnings.filterwarnings("ignore", message="`broadcast_buffers` is deprecated")
+    if os.environ.get("ACCELERATE_USE_DEEPSPEED", "false").lower() == "true":
+        raise ConfigError(
+            "accelerate's DeepSpeed is not supported by superhf train yet (it was never run: "
+            "no GPU was at hand). Launch with FSDP2 (configs/accelerate/fsdp.yaml) to shard "
+            "the model, or DDP (configs/accelerate/ddp.yaml); README, 'Many GPUs and nodes'."
+        )
+    fsdp = os.environ.get("ACCELERATE_USE_FSDP", "false").lower() == "true"
+    if fsdp and os.environ.get("FSDP_VERSION", "1") != "2":
+        raise ConfigError(
+            "superhf train runs FSDP2 only: set `fsdp_version: 2` in the accelerate config's "
+            "fsdp_config (configs/accelerate/fsdp.yaml)."
+        )
     accelerator = Accelerator(
         cpu=not gpu,
         mixed_precision="bf16" if args.bf16 else "no",
@@ -72,22 +98,18 @@ def make_accelerator(args: SuperHFConfig) -> Accelerator:
             DistributedDataParallelKwargs(broadcast_buffers=False),
         ],
     )
-    engine = accelerator.distributed_type
-    if engine in (DistributedType.FSDP, DistributedType.DEEPSPEED):
-        raise ConfigError(
-            f"accelerate's {engine.value} is not supported by superhf train yet: sampling runs "
-            "a different number of forward passes on each process, and sharded engines need "
-            "the same number everywhere (README, 'Many GPUs and nodes'). Launch with DDP "
-            "(configs/accelerate/ddp.yaml) and LoRA (use_peft, the default)."
-        )
+    if fsdp and not gpu and accelerator.distributed_type == DistributedType.MULTI_CPU:
+        accelerator.state.distributed_type = DistributedType.FSDP
+        accelerator.state.fsdp_plugin = FullyShardedDataParallelPlugin()  # from the launch env
     return accelerator
 
 
 def is_out_of_memory(err: BaseException) -> bool:
-    """A CUDA out-of-memory error, or the CPU allocator's."""
+    """A CUDA out-of-memory error, or the CPU allocator's (not one of ours that names it)."""
     message = str(err).lower()
     return isinstance(err, torch.OutOfMemoryError) or (
         isinstance(err, RuntimeError)
+        and not isinstance(err, TrainingError)
         and ("out of memory" in message or "can't allocate memory" in message)
     )
 
@@ -105,6 +127,9 @@ class Processes:
         self.output_dir = output_dir
         self.rank = accelerator.process_index
         self.size = accelerator.num_processes
+        self.sharded = getattr(accelerator, "distributed_type", None) == DistributedType.FSDP
+        """FSDP2: every forward and backward of the policy is a collective, so every process
+        must run as many of them, in the same order."""
 
     # --- sharding --------------------------------------------------------------------------
     def block(self, count: int) -> range:
@@ -212,7 +237,7 @@ class Processes:
     def sync_gradients(self, model: torch.nn.Module, token_id: int) -> None:
         """Make DDP average the gradients accumulated under `no_sync`: one synchronised
         backward of a zero loss on a single token (it adds nothing to any gradient)."""
-        if self.size == 1:
+        if self.size == 1 or self.sharded:  # FSDP reduces the gradients in every backward
             return
         ids = torch.tensor([[token_id]], device=self.accelerator.device)
 

@@ -35,6 +35,13 @@ from accelerate.utils import set_seed
 from datasets import Dataset
 from rich.console import Console
 from safetensors.torch import load_file, save_file
+from torch.distributed.checkpoint.state_dict import (
+    StateDictOptions,
+    get_model_state_dict,
+    get_optimizer_state_dict,
+    set_optimizer_state_dict,
+)
+from torch.distributed.tensor import DTensor, distribute_tensor
 from transformers import PreTrainedModel, PreTrainedTokenizerBase, get_scheduler
 
 from superhf.batching import build_training_batch, encode_prompt
@@ -55,7 +62,12 @@ from superhf.models import (
     prepare_policy,
 )
 from superhf.rewards.scoring import RewardFunc, RewardScorer, Scores, load_reward_funcs
-from superhf.sampling_model import SamplingModel, native_bf16, resolve_sampling_dtype
+from superhf.sampling_model import (
+    SamplingModel,
+    full_tensor,
+    native_bf16,
+    resolve_sampling_dtype,
+)
 from superhf.train.checkpoint import (
     CheckpointError,
     find_resume_checkpoint,
@@ -213,7 +225,7 @@ class SuperHFTrainer:
             args.sampling_dtype, next(policy.parameters()).dtype, self.accelerator.device.type
         )
         self.sampling_model = SamplingModel(
-            self.accelerator.unwrap_model(self.model), sampling_dtype
+            self.accelerator.unwrap_model(self.model), sampling_dtype, self.processes.sharded
         )
         self.reference = reference.to(self.accelerator.device) if reference is not None else None
 
@@ -361,6 +373,13 @@ class SuperHFTrainer:
             f"iterations of {args.prompts_per_iteration} prompts x {args.num_generations} "
             f"samples, rewards: {', '.join(self.scorer.names)} -> {args.output_dir}"
         )
+        if self.processes.size > 1:
+            how = (
+                "FSDP2: the policy sharded, each process sampling from a whole copy"
+                if self.processes.sharded
+                else "DDP"
+            )
+            self.console.print(f"{self.processes.size} processes ({how}).")
         if args.sampling_dtype == "auto":
             dtype = str(self.sampling_model.dtype).removeprefix("torch.")
             self.console.print(
@@ -446,6 +465,13 @@ class SuperHFTrainer:
         model = self.accelerator.unwrap_model(self.model)
         return {n: p for n, p in model.named_parameters() if p.requires_grad}
 
+    def _whole_trainable_weights(self) -> dict[str, torch.Tensor]:
+        """The trainable weights on the CPU, whole (under FSDP: gathered, a collective)."""
+        return {
+            n: full_tensor(p.detach()).cpu().contiguous()
+            for n, p in self._trainable_parameters().items()
+        }
+
     def _save_checkpoint(
         self, iteration: int, history: list[dict[str, Any]], logger: RunLogger
     ) -> Path | None:
@@ -454,6 +480,9 @@ class SuperHFTrainer:
         Written by the main process alone, with every process's random state (a collective:
         every process calls this)."""
         rng_states = self.processes.all_ranks(rng_state())
+        # Collectives under FSDP (the whole weights and optimizer state), so on every process.
+        tensors = self._whole_trainable_weights()
+        optimizer_state = self._optimizer_state()
         if not self.accelerator.is_main_process:
             self.processes.barrier("waiting for the checkpoint")
             return None
@@ -468,16 +497,16 @@ class SuperHFTrainer:
             "generation_batch_size": self.generation_batch_size,
             "train_micro_batch_size": self.train_micro_batch_size,
             "num_processes": self.processes.size,
+            "sharded": self.processes.sharded,
         }
 
         def write(folder: Path) -> None:
-            tensors = {
-                n: p.detach().cpu().contiguous() for n, p in self._trainable_parameters().items()
-            }
             save_file(tensors, folder / "trainable.safetensors")
             if self.uses_adapter:  # small, and loadable by `superhf eval` and peft
-                self.accelerator.unwrap_model(self.model).save_pretrained(folder)
-            torch.save(self.optimizer.state_dict(), folder / "optimizer.pt")
+                model = self.accelerator.unwrap_model(self.model)
+                whole = tensors if self.processes.sharded else None  # not its own shards
+                model.save_pretrained(folder, state_dict=whole)
+            torch.save(optimizer_state, folder / "optimizer.pt")
             torch.save(self.scheduler.state_dict(), folder / "scheduler.pt")
             for rank, rng in enumerate(rng_states):  # JSON + safetensors: loading runs no code
                 write_rng_state(folder, rng, rank)
@@ -493,7 +522,23 @@ class SuperHFTrainer:
         finally:
             self.processes.barrier("waiting for the checkpoint")
 
+    def _optimizer_state(self) -> dict[str, Any]:
+        """The optimizer's state to save: its own state_dict, or under FSDP the whole state
+        keyed by parameter name (gathered to the main process: a collective)."""
+        if not self.processes.sharded:
+            return self.optimizer.state_dict()
+        options = StateDictOptions(full_state_dict=True, cpu_offload=True)
+        return get_optimizer_state_dict(self.model, self.optimizer, options=options)
+
     def _load_checkpoint(self, folder: Path) -> dict[str, Any]:
+        state = json.loads((folder / "trainer_state.json").read_text(encoding="utf-8"))
+        if state.get("sharded", False) != self.processes.sharded:
+            engines = {False: "without FSDP", True: "with FSDP"}
+            raise ConfigError(
+                f"{folder} was written by a run {engines[state.get('sharded', False)]}; this "
+                f"run is {engines[self.processes.sharded]}. Resume with the accelerate config "
+                "that started the run."
+            )
         tensors = load_file(folder / "trainable.safetensors")
         params = self._trainable_parameters()
         if set(tensors) != set(params):
@@ -503,11 +548,18 @@ class SuperHFTrainer:
             )
         with torch.no_grad():
             for name, param in params.items():
-                param.copy_(tensors[name])
-        self.optimizer.load_state_dict(torch.load(folder / "optimizer.pt", weights_only=True))
+                value = tensors[name].to(param.device)
+                if isinstance(param, DTensor):  # this process's shard of the whole tensor
+                    value = distribute_tensor(value, param.device_mesh, param.placements)
+                param.copy_(value)
+        optimizer_state = torch.load(folder / "optimizer.pt", weights_only=True)
+        if self.processes.sharded:
+            options = StateDictOptions(full_state_dict=True)
+            set_optimizer_state_dict(self.model, self.optimizer, optimizer_state, options=options)
+        else:
+            self.optimizer.load_state_dict(optimizer_state)
         self.scheduler.load_state_dict(torch.load(folder / "scheduler.pt", weights_only=True))
         set_rng_state(read_rng_state(folder, self.processes.rank))
-        state = json.loads((folder / "trainer_state.json").read_text(encoding="utf-8"))
         self.num_skipped_total = state["num_skipped_total"]
         self.generation_batch_size = state["generation_batch_size"]
         self.train_micro_batch_size = state["train_micro_batch_size"]
@@ -651,6 +703,9 @@ class SuperHFTrainer:
         under `iteration`.
         """
         policy = self.accelerator.unwrap_model(self.model)
+        if self.processes.sharded:  # its forward is a collective: answer from the whole copy
+            self.sampling_model.refresh()
+            policy = self.sampling_model.model
         config = EvalConfig.from_train_config(self.args)
         block = self.processes.block(len(self.eval_prompts))
         mine = [self.eval_prompts[i] for i in block]
@@ -754,7 +809,11 @@ class SuperHFTrainer:
         token-mean CE by the micro-batch's share of the minibatch's CE tokens, the
         unlikelihood by its share of the negative rows' tokens, the KL (a sum over examples)
         as is. On many processes the loss is multiplied by their number (DDP averages);
-        out-of-memory and non-finite losses are agreed before DDP syncs.
+        out-of-memory and non-finite losses are agreed before DDP syncs. Under FSDP every
+        forward and backward is a collective: a process with fewer pieces runs idle ones
+        (`_idle_pass`) until all have run as many, a non-finite piece still runs its backward
+        (the step is then skipped on all), and out of memory cannot be agreed mid-step, so it
+        stops the run with an error naming the fix.
         """
         acc, processes = self.accelerator, self.processes
         self.optimizer.zero_grad()
@@ -763,10 +822,15 @@ class SuperHFTrainer:
             for m, (mb, _, _) in enumerate(group)
             for i in range(0, len(mb), micro)
         ]
+        if processes.sharded:
+            pieces += [(-1, [])] * (processes.max(len(pieces)) - len(pieces))
         keys = tuple(k for k in _LOSS_STATS if k != "loss")
         stats = [dict.fromkeys(keys, 0.0) for _ in group]
         out_of_memory = non_finite = False
         for j, (m, piece) in enumerate(pieces):
+            if not piece:
+                self._idle_pass()
+                continue
             _, tokens, count = group[m]
             batch = build_training_batch(
                 [p for p, _, _ in piece], [c for _, c, _ in piece], self.tokenizer
@@ -793,11 +857,20 @@ class SuperHFTrainer:
                         loss = loss + out.unlikelihood_loss * weight_negative * scale
                     if not torch.isfinite(loss):
                         non_finite = True
-                        break
+                        if not processes.sharded:
+                            break
                     acc.backward(loss)
             except RuntimeError as err:
                 if processes.size == 1 or not is_out_of_memory(err):
                     raise
+                if processes.sharded:
+                    raise TrainingError(
+                        f"out of memory on process {processes.rank} while fine-tuning under "
+                        "FSDP, where the processes cannot agree to halve the micro-batch in "
+                        "the middle of a step. Lower per_device_train_batch_size (or "
+                        "max_completion_length) and continue with: superhf train --resume "
+                        f"{self.args.output_dir}"
+                    ) from err
                 out_of_memory = True  # agreed below, so that every process backs off
                 break
             stats[m]["loss/sft"] += float(out.sft_loss.detach()) * weight
@@ -862,6 +935,17 @@ class SuperHFTrainer:
                 setattr(self, attribute, size // 2)
                 self.num_oom_retries += 1
 
+    def _idle_pass(self) -> None:
+        """Under FSDP, what a piece's passes are with nothing to train on: the policy's and
+        the reference's forward on one token and a backward of zero, so that this process
+        takes part in the others' collectives and adds nothing to any gradient."""
+        acc, pad = self.accelerator, self.tokenizer.pad_token_id
+        batch = build_training_batch([[pad]], [[pad]], self.tokenizer).to(acc.device)
+        with acc.autocast():
+            logits = self.model(**batch.model_inputs(), logits_to_keep=1).logits
+            self.reference_logits(batch, 1)
+        acc.backward(logits.float().sum() * 0.0)
+
     @torch.no_grad()
     def reference_logits(self, batch, keep: int) -> torch.Tensor | None:
         """Logits of the KL reference: the adapter-disabled policy, or the frozen copy.
@@ -881,9 +965,18 @@ class SuperHFTrainer:
         """The policy (the adapter under LoRA) and tokenizer, loadable with from_pretrained."""
         output_dir = output_dir or self.args.output_dir
         self.accelerator.wait_for_everyone()
+        state_dict = None
+        model = self.accelerator.unwrap_model(self.model)
+        if self.processes.sharded and self.uses_adapter:  # the adapter's weights, whole
+            state_dict = self._whole_trainable_weights()
+        elif self.processes.sharded:  # the whole model, gathered to the main process
+            options = StateDictOptions(full_state_dict=True, cpu_offload=True)
+            state_dict = get_model_state_dict(self.model, options=options)
+            # A tied weight is gathered once per name: keep the one name save_pretrained keeps.
+            names = {n for n, _ in model.named_parameters()} | {n for n, _ in model.named_buffers()}
+            state_dict = {n: t for n, t in state_dict.items() if n in names}
         if self.accelerator.is_main_process:
-            model = self.accelerator.unwrap_model(self.model)
-            model.save_pretrained(output_dir)
+            model.save_pretrained(output_dir, state_dict=state_dict)
             self.tokenizer.save_pretrained(output_dir)
 
 
