@@ -584,6 +584,9 @@ class SuperHFTrainer:
         block = self.processes.block(len(prompts))
         mine = [prompts[i] for i in block]
         seeds = prompt_seeds(args.seed, iteration, block.start, len(mine))
+        # The policy's weights now (after updates, a resume); once, outside the out-of-memory
+        # retries: under FSDP a refresh is a collective, and a retry may run on one process.
+        self.sampling_model.refresh()
         completions, generation = self._with_oom_backoff(
             "generation_batch_size", lambda size: self.sample(mine, size, seeds)
         )
@@ -649,10 +652,9 @@ class SuperHFTrainer:
     def sample(
         self, prompts: list[Prompt], batch_size: int, seeds: list[int] | None = None
     ) -> tuple[list[Completion], GenerationStats]:
-        """`num_generations` completions of each prompt from the current policy (in
-        `sampling_dtype`: `SamplingModel`); `seeds`: one per prompt (`generate_completions`),
-        as `step` gives them."""
-        self.sampling_model.refresh()  # the policy's weights now (after updates, a resume)
+        """`num_generations` completions of each prompt from the policy as last refreshed
+        (in `sampling_dtype`: `SamplingModel`; `step` refreshes it before sampling); `seeds`:
+        one per prompt (`generate_completions`), as `step` gives them."""
         with self.accelerator.autocast():
             return generate_completions(
                 self.sampling_model.model,
