@@ -159,6 +159,20 @@ def _assert_same_run(run: Path, reference: Path, rel: float = 1e-5, skip: tuple 
         torch.testing.assert_close(weights[name], expected_weights[name], rtol=1e-4, atol=1e-5)
 
 
+def _one_process_trainer(runs, output_dir: Path, prompts_per_iteration: int) -> SuperHFTrainer:
+    """An in-process trainer with the runs' model, prompts and seed, to resume `output_dir`."""
+    config = SuperHFConfig(
+        model_name_or_path=str(runs.model),
+        dataset_name=str(runs.prompts),
+        output_dir=str(output_dir),
+        max_iterations=3,
+        prompts_per_iteration=prompts_per_iteration,
+        num_eval_prompts=4,
+        seed=3,
+    )
+    return SuperHFTrainer(reward_funcs=length_reward, args=config)
+
+
 @pytest.fixture(scope="module")
 def runs(tmp_path_factory, tiny_model_dir):
     """The same run on one process (minibatch 4) and on two (2 per process), uninterrupted."""
@@ -258,16 +272,7 @@ def test_two_processes_equal_one_process_of_the_same_global_batch(runs):
 
 @pytest.mark.slow
 def test_resuming_on_another_number_of_processes_is_refused(runs, tmp_path):
-    config = SuperHFConfig(
-        model_name_or_path=str(runs.model),
-        dataset_name=str(runs.prompts),
-        output_dir=str(runs.two),
-        max_iterations=3,
-        prompts_per_iteration=4,
-        num_eval_prompts=4,
-        seed=3,
-    )
-    trainer = SuperHFTrainer(reward_funcs=length_reward, args=config)
+    trainer = _one_process_trainer(runs, runs.two, prompts_per_iteration=4)
     with pytest.raises(ConfigError, match="written by 2 processes; this run has 1"):
         trainer.train(resume_from_checkpoint=str(runs.two))
 
@@ -361,16 +366,7 @@ def test_an_fsdp_run_resumes_from_its_checkpoint_as_if_never_stopped(fsdp_runs, 
 
 @pytest.mark.slow
 def test_an_fsdp_checkpoint_is_not_resumed_without_fsdp(runs, fsdp_runs, tmp_path):
-    config = SuperHFConfig(
-        model_name_or_path=str(runs.model),
-        dataset_name=str(runs.prompts),
-        output_dir=str(fsdp_runs.two),
-        max_iterations=3,
-        prompts_per_iteration=5,
-        num_eval_prompts=4,
-        seed=3,
-    )
-    trainer = SuperHFTrainer(reward_funcs=length_reward, args=config)
+    trainer = _one_process_trainer(runs, fsdp_runs.two, prompts_per_iteration=5)
     with pytest.raises(ConfigError, match="written by a run with FSDP; this run is without"):
         trainer.train(resume_from_checkpoint=str(fsdp_runs.two))
 
