@@ -9,7 +9,9 @@ small random values, as after some updates), real prompts (the embedded test spl
 1, top_p 0.95, top_k 0, in one process:
 
 - HF `generate` called as a user would: its own warpers, `num_return_sequences=n`, fp32;
-- superhf's decode loop on the policy itself, fp32 (`sampling_dtype float32`);
+- superhf's decode loop, fp32 (`sampling_dtype float32`): on the LoRA-wrapped policy itself
+  (`--no_merge_adapter_for_sampling`), and on the fp32 copy with the adapter merged that the
+  trainer samples from by default (`merge_adapter_for_sampling`, `SamplingModel`);
 - superhf's decode loop on the bf16 sampling copy, LoRA merged (`SamplingModel`), when the
   CPU has native bf16 (`superhf.sampling_model.native_bf16`; otherwise it says why and skips);
 - the bf16 copy's next-token distributions against the fp32 policy's, teacher-forced on the
@@ -110,6 +112,7 @@ def main() -> None:
     pad = tokenizer.pad_token_id
     native, why = native_bf16("cpu")
     copy = SamplingModel(policy, torch.bfloat16).model if native else None
+    merged = SamplingModel(policy, torch.float32, always_copy=True).model
     flags = sorted(
         f
         for f in Path("/proc/cpuinfo").read_text().split()
@@ -136,6 +139,10 @@ def main() -> None:
         )
         row["superhf_fp32_s"] = best_seconds(lambda i=ids: decode_loop(policy, i, pad), cli.repeats)
         row["superhf_fp32_vs_hf"] = row["hf_generate_fp32_s"] / row["superhf_fp32_s"]
+        row["superhf_fp32_merged_s"] = best_seconds(
+            lambda i=ids: decode_loop(merged, i, pad), cli.repeats
+        )
+        row["superhf_fp32_merged_vs_hf"] = row["hf_generate_fp32_s"] / row["superhf_fp32_merged_s"]
         if copy is not None:
             row["superhf_bf16_s"] = best_seconds(
                 lambda i=ids: decode_loop(copy, i, pad), cli.repeats

@@ -113,12 +113,17 @@ def _reference_sample(model, prompt, num_steps, uniforms, sampler, stop_ids):
     return out, logits
 
 
-@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
-def test_decode_loop_draws_the_reference_loops_tokens(tokenizer, dtype, monkeypatch):
-    """Same random numbers, same tokens as a plain cache-free loop over the same sampling
-    model, and logits within 1e-4 (fp32; bf16: within bf16's rounding)."""
+@pytest.mark.parametrize(
+    ("dtype", "merged"), [(torch.float32, False), (torch.float32, True), (torch.bfloat16, True)]
+)
+def test_decode_loop_draws_the_reference_loops_tokens(tokenizer, dtype, merged, monkeypatch):
+    """Same random numbers, same tokens as a plain cache-free loop, and logits within 1e-4 in
+    fp32: over the LoRA policy itself whether the loop samples from it or from its merged fp32
+    copy (the trainer's default); bf16: over the bf16 copy, within bf16's rounding."""
     policy = _lora_policy(tokenizer, seed=3)
-    model = SamplingModel(policy, dtype).model
+    model = SamplingModel(policy, dtype, always_copy=merged).model
+    assert (model is policy) != merged
+    reference_model = policy if dtype == torch.float32 else model
     sampler = NucleusSampler(1.0, 0, 0.95)
     seeds, n, steps, stop = list(range(100, 106)), 3, 12, [2]
     seen: list[torch.Tensor] = []
@@ -135,7 +140,7 @@ def test_decode_loop_draws_the_reference_loops_tokens(tokenizer, dtype, monkeypa
     tolerance = 1e-4 if dtype == torch.float32 else 0.05
     for i, row in enumerate(rows):
         expected, logits = _reference_sample(
-            model, PROMPTS[i // n], steps, uniforms[i], sampler, stop
+            reference_model, PROMPTS[i // n], steps, uniforms[i], sampler, stop
         )
         assert row == expected
         for step, reference in enumerate(logits):  # the loop's row i at that step
@@ -200,3 +205,45 @@ def test_superhf_train_samples_from_the_refreshed_bf16_copy_and_trains_on_its_id
     assert trained.calls
     for args_, _, _ in trained.calls:
         assert all(tuple(ids) in sampled_rows for ids in args_[1])
+
+
+@pytest.mark.parametrize("merge", [True, False])
+def test_a_lora_policy_samples_from_its_merged_copy_unless_told_not_to(tmp_path, tokenizer, merge):
+    """fp32 LoRA training: the sampling model is a plain fp32 copy with the adapter merged
+    (same next-token logits as the policy), or with --no_merge_adapter_for_sampling the policy
+    itself; a full fine-tune in its own dtype never copies."""
+    from superhf.config import SuperHFConfig
+    from superhf.train.trainer import SuperHFTrainer
+
+    rows = [{"prompt": f"Question {i}?"} for i in range(4)]
+    config = SuperHFConfig(
+        output_dir=str(tmp_path), sampling_dtype="float32", num_eval_prompts=0,
+        merge_adapter_for_sampling=merge, lora_target_modules=["q_proj", "v_proj"],
+    )  # fmt: skip
+    policy = make_tiny_llama(len(tokenizer))
+    trainer = SuperHFTrainer(
+        model=policy, args=config, reward_funcs=lambda p, c, **k: [0.0] * len(c),
+        processing_class=tokenizer, train_dataset=rows,
+    )  # fmt: skip
+    sampling = trainer.sampling_model
+    wrapped = trainer.accelerator.unwrap_model(trainer.model)
+    if not merge:
+        assert sampling.copy is None and sampling.model is wrapped
+        return
+    assert sampling.copy is not None and next(sampling.copy.parameters()).dtype == torch.float32
+    assert not any("lora" in name for name, _ in sampling.copy.named_parameters())
+    with torch.no_grad():  # as after an update: the adapter now changes the outputs
+        for name, param in wrapped.named_parameters():
+            if "lora_B" in name:
+                param.normal_(0, 0.5)
+    sampling.refresh()
+    torch.testing.assert_close(
+        _logits(sampling.model, PROMPTS[0]), _logits(wrapped.eval(), PROMPTS[0]), atol=1e-5, rtol=0
+    )
+    full = SuperHFConfig(output_dir=str(tmp_path / "full"), sampling_dtype="float32",
+                         num_eval_prompts=0, use_peft=False)  # fmt: skip
+    full_trainer = SuperHFTrainer(
+        model=make_tiny_llama(len(tokenizer)), args=full, processing_class=tokenizer,
+        reward_funcs=lambda p, c, **k: [0.0] * len(c), train_dataset=rows,
+    )  # fmt: skip
+    assert full_trainer.sampling_model.copy is None

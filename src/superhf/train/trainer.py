@@ -224,8 +224,11 @@ class SuperHFTrainer:
         sampling_dtype = resolve_sampling_dtype(
             args.sampling_dtype, next(policy.parameters()).dtype, self.accelerator.device.type
         )
+        merged_copy = args.merge_adapter_for_sampling and self.uses_adapter
         self.sampling_model = SamplingModel(
-            self.accelerator.unwrap_model(self.model), sampling_dtype, self.processes.sharded
+            self.accelerator.unwrap_model(self.model),
+            sampling_dtype,
+            always_copy=self.processes.sharded or merged_copy,
         )
         self.reference = reference.to(self.accelerator.device) if reference is not None else None
 
