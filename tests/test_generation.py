@@ -164,14 +164,22 @@ def test_nucleus_sampler_keeps_the_same_tokens_as_transformers(temperature, top_
     from transformers import TemperatureLogitsWarper, TopKLogitsWarper, TopPLogitsWarper
 
     torch.manual_seed(0)
-    # peaked rows (nucleus inside the candidates) and flat rows (the full-sort fallback)
-    scores = torch.cat([torch.randn(6, 5000) * 4, torch.randn(2, 5000) * 0.1])
-    ids = torch.zeros(8, 1, dtype=torch.long)
+    # peaked rows (nucleus inside the first candidates), flatter rows (inside the second) and
+    # flat rows (the full-sort fallback)
+    scores = torch.cat(
+        [torch.randn(6, 5000) * 4, torch.randn(3, 5000) * 1.5, torch.randn(2, 5000) * 0.1]
+    )
+    ids = torch.zeros(len(scores), 1, dtype=torch.long)
     expected = TemperatureLogitsWarper(temperature)(ids, scores.clone())
     if top_k:
         expected = TopKLogitsWarper(top_k)(ids, expected)
     if top_p < 1:
         expected = TopPLogitsWarper(top_p)(ids, expected)
-    got = NucleusSampler(temperature, top_k, top_p, candidates=256)(ids, scores.clone())
+    sampler = NucleusSampler(temperature, top_k, top_p, candidates=(64, 1024))
+    got = sampler(ids, scores.clone())
+    if top_p == 0.95 and not top_k:  # the setting covers all three paths
+        sizes = torch.isfinite(got).sum(-1)
+        assert (sizes <= 64).any() and ((sizes > 64) & (sizes <= 1024)).any()
+        assert (sizes > 1024).any()
     assert torch.equal(torch.isfinite(got), torch.isfinite(expected))
     torch.testing.assert_close(got.softmax(-1), expected.softmax(-1))

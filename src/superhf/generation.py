@@ -35,13 +35,21 @@ class NucleusSampler(LogitsProcessor):
     """Temperature, then top-k, then top-p, with the same result as transformers' warpers.
 
     transformers' top-p sorts the whole vocabulary at every step (83 ms per step for 32
-    sequences over SmolLM2's 49k tokens, on 2 CPU cores). The nucleus almost always lies within
-    the top few hundred tokens, so this takes the top `candidates` first and sorts only
-    those; rows whose candidates do not reach `top_p` fall back to the full sort, so the
-    kept set is exact.
+    sequences over SmolLM2's 49k tokens, on 2 CPU cores). The nucleus usually lies within the
+    top few hundred tokens, so this takes the top `candidates[0]` of every row first (sorted by
+    `topk`), then the top `candidates[1]` of the rows whose candidates do not reach `top_p`, and
+    sorts the whole vocabulary only for rows that still fall short, so the kept set is exact.
+    Measured on SmolLM2-135M-Instruct's own samples (temperature 1, top_p 0.95): 38% of rows
+    need more than 256 tokens, 0.5% more than 4,096; `topk` of 4,096 costs a fifth of a sort.
     """
 
-    def __init__(self, temperature: float, top_k: int, top_p: float, candidates: int = 1024):
+    def __init__(
+        self,
+        temperature: float,
+        top_k: int,
+        top_p: float,
+        candidates: tuple[int, ...] = (256, 4096),
+    ):
         self.temperature, self.top_k, self.top_p = temperature, top_k, top_p
         self.candidates = candidates
         self._full_sort = TopPLogitsWarper(top_p) if top_p < 1.0 else None
@@ -49,22 +57,44 @@ class NucleusSampler(LogitsProcessor):
     def __call__(self, input_ids: torch.LongTensor, scores: torch.Tensor) -> torch.Tensor:
         if self.temperature != 1.0:
             scores = scores / self.temperature
-        k = min(self.top_k or self.candidates, scores.shape[-1])
         if self.top_p >= 1.0 and not self.top_k:
             return scores
-        values, indices = scores.topk(k, dim=-1)  # sorted, largest first
-        if self.top_p < 1.0:
-            # with top_k the nucleus is taken within the top k (renormalised), as transformers does
-            log_norm = (values if self.top_k else scores).logsumexp(-1, keepdim=True)
-            probs = (values - log_norm).exp()
-            mass_before = probs.cumsum(-1) - probs
-            values = values.masked_fill(mass_before >= self.top_p, -float("inf"))
-        out = torch.full_like(scores, -float("inf")).scatter_(-1, indices, values)
-        if self.top_p < 1.0 and not self.top_k:
-            short = probs.sum(-1) < self.top_p  # nucleus extends past the candidates
-            if short.any():
-                out[short] = self._full_sort(input_ids[short], scores[short])
+        vocab = scores.shape[-1]
+        if self.top_k:  # the nucleus, if any, within the top k (renormalised), as transformers
+            values, indices = scores.topk(min(self.top_k, vocab), dim=-1)
+            if self.top_p < 1.0:
+                values = self._nucleus(values, values.logsumexp(-1, keepdim=True))[0]
+            return torch.full_like(scores, -float("inf")).scatter_(-1, indices, values)
+        log_norm = scores.logsumexp(-1, keepdim=True)
+        out = torch.full_like(scores, -float("inf"))
+        rows = None  # rows still without their nucleus; None: all of them
+        for k in self.candidates:
+            part = scores if rows is None else scores[rows]
+            values, indices = part.topk(min(k, vocab), dim=-1)  # sorted, largest first
+            kept, reached = self._nucleus(values, log_norm if rows is None else log_norm[rows])
+            if rows is None:
+                out.scatter_(-1, indices, kept)  # rows that fell short are written again
+                rows = (~reached).nonzero().squeeze(1)
+            else:
+                done = rows[reached]
+                out[done] = torch.full_like(part[reached], -float("inf")).scatter_(
+                    -1, indices[reached], kept[reached]
+                )
+                rows = rows[~reached]
+            if len(rows) == 0:
+                return out
+        out[rows] = self._full_sort(input_ids[rows], scores[rows])
         return out
+
+    def _nucleus(
+        self, values: torch.Tensor, log_norm: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """Sorted candidate logits with those past the nucleus set to -inf, and whether each
+        row's candidates reach `top_p` (else its nucleus extends beyond them)."""
+        probs = (values - log_norm).exp()
+        mass_before = probs.cumsum(-1) - probs
+        kept = values.masked_fill(mass_before >= self.top_p, -float("inf"))
+        return kept, probs.sum(-1) >= self.top_p
 
 
 def derive_seed(*parts: int | str) -> int:
