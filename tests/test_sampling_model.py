@@ -19,6 +19,7 @@ from superhf.generation import (
 from superhf.models import get_peft_model
 from superhf.sampling_model import (
     SamplingModel,
+    changing_weights,
     merged_weights,
     native_bf16,
     resolve_sampling_dtype,
@@ -86,6 +87,29 @@ def test_refresh_follows_the_policys_updates(tokenizer):
     assert (after - before).abs().max() > 0.1
     # bf16 weights: close to the fp32 policy, not equal
     assert (after - policy_logits).abs().max() < 0.05 * policy_logits.abs().max()
+
+
+def test_refresh_copies_frozen_weights_once(tokenizer):
+    """After the first copy only the adapted and trainable weights are copied again: a LoRA
+    policy's other weights are frozen (changed here by hand only to show they are skipped)."""
+    policy = _lora_policy(tokenizer)
+    sampler = SamplingModel(policy, torch.bfloat16)
+    changing = changing_weights(policy)
+    assert "model.layers.0.self_attn.q_proj.weight" in changing
+    assert "model.layers.0.mlp.up_proj.weight" not in changing
+    copied = dict(sampler.copy.named_parameters())
+    frozen = copied["model.layers.0.mlp.up_proj.weight"].clone()
+    adapted = copied["model.layers.0.self_attn.q_proj.weight"].clone()
+    with torch.no_grad():
+        policy.get_base_model().model.layers[0].mlp.up_proj.weight.add_(1.0)
+        for name, param in policy.named_parameters():
+            if "lora_B" in name:
+                param.add_(1.0)
+    sampler.refresh()
+    assert torch.equal(copied["model.layers.0.mlp.up_proj.weight"], frozen)
+    assert not torch.equal(copied["model.layers.0.self_attn.q_proj.weight"], adapted)
+    full = make_tiny_llama(len(tokenizer))  # full fine-tuning: every weight can change
+    assert changing_weights(full) == {name for name, _ in full.named_parameters()}
 
 
 def test_auto_picks_bf16_only_where_it_is_native():

@@ -84,6 +84,21 @@ def merged_weights(policy: torch.nn.Module) -> dict[str, torch.Tensor]:
     return weights
 
 
+def changing_weights(policy: torch.nn.Module) -> set[str]:
+    """Names (as in `merged_weights`) of the weights training can change: those an adapter is
+    merged into, and trainable ones. A LoRA policy's other weights are frozen."""
+    base = policy.get_base_model() if hasattr(policy, "get_base_model") else policy
+    names = {
+        f"{name}.weight"
+        for name, module in base.named_modules()
+        if hasattr(module, "get_delta_weight") and hasattr(module, "base_layer")
+    }
+    for name, param in base.named_parameters():
+        if param.requires_grad and "lora_" not in name:
+            names.add(name.replace(".base_layer.", "."))
+    return names
+
+
 class SamplingModel:
     """What `generate_completions` samples from: the policy, or its merged copy in `dtype`.
 
@@ -97,6 +112,7 @@ class SamplingModel:
     def __init__(self, policy: PreTrainedModel, dtype: torch.dtype, always_copy: bool = False):
         self.policy, self.dtype = policy, dtype
         self.copy: PreTrainedModel | None = None
+        self._changing: set[str] | None = None  # None: copy every weight
         if always_copy or dtype != next(policy.parameters()).dtype:
             base = policy.get_base_model() if hasattr(policy, "get_base_model") else policy
             copy = AutoModelForCausalLM.from_config(base.config, dtype=dtype)
@@ -106,12 +122,16 @@ class SamplingModel:
 
     @torch.no_grad()
     def refresh(self) -> None:
-        """Copy the policy's current weights, adapters merged, into the sampling copy."""
+        """Copy the policy's current weights, adapters merged, into the sampling copy: all of
+        them the first time, then only those training can change (`changing_weights`: with
+        LoRA on q/k/v/o of SmolLM2-135M a fifth of them)."""
         if self.copy is None:
             return
         weights = merged_weights(self.policy)
         for name, param in self.copy.named_parameters():
-            param.copy_(full_tensor(weights[name]))
+            if self._changing is None or name in self._changing:
+                param.copy_(full_tensor(weights[name]))
+        self._changing = changing_weights(self.policy)
 
     @property
     def model(self) -> PreTrainedModel:
