@@ -499,7 +499,7 @@ class DefaultReward:
             seen = set(p_ids)
             new = tuple(t for t in a_ids if t not in seen)
             new_ids.append(new)
-            wanted.update({tuple(p_ids), new, tuple(a_ids), *_windows(a_ids)})
+            wanted.update({tuple(p_ids), new, *_windows(a_ids)})
             if len(s_ids) > 1:  # a lone sentence has nothing to be compared with
                 wanted.update(map(tuple, s_ids))
         emb = self._embed({s for s in wanted if s})
