@@ -3,7 +3,10 @@ one over two FSDP2 processes (the policy sharded, gloo).
 
 The runs are real `accelerate launch` / `torchrun` processes on the tiny random-init model with
 a deterministic length reward. Their setting makes batch shapes match between the layouts:
-generation_batch_size = num_generations (each prompt sampled alone, so no padding differs) and
+generation_batch_size = num_generations (each prompt sampled alone, so no padding differs),
+float32 sampling (the held-out prompts, one sample each, still share calls: 4 in one call on one
+process, 2 and 2 on two; with a bf16 copy on an AMX CPU those batch shapes round differently and
+a sampled token changed, while fp32 gives every row the same logits whatever the batch) and
 lora_dropout 0 (dropout masks come from each process's own stream). Fine-tuning batches do
 differ in shape (one minibatch of 4 vs two of 2), so the weights match to float tolerance.
 """
@@ -66,6 +69,7 @@ def _settings(model_dir: Path, prompts: Path, output_dir: Path, per_device: int)
         "--learning_rate", "1e-2",
         "--lora_dropout", "0",
         "--top_k", "20",
+        "--sampling_dtype", "float32",
         "--seed", "3",
         "--num_eval_prompts", "4",
         "--eval_steps", "3",
@@ -189,11 +193,10 @@ def runs(tmp_path_factory, tiny_model_dir):
     return SimpleNamespace(model=tiny_model_dir, prompts=prompts, one=one, two=two)
 
 
-FSDP_SETTINGS = ["--prompts_per_iteration", "5", "--num_kept_per_prompt", "1",
-                 "--sampling_dtype", "float32"]  # fmt: skip
+FSDP_SETTINGS = ["--prompts_per_iteration", "5", "--num_kept_per_prompt", "1"]
 """5 kept samples in minibatches of 4 and 1: the second leaves process 1 nothing to train on,
-so it runs idle passes. float32 sampling: the FSDP run samples and evaluates from its whole
-copy, the one-process run from the policy itself."""
+so it runs idle passes. (With float32 sampling, as in all these runs, the FSDP run samples and
+evaluates from its whole copy, the one-process run from the policy itself.)"""
 
 
 @pytest.fixture(scope="module")
