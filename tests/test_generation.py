@@ -9,6 +9,7 @@ from superhf.config import SuperHFConfig
 from superhf.generation import (
     NucleusSampler,
     generate_completions,
+    inverse_cdf_sample,
     stop_token_ids,
     trim_completion,
 )
@@ -183,3 +184,23 @@ def test_nucleus_sampler_keeps_the_same_tokens_as_transformers(temperature, top_
         assert (sizes > 1024).any()
     assert torch.equal(torch.isfinite(got), torch.isfinite(expected))
     torch.testing.assert_close(got.softmax(-1), expected.softmax(-1))
+
+
+@pytest.mark.parametrize(
+    ("temperature", "top_k", "top_p"),
+    [(1.0, 0, 0.95), (0.7, 0, 0.5), (1.0, 50, 0.95), (1.3, 7, 1.0), (1.0, 0, 1.0)],
+)
+def test_sampling_over_candidates_draws_the_full_distributions_token(temperature, top_k, top_p):
+    """`sample` (the decode loop's path, over each row's candidates only) draws, for every
+    uniform, the token `inverse_cdf_sample` draws from the filtered full-vocabulary logits."""
+    torch.manual_seed(1)
+    scores = torch.cat(
+        [torch.randn(6, 5000) * 4, torch.randn(3, 5000) * 1.5, torch.randn(2, 5000) * 0.1]
+    )
+    sampler = NucleusSampler(temperature, top_k, top_p, candidates=(64, 1024))
+    full = sampler(torch.zeros(len(scores), 1, dtype=torch.long), scores.clone())
+    for _ in range(200):
+        uniforms = torch.rand(len(scores), dtype=torch.float64)
+        drawn = sampler.sample(scores.clone(), uniforms)
+        assert torch.equal(drawn, inverse_cdf_sample(full, uniforms))
+        assert torch.isfinite(full.gather(1, drawn[:, None])).all()

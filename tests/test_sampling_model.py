@@ -122,19 +122,24 @@ def test_auto_picks_bf16_only_where_it_is_native():
     assert native_bf16("mps")[0] is False
 
 
-def _reference_sample(model, prompt, num_steps, uniforms, sampler, stop_ids):
-    """One sequence alone, the whole sequence recomputed each step (no cache, no padding)."""
-    ids, out, logits = list(prompt), [], []
-    for step in range(num_steps):
-        row = _logits(model, ids)[-1:]
-        logits.append(row[0])
-        probs = torch.softmax(sampler(torch.tensor([ids]), row), dim=-1)
-        token = int(inverse_cdf_sample(probs, uniforms[step : step + 1]))
-        out.append(token)
-        if token in stop_ids:
-            break
+def _reference_draws(model, prompt, row, uniforms, sampler, margin=1e-5):
+    """Teacher-forced on `row` (one sequence alone, the whole prefix recomputed each step: no
+    cache, no padding): per step, the model's logits and the tokens the reference draw gives
+    for uniforms u - margin, u and u + margin (the middle one is the draw itself)."""
+    ids, draws, logits = list(prompt), [], []
+    for step, token in enumerate(row):
+        step_logits = _logits(model, ids)[-1:]
+        logits.append(step_logits[0])
+        filtered = sampler(torch.tensor([ids]), step_logits)
+        u = uniforms[step : step + 1]
+        draws.append(
+            [
+                int(inverse_cdf_sample(filtered, (u + d).clamp(0, 1 - 1e-12)))
+                for d in (-margin, 0, margin)
+            ]
+        )
         ids.append(token)
-    return out, logits
+    return draws, logits
 
 
 @pytest.mark.parametrize(
@@ -143,7 +148,14 @@ def _reference_sample(model, prompt, num_steps, uniforms, sampler, stop_ids):
 def test_decode_loop_draws_the_reference_loops_tokens(tokenizer, dtype, merged, monkeypatch):
     """Same random numbers, same tokens as a plain cache-free loop, and logits within 1e-4 in
     fp32: over the LoRA policy itself whether the loop samples from it or from its merged fp32
-    copy (the trainer's default); bf16: over the bf16 copy, within bf16's rounding."""
+    copy (the trainer's default); bf16: over the bf16 copy, within bf16's rounding.
+
+    "Same token" up to float rounding: the tiny random model is nearly uniform (a top-p 0.95
+    nucleus of ~46,000 tokens), where a 1e-6 change in the logits moves the cumulative sum
+    across a token boundary in about one draw in a hundred. So every draw must be the one the
+    reference's logits give for its uniform, or for the uniform moved by 1e-5 (a neighbour at
+    the boundary), and at least 90% of them exactly the reference's.
+    """
     policy = _lora_policy(tokenizer, seed=3)
     model = SamplingModel(policy, dtype, always_copy=merged).model
     assert (model is policy) != merged
@@ -151,26 +163,30 @@ def test_decode_loop_draws_the_reference_loops_tokens(tokenizer, dtype, merged, 
     sampler = NucleusSampler(1.0, 0, 0.95)
     seeds, n, steps, stop = list(range(100, 106)), 3, 12, [2]
     seen: list[torch.Tensor] = []
-    real_call = NucleusSampler.__call__
+    real_sample = NucleusSampler.sample
 
-    def spy(self, input_ids, scores):
+    def spy(self, scores, uniforms):
         seen.append(scores)
-        return real_call(self, input_ids, scores)
+        return real_sample(self, scores, uniforms)
 
-    monkeypatch.setattr(NucleusSampler, "__call__", spy)
+    monkeypatch.setattr(NucleusSampler, "sample", spy)
     rows = sample_shared_prompts(model, PROMPTS, n, steps, sampler, stop, 0, seeds)
-    monkeypatch.setattr(NucleusSampler, "__call__", real_call)
+    monkeypatch.setattr(NucleusSampler, "sample", real_sample)
     uniforms = sample_uniforms(seeds, steps)
     tolerance = 1e-4 if dtype == torch.float32 else 0.05
+    exact = total = 0
     for i, row in enumerate(rows):
-        expected, logits = _reference_sample(
-            reference_model, PROMPTS[i // n], steps, uniforms[i], sampler, stop
+        assert len(row) == steps or row[-1] in stop
+        draws, logits = _reference_draws(
+            reference_model, PROMPTS[i // n], row, uniforms[i], sampler
         )
-        assert row == expected
-        for step, reference in enumerate(logits):  # the loop's row i at that step
-            running = seen[step]
+        for step, (token, allowed, reference) in enumerate(zip(row, draws, logits, strict=True)):
+            assert token in allowed, (i, step, token, allowed)
+            exact, total = exact + (token == allowed[1]), total + 1
+            running = seen[step]  # the loop's row i at that step
             assert running.shape[0] == len(rows)  # no row stopped early in this setting
             torch.testing.assert_close(running[i], reference, atol=tolerance, rtol=0)
+    assert exact >= 0.9 * total, (exact, total)
 
 
 def test_superhf_train_samples_from_the_refreshed_bf16_copy_and_trains_on_its_ids(

@@ -24,7 +24,6 @@ from transformers import (
     LogitsProcessor,
     PreTrainedModel,
     PreTrainedTokenizerBase,
-    TopPLogitsWarper,
 )
 
 from superhf.batching import encode_prompt, left_pad
@@ -41,6 +40,11 @@ class NucleusSampler(LogitsProcessor):
     sorts the whole vocabulary only for rows that still fall short, so the kept set is exact.
     Measured on SmolLM2-135M-Instruct's own samples (temperature 1, top_p 0.95): 38% of rows
     need more than 256 tokens, 0.5% more than 4,096; `topk` of 4,096 costs a fifth of a sort.
+
+    `sample` draws from those candidates without building the full-vocabulary distribution
+    (the decode loop's path); calling the sampler gives the filtered full-vocabulary logits
+    (transformers' `LogitsProcessor` interface), and `inverse_cdf_sample` of those draws the
+    same token for the same uniform.
     """
 
     def __init__(
@@ -52,46 +56,69 @@ class NucleusSampler(LogitsProcessor):
     ):
         self.temperature, self.top_k, self.top_p = temperature, top_k, top_p
         self.candidates = candidates
-        self._full_sort = TopPLogitsWarper(top_p) if top_p < 1.0 else None
 
     def __call__(self, input_ids: torch.LongTensor, scores: torch.Tensor) -> torch.Tensor:
+        groups = self._kept(scores)
+        if groups[0][2] is None:  # no filtering
+            return groups[0][1]
+        out = torch.full_like(scores, -float("inf"))
+        for rows, values, indices in groups:
+            out[rows] = out[rows].scatter_(-1, indices, values)
+        return out
+
+    def sample(self, scores: torch.Tensor, uniforms: torch.Tensor) -> torch.Tensor:
+        """One token id per row of `scores` (raw logits): `inverse_cdf_sample(self(..., scores),
+        uniforms)`, computed over each row's candidates only."""
+        tokens = torch.empty(len(scores), dtype=torch.long, device=scores.device)
+        for rows, values, indices in self._kept(scores):
+            if indices is None:
+                return inverse_cdf_sample(values, uniforms)
+            order = indices.argsort(-1)  # vocabulary order, as the full distribution's
+            drawn = inverse_cdf_sample(values.gather(-1, order), uniforms[rows.cpu()])
+            tokens[rows] = indices.gather(-1, order).gather(-1, drawn[:, None]).squeeze(1)
+        return tokens
+
+    def _kept(
+        self, scores: torch.Tensor
+    ) -> list[tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]]:
+        """(rows, candidate logits, candidate token ids) per group of rows; logits past the
+        nucleus are -inf. One group of all rows with ids None when nothing is filtered."""
         if self.temperature != 1.0:
             scores = scores / self.temperature
-        if self.top_p >= 1.0 and not self.top_k:
-            return scores
         vocab = scores.shape[-1]
+        rows = torch.arange(len(scores), device=scores.device)
+        if self.top_p >= 1.0 and not self.top_k:
+            return [(rows, scores, None)]
         if self.top_k:  # the nucleus, if any, within the top k (renormalised), as transformers
             values, indices = scores.topk(min(self.top_k, vocab), dim=-1)
             if self.top_p < 1.0:
-                values = self._nucleus(values, values.logsumexp(-1, keepdim=True))[0]
-            return torch.full_like(scores, -float("inf")).scatter_(-1, indices, values)
-        log_norm = scores.logsumexp(-1, keepdim=True)
-        out = torch.full_like(scores, -float("inf"))
-        rows = None  # rows still without their nucleus; None: all of them
-        for k in self.candidates:
-            part = scores if rows is None else scores[rows]
+                values = self._nucleus(values, values.double().logsumexp(-1, keepdim=True))[0]
+            return [(rows, values, indices)]
+        # log of the softmax's normaliser in float64 (float32's logsumexp rounds it to about
+        # 1e-6, enough to move the nucleus's edge on a flat row)
+        top = scores.max(-1, keepdim=True).values
+        log_norm = top.double() + (scores - top).exp().sum(-1, keepdim=True).double().log()
+        groups = []
+        for k in (*self.candidates, vocab):
+            part = scores if len(groups) == 0 else scores[rows]
             values, indices = part.topk(min(k, vocab), dim=-1)  # sorted, largest first
-            kept, reached = self._nucleus(values, log_norm if rows is None else log_norm[rows])
-            if rows is None:
-                out.scatter_(-1, indices, kept)  # rows that fell short are written again
-                rows = (~reached).nonzero().squeeze(1)
-            else:
-                done = rows[reached]
-                out[done] = torch.full_like(part[reached], -float("inf")).scatter_(
-                    -1, indices[reached], kept[reached]
-                )
-                rows = rows[~reached]
+            kept, reached = self._nucleus(values, log_norm[rows])
+            if k >= vocab:
+                reached = torch.ones_like(reached)
+            groups.append((rows[reached], kept[reached], indices[reached]))
+            rows = rows[~reached]
             if len(rows) == 0:
-                return out
-        out[rows] = self._full_sort(input_ids[rows], scores[rows])
-        return out
+                break
+        return groups
 
     def _nucleus(
         self, values: torch.Tensor, log_norm: torch.Tensor
     ) -> tuple[torch.Tensor, torch.Tensor]:
         """Sorted candidate logits with those past the nucleus set to -inf, and whether each
-        row's candidates reach `top_p` (else its nucleus extends beyond them)."""
-        probs = (values - log_norm).exp()
+        row's candidates reach `top_p` (else its nucleus extends beyond them). In float64: on a
+        flat row the nucleus holds tens of thousands of tokens, and with float32 masses logits
+        1e-7 apart (a merged copy's and the policy's) kept different sets."""
+        probs = (values.double() - log_norm).exp()
         mass_before = probs.cumsum(-1) - probs
         kept = values.masked_fill(mass_before >= self.top_p, -float("inf"))
         return kept, probs.sum(-1) >= self.top_p
@@ -111,13 +138,16 @@ def sample_uniforms(seeds: Sequence[int], num_steps: int) -> torch.Tensor:
     return torch.stack(rows).double()
 
 
-def inverse_cdf_sample(probs: torch.Tensor, uniforms: torch.Tensor) -> torch.Tensor:
-    """One token per row of `probs`: the first whose cumulative probability exceeds the row's
-    uniform (times the row's total). A zero-probability token is never drawn."""
-    cdf = probs.double().cumsum(-1)
+def inverse_cdf_sample(logits: torch.Tensor, uniforms: torch.Tensor) -> torch.Tensor:
+    """One token per row of `logits` (-inf where excluded): the first whose cumulative weight
+    exceeds the row's uniform times the row's total, with weights exp(logit - max) in float64
+    (unnormalised: a softmax's rounding would make the draw depend on which tokens sit beside
+    the kept ones). A token of weight 0 is never drawn."""
+    weights = (logits - logits.max(-1, keepdim=True).values).double().exp()
+    cdf = weights.cumsum(-1)
     target = (uniforms.to(cdf.device) * cdf[:, -1]).unsqueeze(1)
     token = torch.searchsorted(cdf, target, right=True).squeeze(1)
-    return token.clamp(max=probs.shape[-1] - 1)
+    return token.clamp(max=logits.shape[-1] - 1)
 
 
 class PreallocatedLayer(DynamicLayer):
@@ -293,12 +323,11 @@ def sample_shared_prompts(
             raise ValueError(f"{len(sample_seeds)} sample seeds for {len(mask)} sequences.")
         uniforms = sample_uniforms(sample_seeds, max_new_tokens)
     for step in range(max_new_tokens):
-        probs = torch.softmax(sampler(mask, logits), dim=-1)
         if uniforms is None:
-            token = torch.multinomial(probs, 1).squeeze(1)
+            u = torch.rand(len(rows), dtype=torch.float64)
         else:
-            token = inverse_cdf_sample(probs, uniforms[rows.cpu(), step])
-        token = token.masked_fill(done, pad_id)
+            u = uniforms[rows.cpu(), step]
+        token = sampler.sample(logits, u).masked_fill(done, pad_id)
         tokens[rows, step] = token
         done |= torch.isin(token, stops)
         if done.all() or step == max_new_tokens - 1:
