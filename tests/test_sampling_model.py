@@ -18,10 +18,12 @@ from superhf.generation import (
 )
 from superhf.models import get_peft_model
 from superhf.sampling_model import (
+    PackedLinear,
     SamplingModel,
     changing_weights,
     merged_weights,
     native_bf16,
+    onednn_bf16_linear,
     resolve_sampling_dtype,
 )
 from tests.conftest import make_tiny_llama
@@ -110,6 +112,38 @@ def test_refresh_copies_frozen_weights_once(tokenizer):
     assert not torch.equal(copied["model.layers.0.self_attn.q_proj.weight"], adapted)
     full = make_tiny_llama(len(tokenizer))  # full fine-tuning: every weight can change
     assert changing_weights(full) == {name for name, _ in full.named_parameters()}
+
+
+@pytest.mark.skipif(not onednn_bf16_linear(), reason="no oneDNN bf16 linear in this torch/CPU")
+def test_the_bf16_copys_prepacked_linears_match_plain_ones_and_follow_refresh(tokenizer):
+    """On CPU the bf16 copy multiplies by oneDNN-prepacked weights: the logits of plain bf16
+    linears over the same weights (to bf16 rounding), and repacked on refresh, the LM head
+    tied to the embeddings (full fine-tuning, so they change) included."""
+    policy = make_tiny_llama(len(tokenizer), seed=1).eval()
+    sampler = SamplingModel(policy, torch.bfloat16)
+    copy = sampler.copy
+    assert isinstance(copy.lm_head, PackedLinear)
+    assert isinstance(copy.model.layers[0].mlp.down_proj, PackedLinear)
+    assert copy.lm_head.weight is copy.model.embed_tokens.weight
+
+    def plain_bf16_logits() -> torch.Tensor:
+        plain = make_tiny_llama(len(tokenizer), seed=1).to(torch.bfloat16).eval()
+        plain.load_state_dict(policy.state_dict())
+        assert not any(isinstance(m, PackedLinear) for m in plain.modules())
+        return _logits(plain, PROMPTS[0])
+
+    def assert_bf16_close(got: torch.Tensor, expected: torch.Tensor) -> None:
+        # oneDNN's packed kernels sum in another order: a bf16 rounding step apart at most
+        assert (got - expected).abs().max() <= 0.01 * expected.abs().max()
+
+    assert_bf16_close(_logits(copy, PROMPTS[0]), plain_bf16_logits())
+    before = _logits(copy, PROMPTS[0])
+    with torch.no_grad():
+        policy.model.embed_tokens.weight.mul_(-2.0)
+    sampler.refresh()
+    after = _logits(copy, PROMPTS[0])
+    assert (after - before).abs().max() > 0.1
+    assert_bf16_close(after, plain_bf16_logits())
 
 
 def test_auto_picks_bf16_only_where_it_is_native():
