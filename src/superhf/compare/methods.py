@@ -240,7 +240,8 @@ def run_sft(run: MethodRun) -> None:
     from superhf.batching import build_training_batch, encode_prompt
     from superhf.models import get_peft_model, load_model, load_tokenizer
     from superhf.train.loss import superhf_loss
-    from superhf.train.trainer import iteration_scheduler, peak_memory_mb
+    from superhf.train.run_log import peak_memory_mb
+    from superhf.train.schedule import iteration_scheduler
 
     batch_size = int(run.extra.get("per_device_train_batch_size", 2))
     max_tokens = int(

@@ -37,7 +37,6 @@ import datetime
 import os
 import warnings
 from collections.abc import Callable, Sequence
-from pathlib import Path
 from typing import Any, TypeVar
 
 import torch
@@ -52,10 +51,8 @@ from accelerate.utils import (
 
 from superhf.config import SuperHFConfig
 from superhf.errors import ConfigError, TrainingError
-from superhf.files import COMPLETIONS_FILE, EVAL_COMPLETIONS_FILE
 from superhf.generation import Completion, GenerationStats, derive_seed
 from superhf.rewards.scoring import Scores
-from superhf.train.run_log import RunLogger
 
 T = TypeVar("T")
 R = TypeVar("R")  # a training row
@@ -260,33 +257,3 @@ def prompt_seeds(seed: int, iteration: int | str, first: int, count: int) -> lis
     (or of the held-out prompts, iteration "eval"): a prompt's samples depend on the run's
     seed, the iteration and its position, never on its process or batch."""
     return [derive_seed(seed, iteration, first + i) for i in range(count)]
-
-
-class SilentRunLogger(RunLogger):
-    """The run log of a process other than the main one: it writes nothing (the main process
-    holds the same numbers and writes them once)."""
-
-    def __init__(
-        self,
-        output_dir: str | Path,
-        resumed_metrics: list[dict[str, Any]] | None = None,
-        resume_sizes: dict[str, int] | None = None,
-    ):
-        self.output_dir = Path(output_dir)
-        self._sizes = {COMPLETIONS_FILE: 0, EVAL_COMPLETIONS_FILE: 0, **(resume_sizes or {})}
-
-    @property
-    def sizes(self) -> dict[str, int]:
-        return dict(self._sizes)
-
-    def write_rows(self, name: str, rows: list[dict[str, Any]]) -> None:
-        pass
-
-    def log_metrics(self, metrics: dict[str, Any]) -> None:
-        pass
-
-    def log_completions(self, rows: list[dict[str, Any]], name: str = COMPLETIONS_FILE) -> None:
-        pass
-
-    def close(self) -> None:
-        pass

@@ -1,12 +1,14 @@
 """Where a run's numbers go: one console line per iteration, metrics.jsonl, completions.jsonl
 (every sample, kept or not), eval_completions.jsonl (the held-out answers) and any accelerate
 tracker (`report_to`). Every line is flushed as it is written, so a crash
-loses nothing already logged.
+loses nothing already logged. Processes other than the main one log through `SilentRunLogger`;
+`peak_memory_mb` is the memory figure each iteration logs.
 """
 
 from __future__ import annotations
 
 import json
+import math
 import statistics
 from collections.abc import Sequence
 from pathlib import Path
@@ -15,6 +17,7 @@ from typing import TYPE_CHECKING, Any
 from superhf.files import COMPLETIONS_FILE, EVAL_COMPLETIONS_FILE, METRICS_FILE, json_safe
 
 if TYPE_CHECKING:
+    from superhf.config import SuperHFConfig
     from superhf.data import Prompt
     from superhf.generation import Completion, GenerationStats
     from superhf.rewards.scoring import Scores
@@ -178,3 +181,61 @@ class RunLogger:
         self._metrics.close()
         for f in self._files.values():
             f.close()
+
+
+class SilentRunLogger(RunLogger):
+    """The run log of a process other than the main one: it writes nothing (the main process
+    holds the same numbers and writes them once)."""
+
+    def __init__(
+        self,
+        output_dir: str | Path,
+        resumed_metrics: list[dict[str, Any]] | None = None,
+        resume_sizes: dict[str, int] | None = None,
+    ):
+        self.output_dir = Path(output_dir)
+        self._sizes = {COMPLETIONS_FILE: 0, EVAL_COMPLETIONS_FILE: 0, **(resume_sizes or {})}
+
+    @property
+    def sizes(self) -> dict[str, int]:
+        return dict(self._sizes)
+
+    def write_rows(self, name: str, rows: list[dict[str, Any]]) -> None:
+        pass
+
+    def log_metrics(self, metrics: dict[str, Any]) -> None:
+        pass
+
+    def log_completions(self, rows: list[dict[str, Any]], name: str = COMPLETIONS_FILE) -> None:
+        pass
+
+    def close(self) -> None:
+        pass
+
+
+def tracker_scalars(metrics: dict[str, Any]) -> dict[str, float]:
+    """The finite numbers of an iteration's metrics, as accelerate's trackers take them."""
+    return {
+        k: float(v)
+        for k, v in metrics.items()
+        if isinstance(v, int | float) and math.isfinite(float(v))
+    }
+
+
+def tracker_config(args: SuperHFConfig) -> dict[str, Any]:
+    """Tracker-friendly hyperparameters (TensorBoard takes scalars and strings only)."""
+    items = args.to_dict().items()
+    return {k: (str(v) if isinstance(v, list) else v) for k, v in items if v is not None}
+
+
+def peak_memory_mb() -> float:
+    """Peak memory of this process so far: the accelerator's on CUDA, else resident (ru_maxrss)."""
+    import torch  # here: the rest of this module needs no torch
+
+    if torch.cuda.is_available():
+        return torch.cuda.max_memory_allocated() / 2**20
+    try:
+        import resource
+    except ImportError:  # not on Unix
+        return float("nan")
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # KiB on Linux

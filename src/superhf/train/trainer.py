@@ -42,7 +42,7 @@ from torch.distributed.checkpoint.state_dict import (
     set_optimizer_state_dict,
 )
 from torch.distributed.tensor import DTensor, distribute_tensor
-from transformers import PreTrainedModel, PreTrainedTokenizerBase, get_scheduler
+from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
 from superhf.batching import build_training_batch, encode_prompt
 from superhf.config import ConfigError, EvalConfig, SuperHFConfig, check_reward_weights
@@ -80,7 +80,6 @@ from superhf.train.checkpoint import (
 from superhf.train.distributed import (
     OutOfMemoryElsewhere,
     Processes,
-    SilentRunLogger,
     is_out_of_memory,
     make_accelerator,
     prompt_seeds,
@@ -89,11 +88,16 @@ from superhf.train.filtering import select_training_samples
 from superhf.train.loss import superhf_loss
 from superhf.train.run_log import (
     RunLogger,
+    SilentRunLogger,
     completion_rows,
     format_metrics,
     iteration_metrics,
     mean_or_nan,
+    peak_memory_mb,
+    tracker_config,
+    tracker_scalars,
 )
+from superhf.train.schedule import iteration_scheduler
 
 RewardSpec = str | RewardFunc
 T = TypeVar("T")
@@ -357,7 +361,7 @@ class SuperHFTrainer:
                 self.monitor.update(metrics)
         main = self.accelerator.is_main_process
         if main:
-            self.accelerator.init_trackers("superhf", config=_flat_config(args))
+            self.accelerator.init_trackers("superhf", config=tracker_config(args))
         # Only the main process writes the run's files (the others hold the same numbers).
         logger_type = RunLogger if main else SilentRunLogger
         logger = logger_type(args.output_dir, history, resume_sizes)
@@ -411,7 +415,7 @@ class SuperHFTrainer:
                     self.stop_reason = "the reward-hacking monitor (stop_on_reward_hacking)"
         history.append(metrics)
         logger.log_metrics(metrics)
-        self.accelerator.log(_numeric(metrics), step=iteration)
+        self.accelerator.log(tracker_scalars(metrics), step=iteration)
         last = iteration == self.num_iterations
         if console is not None and (iteration % self.args.logging_steps == 0 or last):
             console.print(format_metrics(metrics, self.num_iterations), soft_wrap=True)
@@ -985,40 +989,6 @@ class SuperHFTrainer:
             self.tokenizer.save_pretrained(output_dir)
 
 
-def iteration_scheduler(
-    name: str, optimizer: torch.optim.Optimizer, warmup_steps: int, num_iterations: int
-) -> torch.optim.lr_scheduler.LRScheduler:
-    """transformers' schedule `name`, stepped once per iteration, with its warm-up moved one
-    iteration earlier: iteration 1 trains at learning_rate / warmup_steps (not 0, as
-    transformers' step 0 would), iteration `warmup_steps` at the full rate. After the warm-up
-    the schedule is transformers' own, so it ends where it always did.
-    """
-    scheduler = get_scheduler(name, optimizer, warmup_steps, num_iterations)
-    if warmup_steps == 0 or not isinstance(scheduler, torch.optim.lr_scheduler.LambdaLR):
-        return scheduler
-
-    def shifted(schedule: Callable[[int], float]) -> Callable[[int], float]:
-        # A plain function (not a callable object), so the scheduler's state_dict holds no
-        # code and checkpoints load with weights_only=True.
-        def lr_lambda(step: int) -> float:
-            return schedule(step + 1) if step < warmup_steps else schedule(step)
-
-        return lr_lambda
-
-    return torch.optim.lr_scheduler.LambdaLR(optimizer, [shifted(f) for f in scheduler.lr_lambdas])
-
-
-def peak_memory_mb() -> float:
-    """Peak memory of this process so far: the accelerator's on CUDA, else resident (ru_maxrss)."""
-    if torch.cuda.is_available():
-        return torch.cuda.max_memory_allocated() / 2**20
-    try:
-        import resource
-    except ImportError:  # not on Unix
-        return float("nan")
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # KiB on Linux
-
-
 _LOSS_STATS = ("loss", "loss/sft", "loss/kl", "loss/unlikelihood", "kl")
 """What each minibatch logs (averaged over the iteration's minibatches)."""
 
@@ -1033,17 +1003,3 @@ def _token_counts(rows: Sequence[Row]) -> tuple[int, int, int]:
     ce = sum(len(c) for _, c, w in rows if w is None or w > 0)
     negative = sum(len(c) for _, c, w in rows if w is not None and w < 0)
     return ce, negative, sum(w is None or w > 0 for _, _, w in rows)
-
-
-def _numeric(metrics: dict[str, Any]) -> dict[str, float]:
-    return {
-        k: float(v)
-        for k, v in metrics.items()
-        if isinstance(v, int | float) and math.isfinite(float(v))
-    }
-
-
-def _flat_config(args: SuperHFConfig) -> dict[str, Any]:
-    """Tracker-friendly hyperparameters (TensorBoard takes scalars and strings only)."""
-    items = args.to_dict().items()
-    return {k: (str(v) if isinstance(v, list) else v) for k, v in items if v is not None}
