@@ -234,7 +234,7 @@ def test_superhf_train_samples_from_the_refreshed_bf16_copy_and_trains_on_its_id
     from typer.testing import CliRunner
 
     import superhf.generation
-    import superhf.train.trainer
+    import superhf.train.update
     from superhf.batching import build_training_batch
     from superhf.cli import app
     from tests.train.test_training_tokens import ROWS, Spy
@@ -242,7 +242,7 @@ def test_superhf_train_samples_from_the_refreshed_bf16_copy_and_trains_on_its_id
     sampled = Spy(superhf.generation.sample_shared_prompts)
     trained = Spy(build_training_batch)
     monkeypatch.setattr(superhf.generation, "sample_shared_prompts", sampled)
-    monkeypatch.setattr(superhf.train.trainer, "build_training_batch", trained)
+    monkeypatch.setattr(superhf.train.update, "build_training_batch", trained)
     copies: list[dict[str, torch.Tensor]] = []
     real_refresh = SamplingModel.refresh
 

@@ -12,17 +12,17 @@ import os
 
 import torch
 
-import superhf.train.trainer
+import superhf.train.update
 from superhf.cli import main
 
 if os.environ.get("RANK") == os.environ.get("SUPERHF_TEST_OOM_RANK"):
-    loss = superhf.train.trainer.superhf_loss
+    loss = superhf.train.update.superhf_loss
 
     def limited(logits, *args, **kwargs):
         if logits.shape[0] > 1:
             raise torch.OutOfMemoryError("CUDA out of memory (injected by the test).")
         return loss(logits, *args, **kwargs)
 
-    superhf.train.trainer.superhf_loss = limited
+    superhf.train.update.superhf_loss = limited
 
 main()

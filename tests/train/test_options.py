@@ -14,6 +14,7 @@ import torch
 from typer.testing import CliRunner
 
 import superhf.train.trainer
+import superhf.train.update
 from superhf.batching import build_training_batch, encode_prompt
 from superhf.generation import Completion
 from superhf.train.loss import superhf_loss
@@ -82,8 +83,8 @@ def test_superhf_train_trains_on_what_each_option_selects(
     batches = Spy(build_training_batch)
     losses = Spy(superhf_loss)
     monkeypatch.setattr(superhf.train.trainer, "generate_completions", sampled)
-    monkeypatch.setattr(superhf.train.trainer, "build_training_batch", batches)
-    monkeypatch.setattr(superhf.train.trainer, "superhf_loss", losses)
+    monkeypatch.setattr(superhf.train.update, "build_training_batch", batches)
+    monkeypatch.setattr(superhf.train.update, "superhf_loss", losses)
     reward = "constant_reward" if option == "skip_uniform" else "char_length"
     args = [
         "train",
@@ -153,7 +154,7 @@ def test_later_passes_shuffle_the_samples_with_their_own_seed(tmp_path, tokenize
     orders = []
     for seed in ("66:1", "66:1", "66:2"):
         spy = Spy(build_training_batch)
-        monkeypatch.setattr(superhf.train.trainer, "build_training_batch", spy)
+        monkeypatch.setattr(superhf.train.update, "build_training_batch", spy)
         state = torch.random.get_rng_state()
         trainer.fine_tune(samples, trainer.prompts[:2], shuffle_seed=seed)
         assert torch.equal(torch.random.get_rng_state(), state)  # the run's stream untouched
@@ -175,14 +176,14 @@ def test_micro_batches_give_the_whole_minibatchs_gradient_with_weights(tmp_path,
         [(p, c, w) for (p, c), w in zip(rows[i : i + 3], weights[i : i + 3], strict=True)]
         for i in (0, 3)
     ]
-    count = superhf.train.trainer._token_counts
+    count = superhf.train.update.token_counts
     group = [(mb, count(mb), len(mb)) for mb in minibatches]  # as Processes.minibatches does
     grads = []
     trainer.optimizer.step = lambda *a, **k: grads.append(
         [p.grad.clone() for p in trainer.model.parameters() if p.grad is not None]
     )
-    whole, _ = trainer._optimizer_step(group, micro=3)
-    split, _ = trainer._optimizer_step(group, micro=1)
+    whole, _ = trainer.update.optimizer_step(group, micro=3)
+    split, _ = trainer.update.optimizer_step(group, micro=1)
     for a, b in zip(*grads, strict=True):
         torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-6)
     for s, t in zip(whole, split, strict=True):

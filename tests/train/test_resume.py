@@ -240,26 +240,27 @@ def test_logs_written_after_the_checkpoint_are_cut_back_on_resume(tmp_path, tiny
 def test_too_many_non_finite_steps_stop_the_run_with_a_checkpoint(
     tmp_path, tiny_model_dir, monkeypatch
 ):
-    import superhf.train.trainer
+    import superhf.train.update
 
     config = _config(tmp_path, tiny_model_dir, max_skipped_minibatches=2, max_iterations=4)
     trainer = SuperHFTrainer(reward_funcs=_length_reward, args=config, train_dataset=PROMPTS)
-    real_loss = superhf.train.trainer.superhf_loss
+    real_loss = superhf.train.update.superhf_loss
 
     def nan_loss(*args, **kwargs):  # as if the loss overflowed on every minibatch
         out = real_loss(*args, **kwargs)
         out.sft_loss = out.sft_loss * float("nan")
         return out
 
-    monkeypatch.setattr(superhf.train.trainer, "superhf_loss", nan_loss)
-    before = {n: p.detach().clone() for n, p in trainer._trainable_parameters().items()}
+    monkeypatch.setattr(superhf.train.update, "superhf_loss", nan_loss)
+    trainable = trainer.training_state.trainable_parameters
+    before = {n: p.detach().clone() for n, p in trainable().items()}
     with pytest.raises(TrainingError, match="max_skipped_minibatches=2") as info:
         trainer.train()
     assert "stopped after iteration 2" in str(info.value)
     assert "checkpoint-2" in str(info.value)
     metrics = [json.loads(x) for x in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
     assert [m["num_skipped_minibatches_total"] for m in metrics] == [1, 2]
-    for name, param in trainer._trainable_parameters().items():
+    for name, param in trainable().items():
         assert torch.equal(param.detach(), before[name]), name
 
 
@@ -288,7 +289,7 @@ def test_out_of_memory_in_fine_tuning_halves_the_micro_batch_and_keeps_the_gradi
         # the first iteration trains (warm-up starts above 0), so the comparison means something
         assert any((weights[n] - start[n]).abs().max() > 1e-3 for n in start)
         results.append((metrics, weights))
-        assert trainer.train_micro_batch_size == (4 if limit is None else 1)
+        assert trainer.backoff.train_micro_batch_size == (4 if limit is None else 1)
     (plain, plain_weights), (halved, halved_weights) = results
     assert halved["num_oom_retries"] == 2  # 4 -> 2 -> 1
     for key in ("loss", "loss/sft", "loss/kl", "kl"):
@@ -315,7 +316,7 @@ def test_out_of_memory_in_generation_halves_the_batch_and_keeps_every_sample(
 
     monkeypatch.setattr(superhf.generation, "sample_shared_prompts", limited)
     metrics = trainer.step(trainer.prompts[:4], 1)
-    assert trainer.generation_batch_size == 2
+    assert trainer.backoff.generation_batch_size == 2
     assert metrics["num_oom_retries"] == 3  # 16 -> 8 -> 4 -> 2
     assert metrics["num_completions"] + metrics["completions/num_empty"] == 16
 
@@ -341,11 +342,11 @@ def test_other_runtime_errors_are_not_taken_for_out_of_memory(
 def test_full_disk_while_saving_warns_and_training_goes_on(tmp_path, tiny_model_dir, monkeypatch):
     import errno
 
-    import superhf.train.trainer
+    import superhf.train.checkpoint
 
     config = _config(tmp_path, tiny_model_dir, max_iterations=2, save_steps=1)
     trainer = SuperHFTrainer(reward_funcs=_length_reward, args=config, train_dataset=PROMPTS)
-    real_save = superhf.train.trainer.torch.save
+    real_save = superhf.train.checkpoint.torch.save
     calls = []
 
     def save_until_full(obj, path, *a, **kw):
@@ -354,7 +355,7 @@ def test_full_disk_while_saving_warns_and_training_goes_on(tmp_path, tiny_model_
             raise OSError(errno.ENOSPC, "No space left on device")
         return real_save(obj, path, *a, **kw)
 
-    monkeypatch.setattr(superhf.train.trainer.torch, "save", save_until_full)
+    monkeypatch.setattr(superhf.train.checkpoint.torch, "save", save_until_full)
     from rich.console import Console
 
     trainer.console = Console(record=True, width=200)

@@ -302,12 +302,11 @@ def test_first_iteration_trains_with_warmup(tmp_path, tiny_model_dir):
     )
     trainer = SuperHFTrainer(reward_funcs=_length_reward, args=config, train_dataset=ROWS)
     rates = _record_learning_rates(trainer)
-    before = {n: p.detach().clone() for n, p in trainer._trainable_parameters().items()}
+    trainable = trainer.training_state.trainable_parameters
+    before = {n: p.detach().clone() for n, p in trainable().items()}
     trainer.train()
     assert rates and rates[0] == pytest.approx(config.learning_rate / 32)
-    moved = [
-        not torch.equal(p.detach(), before[n]) for n, p in trainer._trainable_parameters().items()
-    ]
+    moved = [not torch.equal(p.detach(), before[n]) for n, p in trainable().items()]
     assert any(moved)
 
 

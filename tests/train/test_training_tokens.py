@@ -15,7 +15,7 @@ from tokenizers.processors import TemplateProcessing
 from typer.testing import CliRunner
 
 import superhf.generation
-import superhf.train.trainer
+import superhf.train.update
 from superhf.batching import IGNORE_INDEX, build_training_batch, encode_prompt
 from superhf.config import SuperHFConfig
 from superhf.data import prepare_prompts
@@ -181,7 +181,7 @@ def _trained_rows(spy: Spy) -> list[tuple[list[int], list[int]]]:
 def test_fine_tune_trains_on_the_sampled_ids(tmp_path, tokenizer, monkeypatch, mask_truncated):
     trainer = _trainer(tmp_path, tokenizer, mask_truncated_completions=mask_truncated)
     spy = Spy(build_training_batch)
-    monkeypatch.setattr(superhf.train.trainer, "build_training_batch", spy)
+    monkeypatch.setattr(superhf.train.update, "build_training_batch", spy)
     eos = tokenizer.eos_token_id
     # " H" + "ello": text that re-tokenizes to other ids (" Hello"); the sampled ids count.
     odd = tokenizer.convert_tokens_to_ids(["ĠH", "ello", "Ġworld"])
@@ -204,7 +204,7 @@ def test_completions_from_text_alone_still_train(tmp_path, tokenizer, monkeypatc
     """Completions built by hand (no token_ids): their text, plus EOS unless clipped."""
     trainer = _trainer(tmp_path, tokenizer)
     spy = Spy(build_training_batch)
-    monkeypatch.setattr(superhf.train.trainer, "build_training_batch", spy)
+    monkeypatch.setattr(superhf.train.update, "build_training_batch", spy)
     eos = tokenizer.eos_token_id
     trainer.fine_tune(
         [Completion(0, "Hi there", 3, False), Completion(0, "Hi", 1, True)], trainer.prompts[:1]
@@ -253,7 +253,7 @@ def test_superhf_train_trains_on_prompt_and_sampled_ids(
     sampled = Spy(superhf.generation.sample_shared_prompts)
     trained = Spy(build_training_batch)
     monkeypatch.setattr(superhf.generation, "sample_shared_prompts", sampled)
-    monkeypatch.setattr(superhf.train.trainer, "build_training_batch", trained)
+    monkeypatch.setattr(superhf.train.update, "build_training_batch", trained)
     args = [
         "train",
         "--config", str(config),

@@ -1,11 +1,18 @@
 """Training: the SuperHF loop and what only it uses.
 
-- `trainer`: `SuperHFTrainer`, one iteration = sample -> score -> filter -> fine-tune;
+- `trainer`: `SuperHFTrainer`, the loop: one iteration = sample -> score -> filter ->
+  fine-tune -> evaluate -> log;
+- `build`: what a run is built from (tokenizer, prompts and their split, rewards, policy);
 - `filtering`: `top_k_per_prompt`, keep the best completions of each prompt, and
   `select_training_samples`, the same with issue 17's weights, negatives and skips;
+- `update`: `PolicyUpdate`, the optimizer steps (micro-batches, FSDP idle passes, agreement
+  on out-of-memory, non-finite steps skipped), and `OutOfMemoryBackoff`;
 - `loss`: `superhf_loss`, cross-entropy on the kept completions plus the KL prior;
-- `checkpoint`: atomic, verified checkpoints and resume;
-- `run_log`: metrics.jsonl, completions.jsonl, the console line and the iteration's metrics.
+- `schedule`: `iteration_scheduler`, the learning rate stepped once per iteration;
+- `checkpoint`: atomic, verified checkpoints, resume, and `TrainingState` (what they hold);
+- `run_log`: metrics.jsonl, completions.jsonl, the console line, the iteration's metrics and
+  the peak-memory probe;
+- `distributed`: one run over many processes (DDP or FSDP2), and the stop signals.
 
 The names below load on first use (the trainer imports torch and accelerate).
 """

@@ -32,11 +32,14 @@ With one process every function here is the identity and no collective runs.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import datetime
 import os
+import signal
+import threading
 import warnings
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from typing import Any, TypeVar
 
 import torch
@@ -113,7 +116,8 @@ def is_out_of_memory(err: BaseException) -> bool:
 
 class OutOfMemoryElsewhere(RuntimeError):
     """Raised on every process when any of them ran out of memory in an agreed step; its
-    message contains "out of memory", so the trainer's back-off halves the size everywhere."""
+    message contains "out of memory", so `OutOfMemoryBackoff` (`train/update.py`) halves the
+    size everywhere."""
 
 
 class Processes:
@@ -257,3 +261,23 @@ def prompt_seeds(seed: int, iteration: int | str, first: int, count: int) -> lis
     (or of the held-out prompts, iteration "eval"): a prompt's samples depend on the run's
     seed, the iteration and its position, never on its process or batch."""
     return [derive_seed(seed, iteration, first + i) for i in range(count)]
+
+
+@contextlib.contextmanager
+def on_stop_signals(handler: Callable[[int], None]) -> Iterator[None]:
+    """Inside, SIGINT and SIGTERM call `handler(signum)` instead of stopping the process; the
+    earlier handlers come back after. Off the main thread (where Python sets no handlers) it
+    changes nothing. The trainer agrees on a signal across processes once per iteration."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def on_signal(signum: int, frame: Any) -> None:
+        handler(signum)
+
+    previous = {sig: signal.signal(sig, on_signal) for sig in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        yield
+    finally:
+        for sig, old in previous.items():
+            signal.signal(sig, old)

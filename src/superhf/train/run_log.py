@@ -1,8 +1,9 @@
 """Where a run's numbers go: one console line per iteration, metrics.jsonl, completions.jsonl
 (every sample, kept or not), eval_completions.jsonl (the held-out answers) and any accelerate
-tracker (`report_to`). Every line is flushed as it is written, so a crash
-loses nothing already logged. Processes other than the main one log through `SilentRunLogger`;
-`peak_memory_mb` is the memory figure each iteration logs.
+tracker (`report_to`). Every line is flushed as it is written, so a crash loses nothing
+already logged. `open_run_log` starts a run's logs (with its held-out prompts and config.yaml);
+processes other than the main one log through `SilentRunLogger`; `peak_memory_mb` is the
+memory figure each iteration logs.
 """
 
 from __future__ import annotations
@@ -14,9 +15,20 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from superhf.files import COMPLETIONS_FILE, EVAL_COMPLETIONS_FILE, METRICS_FILE, json_safe
+import yaml
+
+from superhf.files import (
+    COMPLETIONS_FILE,
+    CONFIG_FILE,
+    EVAL_COMPLETIONS_FILE,
+    EVAL_PROMPTS_FILE,
+    METRICS_FILE,
+    json_safe,
+)
 
 if TYPE_CHECKING:
+    from accelerate import Accelerator
+
     from superhf.config import SuperHFConfig
     from superhf.data import Prompt
     from superhf.generation import Completion, GenerationStats
@@ -211,6 +223,31 @@ class SilentRunLogger(RunLogger):
 
     def close(self) -> None:
         pass
+
+
+def open_run_log(
+    args: SuperHFConfig,
+    accelerator: Accelerator,
+    history: list[dict[str, Any]],
+    resume_sizes: dict[str, int] | None,
+    eval_prompts: list[Prompt],
+) -> RunLogger:
+    """The run's logger, with the held-out prompts and the run's settings (config.yaml, which
+    `superhf train --resume` reads) written and accelerate's trackers started. Only the main
+    process writes; the others get a `SilentRunLogger` (they hold the same numbers)."""
+    main = accelerator.is_main_process
+    if main:
+        accelerator.init_trackers("superhf", config=tracker_config(args))
+    logger = (RunLogger if main else SilentRunLogger)(args.output_dir, history, resume_sizes)
+    if eval_prompts:
+        logger.write_rows(
+            EVAL_PROMPTS_FILE, [{"prompt": p.prompt, "text": p.text} for p in eval_prompts]
+        )
+    if main:
+        with open(Path(args.output_dir) / CONFIG_FILE, "w", encoding="utf-8") as f:
+            config = {**args.to_dict(), "resume_from_checkpoint": None}
+            yaml.safe_dump(config, f, sort_keys=False)
+    return logger
 
 
 def tracker_scalars(metrics: dict[str, Any]) -> dict[str, float]:
