@@ -12,6 +12,7 @@ SRC = Path(__file__).resolve().parents[1] / "src" / "superhf"
 # The shared stages: importable by everyone, importing none of the layers above them.
 SHARED = {
     "config",
+    "settings",
     "errors",
     "files",
     "console",

@@ -14,17 +14,9 @@ import re
 from dataclasses import dataclass, fields
 from typing import Any
 
-from superhf.config import (
-    EMBEDDED_DATASET,
-    EMBEDDED_MODEL,
-    SuperHFConfig,
-    _check_finite,
-    check_reward_weights,
-    check_types,
-    config_field,
-    parse_config_args,
-)
+from superhf.config import EMBEDDED_DATASET, EMBEDDED_MODEL, SuperHFConfig, check_reward_weights
 from superhf.errors import ConfigError
+from superhf.settings import check_finite, check_types, config_field, parse_config_args
 
 SUPERHF_DEFAULT_BETA = SuperHFConfig.beta
 METHODS = ("superhf", "best_of_n", "sft", "grpo", "rloo", "ppo")
@@ -239,7 +231,7 @@ class CompareConfig:
 
     def __post_init__(self) -> None:
         check_types(self)
-        _check_finite(self)
+        check_finite(self)
         for name in (
             "lora_r",
             "lora_alpha",
@@ -340,6 +332,6 @@ def parse_compare_args(argv: list[str]) -> CompareConfig:
         description="Run SuperHF beside best-of-n, SFT and TRL's GRPO/RLOO/PPO on one task at "
         "an equal sampled-token budget, evaluate every run on the same held-out prompts "
         "(train and test reward, METEOR, KL, entropy, length, distinct-n) and write "
-        "results.json, plots and report.md. Settings come from the defaults, then --config "
-        "FILE (YAML), then the command line. Run it again to continue a stopped comparison.",
+        "results.json, plots and report.md. Run it again to continue a stopped comparison "
+        "(finished runs are kept); configs/compare/quick.yaml finishes in minutes.",
     )

@@ -26,9 +26,10 @@ from typing import TYPE_CHECKING, Any, BinaryIO
 import yaml
 from rich.console import Console
 
-from superhf.config import ConfigError, check_types, config_field, parse_config_args
 from superhf.console import make_console
+from superhf.errors import ConfigError
 from superhf.files import CONFIG_FILE, EVAL_FILE, METRICS_FILE, read_json_lines, read_text
+from superhf.settings import check_types, config_field, parse_config_args
 
 if TYPE_CHECKING:  # matplotlib loads when a plot is drawn, not for `superhf report --help`
     from matplotlib.axes import Axes
