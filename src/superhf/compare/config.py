@@ -14,9 +14,20 @@ import re
 from dataclasses import dataclass, fields
 from typing import Any
 
-from superhf.config import EMBEDDED_DATASET, EMBEDDED_MODEL, SuperHFConfig, check_reward_weights
+from superhf.config import (
+    MeteorSettings,
+    ScheduleSettings,
+    SuperHFConfig,
+    TaskSettings,
+)
 from superhf.errors import ConfigError
-from superhf.settings import check_finite, check_types, config_field, parse_config_args
+from superhf.settings import (
+    CheckedSettings,
+    check_at_least,
+    config_field,
+    parse_config_args,
+    with_default,
+)
 
 SUPERHF_DEFAULT_BETA = SuperHFConfig.beta
 METHODS = ("superhf", "best_of_n", "sft", "grpo", "rloo", "ppo")
@@ -27,91 +38,41 @@ otherwise: TRL 1.16's GRPO and RLOO defaults, and RLOO's for PPO. SFT and best-o
 
 
 @dataclass
-class CompareConfig:
-    """Every setting of a comparison: the shared task (policy, prompts, rewards, sampling,
-    LoRA, the sampled-token budget) and what is swept (methods, seeds, learning rates, betas)."""
+class CompareConfig(CheckedSettings, TaskSettings, ScheduleSettings, MeteorSettings):
+    """Every setting of a comparison: the task every method shares (`TaskSettings`: the start
+    policy, LoRA, prompts, sampling, rewards), the schedule, the sampled-token budget and what
+    is swept (methods, seeds, learning rates, betas)."""
 
-    # --- model ---------------------------------------------------------------------------
-    model_name_or_path: str = config_field(
-        EMBEDDED_MODEL, "The start policy of every method (hub id, folder, embedded:...).", "model"
-    )
-    lora_r: int = config_field(16, "LoRA rank, the same for every trained method.", "model")
-    lora_alpha: int = config_field(32, "LoRA scaling numerator.", "model")
-    lora_dropout: float = config_field(0.05, "Dropout on the LoRA branch.", "model")
-    lora_target_modules: list[str] = config_field(
-        ["q_proj", "k_proj", "v_proj", "o_proj"], "Module names LoRA wraps.", "model"
-    )
-
-    # --- prompts -------------------------------------------------------------------------
-    dataset_name: str = config_field(
-        EMBEDDED_DATASET,
-        "Prompts: the embedded prompts, a local file (HH transcripts in `chosen`, or a "
-        "`prompt` column) or a hub dataset.",
-        "prompts",
-    )
-    dataset_train_split: str = config_field(
-        "train",
-        "Training prompts: a split name, or `first-half` / `second-half` of the file's rows "
-        "in file order (as `superhf reward train --split`).",
-        "prompts",
-    )
+    # --- prompts (the rest: TaskSettings) ----------------------------------------------------
     eval_split: str = config_field(
         "test",
-        "Held-out evaluation prompts, the same way (HH: `second-half`). A prompt that also "
-        "occurs in the training split is dropped from it: no method trains on an eval prompt.",
+        "Held-out evaluation prompts, as dataset_train_split. A prompt also in the training "
+        "split is dropped: no method trains on an eval prompt.",
         "prompts",
     )
     num_eval_prompts: int = config_field(
         64, "Evaluate on the first this many held-out prompts (paper: 200).", "prompts"
     )
-    max_prompt_length: int = config_field(
-        256, "Prompts longer than this many tokens are dropped (and counted).", "prompts"
-    )
-    apply_chat_template: bool = config_field(
-        False,
-        "Render plain-string prompts with the chat template (HH transcripts never are).",
-        "prompts",
-    )
-
     sft_dataset_name: str | None = config_field(
         None,
-        "Preference pairs whose chosen answers the SFT baseline trains on (HH transcripts or "
-        "prompt/chosen); unset: the training rows. Pairs asking an eval prompt are dropped.",
+        "Preference pairs whose chosen answers the SFT baseline trains on (unset: the training "
+        "rows). Pairs asking an eval prompt are dropped.",
         "prompts",
     )
     sft_dataset_split: str = config_field(
         "first-half", "Rows of sft_dataset_name to use (as dataset_train_split).", "prompts"
     )
 
-    # --- generation ----------------------------------------------------------------------
-    num_generations: int = config_field(
-        8, "Samples per prompt in training, and best-of-n's n.", "generation"
-    )
-    max_completion_length: int = config_field(48, "Most new tokens per sample.", "generation")
-    temperature: float = config_field(1.0, "Training sampling temperature.", "generation")
-    top_p: float = config_field(0.95, "Training nucleus sampling mass.", "generation")
+    # --- generation (the rest: TaskSettings) -------------------------------------------------
     prompts_per_step: int = config_field(
         4, "Prompts per update (SuperHF's prompts_per_iteration; TRL's per step).", "generation"
     )
 
-    # --- rewards -------------------------------------------------------------------------
-    reward_funcs: list[str] = config_field(
-        ["default"],
-        "The train reward (drives every method): as `superhf train --reward_funcs`. Replaced "
-        "by the built train reward model when train_reward_model_data is set.",
-        "rewards",
-    )
-    reward_weights: list[float] | None = config_field(None, "One weight per reward.", "rewards")
-    test_reward_model: str | None = config_field(
-        None,
-        "The held-out test reward (evaluates, never trains): a folder, hub id or "
-        "module:function. Replaced by the built one when test_reward_model_data is set.",
-        "rewards",
-    )
+    # --- rewards (the rest: TaskSettings) ----------------------------------------------------
     train_reward_model_data: str | None = config_field(
         None,
-        "Preference pairs to build the train reward model from with `superhf reward train` "
-        "(split train_reward_model_split), once, into output_dir/reward_models/train.",
+        "Preference pairs to build the train reward model from, once, into "
+        "output_dir/reward_models/train; it replaces reward_funcs.",
         "rewards",
     )
     train_reward_model_split: str = config_field(
@@ -119,8 +80,8 @@ class CompareConfig:
     )
     test_reward_model_data: str | None = config_field(
         None,
-        "Preference pairs for the test reward model, built once into "
-        "output_dir/reward_models/test.",
+        "Preference pairs to build the test reward model from, once, into "
+        "output_dir/reward_models/test; it replaces test_reward_model.",
         "rewards",
     )
     test_reward_model_split: str = config_field(
@@ -128,9 +89,14 @@ class CompareConfig:
     )
     reward_model_settings: dict[str, Any] = config_field(
         {},
-        "`superhf reward train` settings for both built reward models (e.g. "
-        "{model_name_or_path: embedded:all-MiniLM-L6-v2, max_length: 512}).",
+        "`superhf reward train` settings for both built reward models, e.g. "
+        "{model_name_or_path: embedded:all-MiniLM-L6-v2, max_length: 512}.",
         "rewards",
+    )
+
+    # --- training (the rest: ScheduleSettings) -----------------------------------------------
+    lr_scheduler_type: str = with_default(
+        ScheduleSettings, "lr_scheduler_type", "constant_with_warmup"
     )
 
     # --- methods and budget ----------------------------------------------------------------
@@ -179,13 +145,6 @@ class CompareConfig:
         "every seed and learning rate, at SuperHF's default beta unless the variant sets one.",
         "methods",
     )
-    lr_scheduler_type: str = config_field(
-        "constant_with_warmup",
-        "Schedule of every trained method (a token budget has no known step count, so the "
-        "default is constant after the warm-up).",
-        "methods",
-    )
-    warmup_steps: int = config_field(2, "Warm-up updates of every trained method.", "methods")
     method_settings: dict[str, dict[str, Any]] = config_field(
         {},
         "Per-method extras, e.g. {superhf: {eval_steps: 5}, grpo: {loss_type: dapo, beta: 0.0}}: "
@@ -203,9 +162,6 @@ class CompareConfig:
     )
     eval_seed: int = config_field(
         0, "Sampling seed of every evaluation, so runs differ only by their policy.", "evaluation"
-    )
-    meteor_pairs: int = config_field(
-        500, "Cross-prompt pairs for METEOR similarity (0 = skip).", "evaluation"
     )
 
     # --- output --------------------------------------------------------------------------
@@ -229,25 +185,12 @@ class CompareConfig:
         "output",
     )
 
-    def __post_init__(self) -> None:
-        check_types(self)
-        check_finite(self)
-        for name in (
-            "lora_r",
-            "lora_alpha",
-            "num_eval_prompts",
-            "max_prompt_length",
-            "num_generations",
-            "max_completion_length",
-            "prompts_per_step",
-            "sampled_token_budget",
-        ):
-            if getattr(self, name) < 1:
-                raise ConfigError(f"{name} must be >= 1, got {getattr(self, name)}.")
-        if self.warmup_steps < 0 or self.meteor_pairs < 0:
-            raise ConfigError("warmup_steps and meteor_pairs must be >= 0.")
-        if self.temperature <= 0 or not 0 < self.top_p <= 1:
-            raise ConfigError("temperature must be > 0 and top_p in (0, 1].")
+    def validate(self) -> None:
+        super().validate()
+        self.check_task()
+        self.check_schedule()
+        self.check_meteor()
+        check_at_least(self, 1, "num_eval_prompts", "prompts_per_step", "sampled_token_budget")
         unknown = [m for m in self.methods if m not in METHODS]
         if unknown or not self.methods:
             raise ConfigError(
@@ -286,9 +229,9 @@ class CompareConfig:
                 raise ConfigError(
                     f"method_settings.{method} must be a mapping of setting: value, got {value!r}."
                 )
-        if self.train_reward_model_data is None:
-            check_reward_weights(self.reward_weights, len(self.reward_funcs))
-        elif self.reward_funcs != ["default"] or self.reward_weights is not None:
+        if self.train_reward_model_data is not None and (
+            self.reward_funcs != ["default"] or self.reward_weights is not None
+        ):
             raise ConfigError(
                 "train_reward_model_data builds the train reward model, which replaces "
                 "reward_funcs: leave reward_funcs and reward_weights unset, or drop "
@@ -316,11 +259,6 @@ class CompareConfig:
 
     def beta_of(self, method: str) -> float:
         return float(self.method_settings.get(method, {}).get("beta", DEFAULT_BETAS[method]))
-
-    def to_dict(self) -> dict[str, Any]:
-        from dataclasses import asdict
-
-        return asdict(self)
 
 
 def parse_compare_args(argv: list[str]) -> CompareConfig:
