@@ -220,10 +220,9 @@ def run_sft(run: MethodRun) -> None:
             "sft_dataset_name to preference pairs (HH transcripts or prompt/chosen)."
         )
     import torch
-    from peft import LoraConfig
 
     from superhf.batching import build_training_batch, encode_prompt
-    from superhf.models import get_peft_model, load_model, load_tokenizer
+    from superhf.models import get_peft_model, load_model, load_tokenizer, lora_config
     from superhf.train.loss import superhf_loss
     from superhf.train.trainer import iteration_scheduler, peak_memory_mb
 
@@ -246,14 +245,7 @@ def run_sft(run: MethodRun) -> None:
         pairs.append((prompt, answer if clipped else [*answer, tokenizer.eos_token_id]))
     batches, stopped_by = _sft_plan(pairs, batch_size, max_tokens)
     model = load_model(run.model_name_or_path)
-    lora = LoraConfig(
-        r=run.lora_r,
-        lora_alpha=run.lora_alpha,
-        lora_dropout=run.lora_dropout,
-        target_modules=list(run.lora_target_modules),
-        task_type="CAUSAL_LM",
-    )
-    policy = get_peft_model(model, lora)
+    policy = get_peft_model(model, lora_config(run))
     policy.train()
     params = [p for p in policy.parameters() if p.requires_grad]
     optimizer = torch.optim.AdamW(params, lr=run.learning_rate, weight_decay=0.01)
