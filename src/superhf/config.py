@@ -348,25 +348,20 @@ class SuperHFConfig(_Settings, TaskSettings, ScheduleSettings, SweepSettings):
     )
     sampling_dtype: Literal["auto", "float32", "bfloat16"] = config_field(
         "auto",
-        "Dtype completions are sampled in. Another than `dtype` samples from a copy of the "
-        "policy in it, LoRA merged, refreshed before every iteration (one more set of weights "
-        "in memory); the loss and KL stay in `dtype`. auto: bfloat16 where the device computes "
-        "it natively (CPU flags avx512_bf16/amx_bf16, CUDA's bf16 support), else `dtype`.",
+        "Dtype completions are sampled in (another than `dtype`: from a copy of the policy in "
+        "it; the loss stays in `dtype`). auto: bfloat16 where the device computes it natively.",
         "model",
     )
     merge_adapter_for_sampling: bool = config_field(
         True,
-        "With LoRA, sample from a copy of the policy with the adapter merged into its weights "
-        "(one matmul per projection instead of three: 1.3x the sampled tokens/s in fp32 on a "
-        "2-core CPU, bench/README.md), refreshed before every iteration. It costs one more set "
-        "of the base weights in memory: --no_merge_adapter_for_sampling samples from the "
-        "policy itself when memory is tight.",
+        "With LoRA, sample from a copy of the policy with the adapter merged in, refreshed "
+        "every iteration: faster, for one more set of weights in memory.",
         "model",
     )
     use_peft: bool = config_field(
         True,
-        "Train a LoRA adapter (the KL reference is then the model with the adapter disabled). "
-        "With --no_use_peft the whole model is trained and a frozen copy is the reference.",
+        "Train a LoRA adapter (the KL reference: the model with it disabled); --no_use_peft "
+        "trains the whole model against a frozen copy.",
         "model",
     )
     # --- rewards (the rest: RewardSettings) ----------------------------------------------
@@ -380,32 +375,20 @@ class SuperHFConfig(_Settings, TaskSettings, ScheduleSettings, SweepSettings):
     )
     sample_weighting: Literal["none", "advantage", "rank"] = config_field(
         "none",
-        "Weight each kept completion by its reward relative to its prompt's samples instead "
-        "of a hard cut (issue 17; off in the paper). `advantage`: (r - mean) / (std + 1e-4) over "
-        "the prompt's num_generations samples (TRL GRPO's group advantage, Shao et al. 2024); "
-        "`rank`: the centred rank, 1 best to -1 worst (Salimans et al. 2017). Kept completions "
-        "with weight <= 0 are dropped; the others are cross-entropy targets weighted by their "
-        "weight over the iteration's mean weight (mean 1: the update's scale is plain CE's). "
-        "With num_kept_per_prompt = num_generations every better-than-average sample is "
-        "trained on; with 1, prompts are weighted by how far their best stands out. `none`: "
-        "every kept completion weighs 1 (the paper).",
+        "Weight kept completions by their reward among their prompt's samples: `advantage` "
+        "(r - mean) / (std + 1e-4), `rank` the centred rank; <= 0 drops one. `none`: the paper.",
         "filter",
     )
     negative_weight: float = config_field(
         0.0,
-        "Also push down the worst completion of each prompt (unless it is kept or ties the "
-        "best) with this weight on the unlikelihood -log(1 - p(token)) per token (Welleck et al. "
-        "2019; negative samples: Zhu et al. 2025, 'The Surprising Effectiveness of Negative "
-        "Reinforcement'); the unlikelihood is >= 0 with a bounded gradient, so it cannot diverge "
-        "as a negative CE would. Logged as loss/unlikelihood and num_negatives. 0 = off (the "
-        "paper).",
+        "Also push down each prompt's worst completion (unless kept or tied with the best): "
+        "this weight times the unlikelihood -log(1 - p(token)). 0 = off (the paper).",
         "filter",
     )
     skip_uniform_prompts: bool = config_field(
         False,
-        "Do not train on prompts whose samples all score within 1e-6 of each other: they hold "
-        "no signal about what is better (no signal, no step). Logged as num_skipped_prompts. "
-        "Off: the paper trains on the first of the tied best.",
+        "Do not train on prompts whose samples all score within 1e-6 of each other. Off: the "
+        "paper trains on the first of the tied best.",
         "filter",
     )
 
@@ -418,9 +401,8 @@ class SuperHFConfig(_Settings, TaskSettings, ScheduleSettings, SweepSettings):
     )
     max_sampled_tokens: int | None = config_field(
         None,
-        "Also stop after the iteration in which the completion tokens sampled for training "
-        "(prompts and evaluation not counted) reach this many: the equal budget of "
-        "`superhf compare`. The LR schedule still spans max_iterations. Unset: no such stop.",
+        "Also stop once the completion tokens sampled for training reach this many (the "
+        "budget of `superhf compare`); the LR schedule still spans max_iterations.",
         "training",
     )
     prompts_per_iteration: int = config_field(
@@ -431,12 +413,8 @@ class SuperHFConfig(_Settings, TaskSettings, ScheduleSettings, SweepSettings):
     )
     num_train_epochs: int = config_field(
         1,
-        "Passes over each iteration's kept completions (the paper: 1). The first pass takes "
-        "them prompt by prompt, each later pass in a seeded shuffle; the learning rate is the "
-        "iteration's in every pass. TRL's GRPO calls this num_iterations (its mu); here an "
-        "iteration is already the sample-score-filter-fine-tune loop, and transformers' "
-        "num_train_epochs is passes over the training data, which in SuperHF's fine-tuning "
-        "stage are the kept completions.",
+        "Passes over each iteration's kept completions (the paper: 1), later ones shuffled, "
+        "all at the iteration's learning rate.",
         "training",
     )
     gradient_accumulation_steps: int = config_field(
@@ -447,10 +425,8 @@ class SuperHFConfig(_Settings, TaskSettings, ScheduleSettings, SweepSettings):
     )
     log_kl_without_beta: bool = config_field(
         True,
-        "Log `kl` even when beta = 0. Under LoRA this is free (the reference is the model "
-        "with its adapter disabled); with full fine-tuning (--no_use_peft) it keeps a frozen "
-        "copy of the starting policy: a second set of weights in memory and one more forward "
-        "pass per minibatch. Off: no copy at beta 0, and `kl` is NaN.",
+        "Log `kl` even when beta = 0 (free under LoRA; with --no_use_peft it keeps a frozen "
+        "copy of the policy). Off: no copy at beta 0, and `kl` is NaN.",
         "training",
     )
     bf16: bool = config_field(
@@ -458,32 +434,28 @@ class SuperHFConfig(_Settings, TaskSettings, ScheduleSettings, SweepSettings):
     )
     max_skipped_minibatches: int = config_field(
         10,
-        "Minibatches with a NaN or inf loss or gradient are skipped and counted; the run "
-        "stops (after saving a checkpoint) once this many have been skipped in all.",
+        "Minibatches with a NaN or inf loss or gradient are skipped; the run saves and stops "
+        "once this many have been skipped in all.",
         "training",
     )
     ddp_timeout: int | None = config_field(
         None,
-        "Seconds any collective between processes may wait (many processes only, "
-        "`accelerate launch` or `torchrun`): past it, or when another process dies, every "
-        "process stops with an error and `--resume` continues. Unset: 300 on CPU processes "
-        "(gloo), 1800 (torch's default) on GPUs.",
+        "Seconds a collective between processes may wait before every process stops with an "
+        "error (`--resume` continues). Unset: 300 on CPU processes, 1800 on GPUs.",
         "training",
     )
     mask_truncated_completions: bool = config_field(
         False,
         "Leave completions clipped at max_completion_length out of the loss (TRL's setting). "
-        "Either way a clipped completion never gets an end token to learn. Logged as "
-        "num_masked_truncated.",
+        "Logged as num_masked_truncated.",
         "training",
     )
 
     # --- evaluation during training ----------------------------------------------------------
     num_eval_prompts: int = config_field(
         16,
-        "Prompts held out from training (drawn with the seed) and answered every eval_steps "
-        "iterations with the paper's eval sampling (temperature 0.7, top_p 0.95); their "
-        "train reward, test reward and METEOR similarity are logged as eval_*. 0 = off.",
+        "Prompts held out from training and answered every eval_steps iterations with the "
+        "paper's eval sampling; logged as eval_*. 0 = off.",
         "evaluation",
     )
     eval_steps: int = config_field(
@@ -493,8 +465,7 @@ class SuperHFConfig(_Settings, TaskSettings, ScheduleSettings, SweepSettings):
     )
     eval_on_start: bool = config_field(
         True,
-        "Evaluate the starting policy too (logged as iteration 0), for a before/after "
-        "comparison on the same held-out prompts.",
+        "Evaluate the starting policy too (logged as iteration 0).",
         "evaluation",
     )
     meteor_threshold: float = config_field(
@@ -522,14 +493,14 @@ class SuperHFConfig(_Settings, TaskSettings, ScheduleSettings, SweepSettings):
     )
     save_total_limit: int | None = config_field(
         2,
-        "Keep only the newest this many checkpoints (unset: keep all). The newest valid one "
-        "and the one just written are never deleted, even after a damaged newer checkpoint.",
+        "Keep only the newest this many checkpoints (unset: all); the newest valid one and the "
+        "one just written are never deleted.",
         "checkpoints",
     )
     resume_from_checkpoint: str | None = config_field(
         None,
-        "Continue a run: its folder (the newest valid checkpoint is used) or one "
-        "checkpoint-N folder. `superhf train --resume RUN_DIR` also reads the run's settings.",
+        "Continue a run: its folder (the newest valid checkpoint) or one checkpoint-N folder. "
+        "`superhf train --resume RUN_DIR` also reads the run's settings.",
         "checkpoints",
     )
 
@@ -545,14 +516,14 @@ class SuperHFConfig(_Settings, TaskSettings, ScheduleSettings, SweepSettings):
     )
     log_completions: bool = config_field(
         True,
-        "Write completions and their scores to completions.jsonl, and the held-out "
-        "evaluation's answers to eval_completions.jsonl (what `superhf report` browses).",
+        "Write completions and their scores to completions.jsonl, and the held-out answers to "
+        "eval_completions.jsonl (what `superhf report` browses).",
         "output",
     )
     log_all_completions: bool = config_field(
         True,
-        "Log every sampled completion, with a `kept` flag, not only the kept ones: "
-        "num_generations / num_kept_per_prompt times the rows. Turn off for very long runs.",
+        "Log every sampled completion with a `kept` flag, not only the kept ones (more rows; "
+        "turn off for very long runs).",
         "output",
     )
 

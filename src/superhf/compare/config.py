@@ -103,14 +103,13 @@ class CompareConfig(CheckedSettings, TaskSettings, ScheduleSettings, MeteorSetti
     methods: list[str] = config_field(
         ["superhf", "best_of_n", "sft", "grpo", "rloo", "ppo"],
         f"Methods to run, of {', '.join(METHODS)}. grpo/rloo need `pip install "
-        "'superhf[compare]'`, ppo `make ppo-env`; without them they are recorded as skipped.",
+        "'superhf[compare]'`, ppo `make ppo-env` (else they are skipped).",
         "methods",
     )
     sampled_token_budget: int = config_field(
         20000,
         "Completion tokens each trained method may sample (prompts not counted); a run stops "
-        "after the step that reaches it. SFT trains on as many chosen-answer tokens as SuperHF "
-        "trains on (budget / num_generations), or one epoch if smaller.",
+        "after the step that reaches it. SFT trains on budget / num_generations tokens.",
         "methods",
     )
     seeds: list[int] = config_field([0, 1, 2], "Seeds; every method runs each.", "methods")
@@ -122,8 +121,8 @@ class CompareConfig(CheckedSettings, TaskSettings, ScheduleSettings, MeteorSetti
     )
     learning_rates: list[float] = config_field(
         [5e-4],
-        "The learning-rate sweep, the same for every trained method; each method's reported "
-        "rate is the one with the best mean train reward on the held-out prompts.",
+        "The learning-rate sweep of every trained method; each reports the rate with its best "
+        "mean train reward on the held-out prompts.",
         "methods",
     )
     superhf_betas: list[float] = config_field(
@@ -133,31 +132,27 @@ class CompareConfig(CheckedSettings, TaskSettings, ScheduleSettings, MeteorSetti
     )
     kl_sweep_seeds: list[int] | None = config_field(
         None,
-        "Seeds of the SuperHF betas other than 0 and SuperHF's default (0.35): the KL sweep's "
-        "inner points, which draw one trade-off curve rather than a seed spread. Unset: every "
-        "seed of superhf.",
+        "Seeds of the SuperHF betas other than 0 and SuperHF's default (the KL sweep's inner "
+        "points). Unset: every seed of superhf.",
         "methods",
     )
     superhf_variants: dict[str, dict[str, Any]] = config_field(
         {},
-        "Named SuperHF variants, each its own row beside superhf, e.g. {negatives: "
-        "{negative_weight: 0.5}}: SuperHFConfig fields over method_settings.superhf, run at "
-        "every seed and learning rate, at SuperHF's default beta unless the variant sets one.",
+        "Named SuperHF variants, each a row of its own, e.g. {negatives: {negative_weight: "
+        "0.5}}: SuperHF settings over method_settings.superhf, at its default beta unless set.",
         "methods",
     )
     method_settings: dict[str, dict[str, Any]] = config_field(
         {},
-        "Per-method extras, e.g. {superhf: {eval_steps: 5}, grpo: {loss_type: dapo, beta: 0.0}}: "
-        "SuperHFConfig fields for superhf, TRL config fields for grpo/rloo/ppo, "
-        "per_device_train_batch_size for sft. `beta` sets a baseline's KL coefficient.",
+        "Per-method extras, e.g. {superhf: {eval_steps: 5}, grpo: {loss_type: dapo}}: SuperHF, "
+        "TRL or SFT settings; `beta` sets a baseline's KL coefficient.",
         "methods",
     )
 
     # --- evaluation ------------------------------------------------------------------------
     eval_max_completion_length: int | None = config_field(
         None,
-        "Most new tokens per evaluation answer (unset: max_completion_length; paper: 128). "
-        "Evaluation samples one answer per prompt at temperature 0.7, top_p 0.95.",
+        "Most new tokens per evaluation answer (unset: max_completion_length; paper: 128).",
         "evaluation",
     )
     eval_seed: int = config_field(
@@ -167,21 +162,20 @@ class CompareConfig(CheckedSettings, TaskSettings, ScheduleSettings, MeteorSetti
     # --- output --------------------------------------------------------------------------
     output_dir: str = config_field(
         "runs/compare",
-        "Where runs/, reward_models/, data/, results.json, the plots and report.md go. "
-        "Running again continues: finished runs (done.json) are never redone.",
+        "Where runs/, reward_models/, data/, results.json, the plots and report.md go; "
+        "finished runs in it are never redone.",
         "output",
     )
     report_only: bool = config_field(
         False,
-        "Write results.json, the plots and report.md from what is finished and evaluated so "
-        "far; train and evaluate nothing (the rest is listed as pending). Safe beside a "
-        "running comparison of the same output_dir.",
+        "Write results.json, the plots and report.md from what is finished so far and run "
+        "nothing; safe beside a running comparison of the same output_dir.",
         "output",
     )
     isolate_runs: bool = config_field(
         True,
         "Run each method run in its own Python process (its own peak memory; a crash is "
-        "recorded and the comparison goes on). Off: in this process (tests).",
+        "recorded). Off: in this process (tests).",
         "output",
     )
 
