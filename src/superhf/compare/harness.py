@@ -23,7 +23,7 @@ from typing import Any
 
 from rich.console import Console
 
-from superhf.compare import evaluation, results
+from superhf.compare import evaluation, plots, report, results
 from superhf.compare.config import SUPERHF_DEFAULT_BETA, CompareConfig
 from superhf.compare.methods import RUN_FILE, STATUS_FILE, execute, write_json
 from superhf.compare.spec import DONE_FILE, MethodRun
@@ -214,7 +214,7 @@ def run_comparison(cfg: CompareConfig, console: Console | None = None) -> dict[s
             progress.advance(bar)
         progress.update(bar, description="comparison")
     result = results.build_results(cfg, task, evaluator, start, records, started)
-    results.write_outputs(result, out, console)
+    write_outputs(result, out, console)
     return result
 
 
@@ -227,3 +227,11 @@ def evaluate_start(folder: Path, evaluator: evaluation.Evaluator, model: str) ->
     return evaluation.store(folder, {"settings": evaluator.settings(), "metrics": metrics})[
         "metrics"
     ]
+
+
+def write_outputs(result: dict[str, Any], out: Path, console: Console) -> None:
+    """results.json, the plots and report.md."""
+    (out / "results.json").write_text(json.dumps(result, indent=2) + "\n", encoding="utf-8")
+    drawn = plots.draw_plots(result, out)
+    path = report.write_report(result, drawn, out)
+    console.print(f"Done. {out / 'results.json'}, {len(drawn)} plots and {path}")
