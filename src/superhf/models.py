@@ -30,7 +30,7 @@ from transformers import (
     PreTrainedTokenizerBase,
 )
 
-from superhf.config import EMBEDDED_MODEL, ConfigError, SuperHFConfig
+from superhf.config import EMBEDDED_MODEL, ConfigError, LoraSettings, SuperHFConfig
 from superhf.files import CONFIG_FILE, is_local_path
 
 _GGUF_FILE = "SmolLM2-135M-Instruct.Q4_1.gguf"
@@ -120,22 +120,23 @@ def get_peft_model(model: PreTrainedModel, peft_config: Any) -> PreTrainedModel:
         return peft_get_peft_model(model, peft_config)
 
 
+def lora_config(settings: LoraSettings) -> Any:
+    """peft's `LoraConfig` of a causal LM's adapter from the LoRA settings: the one place every
+    method (SuperHF, SFT, TRL's GRPO/RLOO/PPO) gets its adapter from."""
+    from peft import LoraConfig
+
+    return LoraConfig(**settings.lora_kwargs(), task_type="CAUSAL_LM")
+
+
 def prepare_policy(model: PreTrainedModel, config: SuperHFConfig) -> PreTrainedModel:
     """The trainable policy: the model wrapped with a LoRA adapter (default), or itself."""
     if not config.use_peft:
         return model
-    from peft import LoraConfig, PeftModel
+    from peft import PeftModel
 
     if isinstance(model, PeftModel):
         return model
-    lora = LoraConfig(
-        r=config.lora_r,
-        lora_alpha=config.lora_alpha,
-        lora_dropout=config.lora_dropout,
-        target_modules=list(config.lora_target_modules),
-        task_type="CAUSAL_LM",
-    )
-    return get_peft_model(model, lora)
+    return get_peft_model(model, lora_config(config))
 
 
 def make_reference(model: PreTrainedModel, config: SuperHFConfig) -> PreTrainedModel | None:

@@ -377,18 +377,18 @@ def test_meteor_pairs_only_prompts_of_the_same_source_dataset():
     # Prompt i of "a/..." and prompt i of "b/..." got the same answer; within a dataset no two
     # answers share a word. Pairs across datasets would score ~1.
     from superhf.data import Prompt
-    from superhf.evaluation.heldout import _meteor
+    from superhf.evaluation.heldout import meteor_across_prompts
 
     answers = [f"alpha{i} beta{i} gamma{i} delta{i}" for i in range(4)] * 2
     sources = ["a/one", "a/two", "a/one", "a/two", "b/x", "b/x", "b/y", "b/y"]
     prompts = [Prompt(f"q{i}", f"q{i}", {"source": s}) for i, s in enumerate(sources)]
     completions = [Completion(i, text, 4, False) for i, text in enumerate(answers)]
-    within = _meteor(completions, 100, 0, prompts)
+    within = meteor_across_prompts(completions, 100, 0, prompts)
     assert within.num_pairs == 2 * 6  # C(4, 2) per dataset; the part after "/" is ignored
     assert within.mean == 0.0
-    assert _meteor(completions, 100, 0).mean > 0  # without sources the datasets mix
+    assert meteor_across_prompts(completions, 100, 0).mean > 0  # without sources the datasets mix
     no_column = [Prompt(f"q{i}", f"q{i}") for i in range(8)]
-    assert _meteor(completions, 100, 0, no_column).num_pairs == 28
+    assert meteor_across_prompts(completions, 100, 0, no_column).num_pairs == 28
 
 
 def test_eval_renders_each_run_as_it_was_trained(

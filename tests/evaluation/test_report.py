@@ -11,14 +11,9 @@ from typer.testing import CliRunner
 
 from superhf.cli import app
 from superhf.config import ConfigError
-from superhf.evaluation.report import (
-    build_report,
-    differing_settings,
-    label_runs,
-    load_run,
-    rolling_mean,
-    tradeoff_points,
-)
+from superhf.evaluation.report import build_report
+from superhf.evaluation.report_plots import tradeoff_points
+from superhf.evaluation.report_runs import differing_settings, label_runs, load_run, rolling_mean
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 

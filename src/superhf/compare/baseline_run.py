@@ -76,6 +76,20 @@ def check_trl_overrides(overrides: dict[str, Any], config_cls: type, method: str
         )
 
 
+def quiet_trl_args() -> dict[str, Any]:
+    """The TRL config values (GRPO, RLOO, PPO alike) that leave out what a comparison run does
+    not use: no evaluation, no checkpoints, no hub, no trackers, no progress bar; a log line
+    every step."""
+    return {
+        "eval_strategy": "no",
+        "save_strategy": "no",
+        "push_to_hub": False,
+        "report_to": "none",
+        "logging_steps": 1,
+        "disable_tqdm": True,
+    }
+
+
 def stop_sequences(run: MethodRun) -> list[str]:
     """Where completions are cut before scoring: `extra["stop_sequences"]`, else SuperHF's."""
     value = run.extra.get("stop_sequences", SuperHFConfig().stop_sequences)

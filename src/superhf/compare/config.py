@@ -15,16 +15,19 @@ from dataclasses import dataclass, fields
 from typing import Any
 
 from superhf.config import (
-    EMBEDDED_DATASET,
-    EMBEDDED_MODEL,
+    MeteorSettings,
+    ScheduleSettings,
     SuperHFConfig,
-    _check_finite,
-    check_reward_weights,
-    check_types,
-    config_field,
-    parse_config_args,
+    TaskSettings,
 )
 from superhf.errors import ConfigError
+from superhf.settings import (
+    CheckedSettings,
+    check_at_least,
+    config_field,
+    parse_config_args,
+    with_default,
+)
 
 SUPERHF_DEFAULT_BETA = SuperHFConfig.beta
 METHODS = ("superhf", "best_of_n", "sft", "grpo", "rloo", "ppo")
@@ -35,91 +38,41 @@ otherwise: TRL 1.16's GRPO and RLOO defaults, and RLOO's for PPO. SFT and best-o
 
 
 @dataclass
-class CompareConfig:
-    """Every setting of a comparison: the shared task (policy, prompts, rewards, sampling,
-    LoRA, the sampled-token budget) and what is swept (methods, seeds, learning rates, betas)."""
+class CompareConfig(CheckedSettings, TaskSettings, ScheduleSettings, MeteorSettings):
+    """Every setting of a comparison: the task every method shares (`TaskSettings`: the start
+    policy, LoRA, prompts, sampling, rewards), the schedule, the sampled-token budget and what
+    is swept (methods, seeds, learning rates, betas)."""
 
-    # --- model ---------------------------------------------------------------------------
-    model_name_or_path: str = config_field(
-        EMBEDDED_MODEL, "The start policy of every method (hub id, folder, embedded:...).", "model"
-    )
-    lora_r: int = config_field(16, "LoRA rank, the same for every trained method.", "model")
-    lora_alpha: int = config_field(32, "LoRA scaling numerator.", "model")
-    lora_dropout: float = config_field(0.05, "Dropout on the LoRA branch.", "model")
-    lora_target_modules: list[str] = config_field(
-        ["q_proj", "k_proj", "v_proj", "o_proj"], "Module names LoRA wraps.", "model"
-    )
-
-    # --- prompts -------------------------------------------------------------------------
-    dataset_name: str = config_field(
-        EMBEDDED_DATASET,
-        "Prompts: the embedded prompts, a local file (HH transcripts in `chosen`, or a "
-        "`prompt` column) or a hub dataset.",
-        "prompts",
-    )
-    dataset_train_split: str = config_field(
-        "train",
-        "Training prompts: a split name, or `first-half` / `second-half` of the file's rows "
-        "in file order (as `superhf reward train --split`).",
-        "prompts",
-    )
+    # --- prompts (the rest: TaskSettings) ----------------------------------------------------
     eval_split: str = config_field(
         "test",
-        "Held-out evaluation prompts, the same way (HH: `second-half`). A prompt that also "
-        "occurs in the training split is dropped from it: no method trains on an eval prompt.",
+        "Held-out evaluation prompts, as dataset_train_split. A prompt also in the training "
+        "split is dropped: no method trains on an eval prompt.",
         "prompts",
     )
     num_eval_prompts: int = config_field(
         64, "Evaluate on the first this many held-out prompts (paper: 200).", "prompts"
     )
-    max_prompt_length: int = config_field(
-        256, "Prompts longer than this many tokens are dropped (and counted).", "prompts"
-    )
-    apply_chat_template: bool = config_field(
-        False,
-        "Render plain-string prompts with the chat template (HH transcripts never are).",
-        "prompts",
-    )
-
     sft_dataset_name: str | None = config_field(
         None,
-        "Preference pairs whose chosen answers the SFT baseline trains on (HH transcripts or "
-        "prompt/chosen); unset: the training rows. Pairs asking an eval prompt are dropped.",
+        "Preference pairs whose chosen answers the SFT baseline trains on (unset: the training "
+        "rows). Pairs asking an eval prompt are dropped.",
         "prompts",
     )
     sft_dataset_split: str = config_field(
         "first-half", "Rows of sft_dataset_name to use (as dataset_train_split).", "prompts"
     )
 
-    # --- generation ----------------------------------------------------------------------
-    num_generations: int = config_field(
-        8, "Samples per prompt in training, and best-of-n's n.", "generation"
-    )
-    max_completion_length: int = config_field(48, "Most new tokens per sample.", "generation")
-    temperature: float = config_field(1.0, "Training sampling temperature.", "generation")
-    top_p: float = config_field(0.95, "Training nucleus sampling mass.", "generation")
+    # --- generation (the rest: TaskSettings) -------------------------------------------------
     prompts_per_step: int = config_field(
         4, "Prompts per update (SuperHF's prompts_per_iteration; TRL's per step).", "generation"
     )
 
-    # --- rewards -------------------------------------------------------------------------
-    reward_funcs: list[str] = config_field(
-        ["default"],
-        "The train reward (drives every method): as `superhf train --reward_funcs`. Replaced "
-        "by the built train reward model when train_reward_model_data is set.",
-        "rewards",
-    )
-    reward_weights: list[float] | None = config_field(None, "One weight per reward.", "rewards")
-    test_reward_model: str | None = config_field(
-        None,
-        "The held-out test reward (evaluates, never trains): a folder, hub id or "
-        "module:function. Replaced by the built one when test_reward_model_data is set.",
-        "rewards",
-    )
+    # --- rewards (the rest: TaskSettings) ----------------------------------------------------
     train_reward_model_data: str | None = config_field(
         None,
-        "Preference pairs to build the train reward model from with `superhf reward train` "
-        "(split train_reward_model_split), once, into output_dir/reward_models/train.",
+        "Preference pairs to build the train reward model from, once, into "
+        "output_dir/reward_models/train; it replaces reward_funcs.",
         "rewards",
     )
     train_reward_model_split: str = config_field(
@@ -127,8 +80,8 @@ class CompareConfig:
     )
     test_reward_model_data: str | None = config_field(
         None,
-        "Preference pairs for the test reward model, built once into "
-        "output_dir/reward_models/test.",
+        "Preference pairs to build the test reward model from, once, into "
+        "output_dir/reward_models/test; it replaces test_reward_model.",
         "rewards",
     )
     test_reward_model_split: str = config_field(
@@ -136,23 +89,27 @@ class CompareConfig:
     )
     reward_model_settings: dict[str, Any] = config_field(
         {},
-        "`superhf reward train` settings for both built reward models (e.g. "
-        "{model_name_or_path: embedded:all-MiniLM-L6-v2, max_length: 512}).",
+        "`superhf reward train` settings for both built reward models, e.g. "
+        "{model_name_or_path: embedded:all-MiniLM-L6-v2, max_length: 512}.",
         "rewards",
+    )
+
+    # --- training (the rest: ScheduleSettings) -----------------------------------------------
+    lr_scheduler_type: str = with_default(
+        ScheduleSettings, "lr_scheduler_type", "constant_with_warmup"
     )
 
     # --- methods and budget ----------------------------------------------------------------
     methods: list[str] = config_field(
         ["superhf", "best_of_n", "sft", "grpo", "rloo", "ppo"],
         f"Methods to run, of {', '.join(METHODS)}. grpo/rloo need `pip install "
-        "'superhf[compare]'`, ppo `make ppo-env`; without them they are recorded as skipped.",
+        "'superhf[compare]'`, ppo `make ppo-env` (else they are skipped).",
         "methods",
     )
     sampled_token_budget: int = config_field(
         20000,
         "Completion tokens each trained method may sample (prompts not counted); a run stops "
-        "after the step that reaches it. SFT trains on as many chosen-answer tokens as SuperHF "
-        "trains on (budget / num_generations), or one epoch if smaller.",
+        "after the step that reaches it. SFT trains on budget / num_generations tokens.",
         "methods",
     )
     seeds: list[int] = config_field([0, 1, 2], "Seeds; every method runs each.", "methods")
@@ -164,8 +121,8 @@ class CompareConfig:
     )
     learning_rates: list[float] = config_field(
         [5e-4],
-        "The learning-rate sweep, the same for every trained method; each method's reported "
-        "rate is the one with the best mean train reward on the held-out prompts.",
+        "The learning-rate sweep of every trained method; each reports the rate with its best "
+        "mean train reward on the held-out prompts.",
         "methods",
     )
     superhf_betas: list[float] = config_field(
@@ -175,87 +132,59 @@ class CompareConfig:
     )
     kl_sweep_seeds: list[int] | None = config_field(
         None,
-        "Seeds of the SuperHF betas other than 0 and SuperHF's default (0.35): the KL sweep's "
-        "inner points, which draw one trade-off curve rather than a seed spread. Unset: every "
-        "seed of superhf.",
+        "Seeds of the SuperHF betas other than 0 and SuperHF's default (the KL sweep's inner "
+        "points). Unset: every seed of superhf.",
         "methods",
     )
     superhf_variants: dict[str, dict[str, Any]] = config_field(
         {},
-        "Named SuperHF variants, each its own row beside superhf, e.g. {negatives: "
-        "{negative_weight: 0.5}}: SuperHFConfig fields over method_settings.superhf, run at "
-        "every seed and learning rate, at SuperHF's default beta unless the variant sets one.",
+        "Named SuperHF variants, each a row of its own, e.g. {negatives: {negative_weight: "
+        "0.5}}: SuperHF settings over method_settings.superhf, at its default beta unless set.",
         "methods",
     )
-    lr_scheduler_type: str = config_field(
-        "constant_with_warmup",
-        "Schedule of every trained method (a token budget has no known step count, so the "
-        "default is constant after the warm-up).",
-        "methods",
-    )
-    warmup_steps: int = config_field(2, "Warm-up updates of every trained method.", "methods")
     method_settings: dict[str, dict[str, Any]] = config_field(
         {},
-        "Per-method extras, e.g. {superhf: {eval_steps: 5}, grpo: {loss_type: dapo, beta: 0.0}}: "
-        "SuperHFConfig fields for superhf, TRL config fields for grpo/rloo/ppo, "
-        "per_device_train_batch_size for sft. `beta` sets a baseline's KL coefficient.",
+        "Per-method extras, e.g. {superhf: {eval_steps: 5}, grpo: {loss_type: dapo}}: SuperHF, "
+        "TRL or SFT settings; `beta` sets a baseline's KL coefficient.",
         "methods",
     )
 
     # --- evaluation ------------------------------------------------------------------------
     eval_max_completion_length: int | None = config_field(
         None,
-        "Most new tokens per evaluation answer (unset: max_completion_length; paper: 128). "
-        "Evaluation samples one answer per prompt at temperature 0.7, top_p 0.95.",
+        "Most new tokens per evaluation answer (unset: max_completion_length; paper: 128).",
         "evaluation",
     )
     eval_seed: int = config_field(
         0, "Sampling seed of every evaluation, so runs differ only by their policy.", "evaluation"
     )
-    meteor_pairs: int = config_field(
-        500, "Cross-prompt pairs for METEOR similarity (0 = skip).", "evaluation"
-    )
 
     # --- output --------------------------------------------------------------------------
     output_dir: str = config_field(
         "runs/compare",
-        "Where runs/, reward_models/, data/, results.json, the plots and report.md go. "
-        "Running again continues: finished runs (done.json) are never redone.",
+        "Where runs/, reward_models/, data/, results.json, the plots and report.md go; "
+        "finished runs in it are never redone.",
         "output",
     )
     report_only: bool = config_field(
         False,
-        "Write results.json, the plots and report.md from what is finished and evaluated so "
-        "far; train and evaluate nothing (the rest is listed as pending). Safe beside a "
-        "running comparison of the same output_dir.",
+        "Write results.json, the plots and report.md from what is finished so far and run "
+        "nothing; safe beside a running comparison of the same output_dir.",
         "output",
     )
     isolate_runs: bool = config_field(
         True,
         "Run each method run in its own Python process (its own peak memory; a crash is "
-        "recorded and the comparison goes on). Off: in this process (tests).",
+        "recorded). Off: in this process (tests).",
         "output",
     )
 
-    def __post_init__(self) -> None:
-        check_types(self)
-        _check_finite(self)
-        for name in (
-            "lora_r",
-            "lora_alpha",
-            "num_eval_prompts",
-            "max_prompt_length",
-            "num_generations",
-            "max_completion_length",
-            "prompts_per_step",
-            "sampled_token_budget",
-        ):
-            if getattr(self, name) < 1:
-                raise ConfigError(f"{name} must be >= 1, got {getattr(self, name)}.")
-        if self.warmup_steps < 0 or self.meteor_pairs < 0:
-            raise ConfigError("warmup_steps and meteor_pairs must be >= 0.")
-        if self.temperature <= 0 or not 0 < self.top_p <= 1:
-            raise ConfigError("temperature must be > 0 and top_p in (0, 1].")
+    def validate(self) -> None:
+        super().validate()
+        self.check_task()
+        self.check_schedule()
+        self.check_meteor()
+        check_at_least(self, 1, "num_eval_prompts", "prompts_per_step", "sampled_token_budget")
         unknown = [m for m in self.methods if m not in METHODS]
         if unknown or not self.methods:
             raise ConfigError(
@@ -294,9 +223,9 @@ class CompareConfig:
                 raise ConfigError(
                     f"method_settings.{method} must be a mapping of setting: value, got {value!r}."
                 )
-        if self.train_reward_model_data is None:
-            check_reward_weights(self.reward_weights, len(self.reward_funcs))
-        elif self.reward_funcs != ["default"] or self.reward_weights is not None:
+        if self.train_reward_model_data is not None and (
+            self.reward_funcs != ["default"] or self.reward_weights is not None
+        ):
             raise ConfigError(
                 "train_reward_model_data builds the train reward model, which replaces "
                 "reward_funcs: leave reward_funcs and reward_weights unset, or drop "
@@ -325,11 +254,6 @@ class CompareConfig:
     def beta_of(self, method: str) -> float:
         return float(self.method_settings.get(method, {}).get("beta", DEFAULT_BETAS[method]))
 
-    def to_dict(self) -> dict[str, Any]:
-        from dataclasses import asdict
-
-        return asdict(self)
-
 
 def parse_compare_args(argv: list[str]) -> CompareConfig:
     """`superhf compare [--config FILE] [--name value ...]`."""
@@ -340,6 +264,6 @@ def parse_compare_args(argv: list[str]) -> CompareConfig:
         description="Run SuperHF beside best-of-n, SFT and TRL's GRPO/RLOO/PPO on one task at "
         "an equal sampled-token budget, evaluate every run on the same held-out prompts "
         "(train and test reward, METEOR, KL, entropy, length, distinct-n) and write "
-        "results.json, plots and report.md. Settings come from the defaults, then --config "
-        "FILE (YAML), then the command line. Run it again to continue a stopped comparison.",
+        "results.json, plots and report.md. Run it again to continue a stopped comparison "
+        "(finished runs are kept); configs/compare/quick.yaml finishes in minutes.",
     )

@@ -1,7 +1,7 @@
 """Every finished run evaluated the same way, on the same held-out prompts, with one seed.
 
 The paper's evaluation sampling (one answer per prompt, temperature 0.7, top_p 0.95) through
-`superhf eval`'s own code (`_evaluate_one`): train reward, test reward, METEOR with its
+`superhf eval`'s own code (`evaluate_one`): train reward, test reward, METEOR with its
 interval, KL to the start, entropy, length, distinct-n. Best-of-n samples n answers per
 prompt from the start policy with the same settings and keeps the one the train reward
 prefers; it has no weights of its own, so its KL to the start is given as the analytic bound
@@ -23,8 +23,8 @@ from transformers import set_seed
 from superhf.config import EvalConfig
 from superhf.data import load_prompt_dataset, prepare_prompts, question_text
 from superhf.evaluation.entropy import entropy_estimate
-from superhf.evaluation.evaluate import _evaluate_one, summarize
-from superhf.evaluation.heldout import _meteor, _score, mean_se
+from superhf.evaluation.evaluate import evaluate_one, summarize
+from superhf.evaluation.heldout import mean_se, meteor_across_prompts, score_completions
 from superhf.evaluation.kl import KL_ESTIMATOR
 from superhf.files import json_safe
 from superhf.generation import generate_completions
@@ -87,7 +87,7 @@ class Evaluator:
             self.config, output_dir=str(out_dir), reference_model=reference_model
         )
         out_dir.mkdir(parents=True, exist_ok=True)
-        return _evaluate_one(
+        return evaluate_one(
             inspect_model(path),
             name,
             self.rows,
@@ -127,13 +127,13 @@ class Evaluator:
                     c.prompt_index += first
                 completions += samples
                 sampled_tokens += stats.num_sampled_tokens
-        scores = _score(self.scorer, prompts, completions)
+        scores = score_completions(self.scorer, prompts, completions)
         kept = top_k_per_prompt(scores.total, [c.prompt_index for c in completions], 1)
         chosen = [completions[i] for i in kept]
         rewards = [scores.total[i] for i in kept]
-        test = _score(self.test_scorer, prompts, chosen)
+        test = score_completions(self.test_scorer, prompts, chosen)
         entropy = entropy_estimate(model, tokenizer, texts, chosen, config.kl_batch_size)
-        meteor = _meteor(chosen, config.meteor_pairs, config.seed, prompts)
+        meteor = meteor_across_prompts(chosen, config.meteor_pairs, config.seed, prompts)
         metrics = summarize(
             [c.text for c in chosen],
             [c.num_tokens for c in chosen],

@@ -12,20 +12,23 @@ again continues a killed comparison; a SuperHF run also resumes from its own che
 
 from __future__ import annotations
 
+import copy
 import json
 import subprocess
 import sys
 import time
+from dataclasses import fields
 from pathlib import Path
 from typing import Any
 
 from rich.console import Console
 
-from superhf.compare import evaluation, results
+from superhf.compare import evaluation, plots, report, results
 from superhf.compare.config import SUPERHF_DEFAULT_BETA, CompareConfig
 from superhf.compare.methods import RUN_FILE, STATUS_FILE, execute, write_json
 from superhf.compare.spec import DONE_FILE, MethodRun
 from superhf.compare.task import Task, prepare_task
+from superhf.config import TaskSettings
 from superhf.console import make_console, progress_bar
 
 SHARED_EXTRAS = ("lr_scheduler_type", "warmup_steps")
@@ -53,10 +56,24 @@ def _arms(cfg: CompareConfig) -> list[tuple[str, str, list[float], dict[str, Any
     return arms
 
 
+def task_settings(cfg: CompareConfig, task: Task) -> dict[str, Any]:
+    """The `TaskSettings` every run gets: the comparison's, with the prompts and rewards the
+    task prepared (the training prompts file, a built train or test reward model)."""
+    values = {f.name: copy.deepcopy(getattr(cfg, f.name)) for f in fields(TaskSettings)}
+    return values | {
+        "dataset_name": task.train_file,
+        "dataset_train_split": "train",
+        "reward_funcs": list(task.reward_funcs),
+        "reward_weights": copy.deepcopy(task.reward_weights),
+        "test_reward_model": task.test_reward_model,
+    }
+
+
 def expand_runs(cfg: CompareConfig, task: Task) -> list[MethodRun]:
     """One MethodRun per (method or variant, seed, learning rate[, SuperHF beta]), seed by
     seed."""
     out = Path(cfg.output_dir) / "runs"
+    shared = task_settings(cfg, task)
     runs = []
     for method, variant, betas, own in _arms(cfg):
         rates = [0.0] if method == "best_of_n" else cfg.learning_rates
@@ -72,29 +89,14 @@ def expand_runs(cfg: CompareConfig, task: Task) -> list[MethodRun]:
                     name = run_name(method, lr, beta, seed, variant)
                     runs.append(
                         MethodRun(
+                            **copy.deepcopy(shared),
                             method=method,
                             output_dir=str(out / name),
-                            model_name_or_path=cfg.model_name_or_path,
-                            dataset_name=task.train_file,
-                            dataset_train_split="train",
-                            apply_chat_template=cfg.apply_chat_template,
-                            max_prompt_length=cfg.max_prompt_length,
-                            reward_funcs=list(task.reward_funcs),
-                            reward_weights=task.reward_weights,
-                            test_reward_model=task.test_reward_model,
-                            num_generations=cfg.num_generations,
-                            max_completion_length=cfg.max_completion_length,
-                            temperature=cfg.temperature,
-                            top_p=cfg.top_p,
                             prompts_per_step=cfg.prompts_per_step,
                             learning_rate=lr,
                             beta=beta,
                             seed=seed,
                             sampled_token_budget=cfg.sampled_token_budget,
-                            lora_r=cfg.lora_r,
-                            lora_alpha=cfg.lora_alpha,
-                            lora_dropout=cfg.lora_dropout,
-                            lora_target_modules=list(cfg.lora_target_modules),
                             extra=dict(extra),
                             variant=variant,
                         )
@@ -212,7 +214,7 @@ def run_comparison(cfg: CompareConfig, console: Console | None = None) -> dict[s
             progress.advance(bar)
         progress.update(bar, description="comparison")
     result = results.build_results(cfg, task, evaluator, start, records, started)
-    results.write_outputs(result, out, console)
+    write_outputs(result, out, console)
     return result
 
 
@@ -225,3 +227,11 @@ def evaluate_start(folder: Path, evaluator: evaluation.Evaluator, model: str) ->
     return evaluation.store(folder, {"settings": evaluator.settings(), "metrics": metrics})[
         "metrics"
     ]
+
+
+def write_outputs(result: dict[str, Any], out: Path, console: Console) -> None:
+    """results.json, the plots and report.md."""
+    (out / "results.json").write_text(json.dumps(result, indent=2) + "\n", encoding="utf-8")
+    drawn = plots.draw_plots(result, out)
+    path = report.write_report(result, drawn, out)
+    console.print(f"Done. {out / 'results.json'}, {len(drawn)} plots and {path}")

@@ -10,11 +10,13 @@ environment) a run is recorded as skipped with the reason, never a crash of the 
 
 from __future__ import annotations
 
+import copy
 import json
 import random
 import sys
 import time
 import traceback
+from dataclasses import fields
 from pathlib import Path
 from typing import Any
 
@@ -69,32 +71,15 @@ def write_run_files(run: MethodRun, settings: dict[str, Any]) -> None:
 
 def superhf_config(run: MethodRun) -> Any:
     """The SuperHFConfig of a run: the project's defaults, the shared task, the run's extras."""
-    from superhf.config import SuperHFConfig
+    from superhf.config import SuperHFConfig, SweepSettings, TaskSettings
 
-    values: dict[str, Any] = {
-        "model_name_or_path": run.model_name_or_path,
-        "dataset_name": run.dataset_name,
-        "dataset_train_split": run.dataset_train_split,
-        "apply_chat_template": run.apply_chat_template,
-        "max_prompt_length": run.max_prompt_length,
-        "reward_funcs": list(run.reward_funcs),
-        "reward_weights": run.reward_weights,
-        "test_reward_model": run.test_reward_model,
-        "num_generations": run.num_generations,
-        "max_completion_length": run.max_completion_length,
-        "temperature": run.temperature,
-        "top_p": run.top_p,
+    shared = [*fields(TaskSettings), *fields(SweepSettings)]
+    values: dict[str, Any] = {f.name: copy.deepcopy(getattr(run, f.name)) for f in shared}
+    values |= {
         "prompts_per_iteration": run.prompts_per_step,
-        "learning_rate": run.learning_rate,
-        "beta": run.beta,
-        "seed": run.seed,
         "max_sampled_tokens": run.sampled_token_budget,
         "max_iterations": None,  # the budget stops the run; the prompts bound it
         "use_peft": True,
-        "lora_r": run.lora_r,
-        "lora_alpha": run.lora_alpha,
-        "lora_dropout": run.lora_dropout,
-        "lora_target_modules": list(run.lora_target_modules),
         "output_dir": run.output_dir,
         # fp32 as the TRL baselines sample (and as every cached run did), whatever the CPU
         "sampling_dtype": "float32",
@@ -235,10 +220,9 @@ def run_sft(run: MethodRun) -> None:
             "sft_dataset_name to preference pairs (HH transcripts or prompt/chosen)."
         )
     import torch
-    from peft import LoraConfig
 
     from superhf.batching import build_training_batch, encode_prompt
-    from superhf.models import get_peft_model, load_model, load_tokenizer
+    from superhf.models import get_peft_model, load_model, load_tokenizer, lora_config
     from superhf.train.loss import superhf_loss
     from superhf.train.run_log import peak_memory_mb
     from superhf.train.schedule import iteration_scheduler
@@ -262,14 +246,7 @@ def run_sft(run: MethodRun) -> None:
         pairs.append((prompt, answer if clipped else [*answer, tokenizer.eos_token_id]))
     batches, stopped_by = _sft_plan(pairs, batch_size, max_tokens)
     model = load_model(run.model_name_or_path)
-    lora = LoraConfig(
-        r=run.lora_r,
-        lora_alpha=run.lora_alpha,
-        lora_dropout=run.lora_dropout,
-        target_modules=list(run.lora_target_modules),
-        task_type="CAUSAL_LM",
-    )
-    policy = get_peft_model(model, lora)
+    policy = get_peft_model(model, lora_config(run))
     policy.train()
     params = [p for p in policy.parameters() if p.requires_grad]
     optimizer = torch.optim.AdamW(params, lr=run.learning_rate, weight_decay=0.01)

@@ -20,7 +20,7 @@ from typing import Any
 
 import numpy as np
 
-from superhf.compare.results import arm_key
+from superhf.compare.results import arm_key, label
 
 
 def _figure() -> Any:
@@ -162,8 +162,6 @@ def train_vs_test(result: dict[str, Any], path: Path) -> bool:
 
 
 def _label(run: dict[str, Any]) -> str:
-    from superhf.compare.results import label
-
     return label(run["method"], run["beta"], run.get("variant", ""))
 
 

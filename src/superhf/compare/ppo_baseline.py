@@ -40,6 +40,7 @@ from superhf.compare.baseline_run import (
     ProgressLog,
     check_trl_overrides,
     max_updates,
+    quiet_trl_args,
     split_extra,
     stop_sequences,
     training_prompts,
@@ -130,12 +131,7 @@ def ppo_settings(run: MethodRun, use_cpu: bool) -> dict[str, Any]:
         use_cpu=use_cpu,
         gradient_checkpointing=False,
         num_sample_generations=0,
-        eval_strategy="no",
-        save_strategy="no",
-        push_to_hub=False,
-        report_to="none",
-        logging_steps=1,
-        disable_tqdm=True,
+        **quiet_trl_args(),
     )
 
 
@@ -193,14 +189,13 @@ def train_ppo(run: MethodRun) -> None:
     """The PPO run itself (in .venv-ppo); settings, prompts and rewards checked first."""
     import torch
     from datasets import Dataset
-    from peft import LoraConfig
     from transformers import AutoModelForSequenceClassification, TrainerCallback, set_seed
     from trl.experimental.ppo import PPOConfig, PPOTrainer
     from trl.experimental.ppo import ppo_trainer as ppo_module
 
     from superhf.batching import encode_prompt
     from superhf.generation import stop_token_ids
-    from superhf.models import load_model, load_tokenizer, resolve_model_path
+    from superhf.models import load_model, load_tokenizer, lora_config, resolve_model_path
     from superhf.rewards.scoring import RewardScorer, load_reward_funcs
 
     _, overrides = split_extra(run)
@@ -253,13 +248,7 @@ def train_ppo(run: MethodRun) -> None:
         train_dataset=Dataset.from_list([{"input_ids": ids} for ids in prompt_ids]),
         value_model=value,
         callbacks=[SampledTokenBudget()],
-        peft_config=LoraConfig(
-            r=run.lora_r,
-            lora_alpha=run.lora_alpha,
-            lora_dropout=run.lora_dropout,
-            target_modules=list(run.lora_target_modules),
-            task_type="CAUSAL_LM",
-        ),
+        peft_config=lora_config(run),
     )
     stop_reason = "total_episodes"
     try:
@@ -272,12 +261,7 @@ def train_ppo(run: MethodRun) -> None:
         "trl_config": args.to_dict(),
         "generation": {"top_p": 1.0, "top_k": 0, "temperature": run.temperature},
         "pad_token": ppo_tokenizer.pad_token,
-        "lora": {
-            "r": run.lora_r,
-            "lora_alpha": run.lora_alpha,
-            "lora_dropout": run.lora_dropout,
-            "target_modules": list(run.lora_target_modules),
-        },
+        "lora": run.lora_kwargs(),
         "value_model": "the start policy with a new one-logit head, trained in full",
         "stop_sequences": stops,
         "num_prompts": len(prompts),

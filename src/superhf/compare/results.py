@@ -21,8 +21,6 @@ from importlib import metadata
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from rich.console import Console
-
 from superhf.compare.spec import DONE_FILE, PROGRESS_FILE, SETTINGS_FILE, MethodRun
 from superhf.evaluation.heldout import mean_se
 from superhf.files import json_safe, read_json_lines, read_text
@@ -310,14 +308,3 @@ def build_results(
             "pending": [r["name"] for r in records if r["status"] == "pending"],
         }
     )
-
-
-def write_outputs(result: dict[str, Any], out: Path, console: Console) -> None:
-    """results.json, the plots and report.md."""
-    from superhf.compare.plots import draw_plots
-    from superhf.compare.report import write_report
-
-    (out / "results.json").write_text(json.dumps(result, indent=2) + "\n", encoding="utf-8")
-    plots = draw_plots(result, out)
-    path = write_report(result, plots, out)
-    console.print(f"Done. {out / 'results.json'}, {len(plots)} plots and {path}")

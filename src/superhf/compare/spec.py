@@ -16,44 +16,29 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
+from superhf.config import SweepSettings, TaskSettings
+
 DONE_FILE = "done.json"
 PROGRESS_FILE = "progress.jsonl"
 SETTINGS_FILE = "settings.json"
 
 
-@dataclass
-class MethodRun:
+@dataclass(kw_only=True)
+class MethodRun(TaskSettings, SweepSettings):
+    """One run of one method: the comparison's task (`TaskSettings`: start policy, LoRA,
+    prompts, sampling, rewards; the same for every method), this run's learning rate, beta and
+    seed (`SweepSettings`), and what the comparison adds.
+
+    `dataset_name` is the training prompts file the comparison wrote (a path `superhf.data`
+    reads); `reward_funcs` the train reward, as `superhf.rewards.load_reward_funcs` reads it;
+    `test_reward_model` the held-out reward model, evaluated, never trained on."""
+
     method: str
     """"superhf", "best_of_n", "sft", "grpo", "rloo" or "ppo"."""
     output_dir: str
-    model_name_or_path: str
-    """The start policy, the same for every method."""
-    dataset_name: str
-    """The training prompts (a path or embedded name that `superhf.data` reads)."""
-    dataset_train_split: str
-    apply_chat_template: bool
-    max_prompt_length: int
-    reward_funcs: list[str]
-    """The train reward, as `superhf.rewards.load_reward_funcs` reads it."""
-    reward_weights: list[float] | None
-    test_reward_model: str | None
-    """The held-out reward model: evaluated, never trained on."""
-    num_generations: int
-    max_completion_length: int
-    temperature: float
-    top_p: float
     prompts_per_step: int
-    learning_rate: float
-    beta: float
-    seed: int
     sampled_token_budget: int
     """Stop once this many completion tokens were sampled (prompt tokens not counted)."""
-    lora_r: int = 16
-    lora_alpha: int = 32
-    lora_dropout: float = 0.05
-    lora_target_modules: list[str] = field(
-        default_factory=lambda: ["q_proj", "k_proj", "v_proj", "o_proj"]
-    )
     extra: dict[str, Any] = field(default_factory=dict)
     """Method-specific settings (TRL's config fields, SuperHF's options), written to settings."""
     variant: str = ""

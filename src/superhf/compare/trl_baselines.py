@@ -36,6 +36,7 @@ from superhf.compare.baseline_run import (
     check_trl_overrides,
     max_updates,
     prompt_ids_match,
+    quiet_trl_args,
     split_extra,
     split_prompts,
     stop_sequences,
@@ -123,13 +124,7 @@ def trl_settings(run: MethodRun, use_cpu: bool) -> dict[str, Any]:
         fp16=False,
         use_cpu=use_cpu,
         gradient_checkpointing=False,
-        # Nothing else: no evaluation, no checkpoints, no hub, no trackers.
-        eval_strategy="no",
-        save_strategy="no",
-        push_to_hub=False,
-        report_to="none",
-        logging_steps=1,
-        disable_tqdm=True,
+        **quiet_trl_args(),
         log_completions=False,
     )
     if run.method == "grpo":
@@ -146,11 +141,10 @@ def build_trl_trainer(run: MethodRun) -> tuple[Any, BaselineReward, list[Prompt]
     trl = _import_trl()
     import torch
     from datasets import Dataset
-    from peft import LoraConfig
     from transformers import set_seed
 
     from superhf.generation import stop_token_ids
-    from superhf.models import load_model, load_tokenizer
+    from superhf.models import load_model, load_tokenizer, lora_config
     from superhf.rewards.scoring import RewardScorer, load_reward_funcs
 
     config_cls, trainer_cls = (
@@ -180,13 +174,6 @@ def build_trl_trainer(run: MethodRun) -> tuple[Any, BaselineReward, list[Prompt]
 
     set_seed(run.seed)  # before LoRA's initialisation, as SuperHFTrainer does
     model = load_model(run.model_name_or_path)
-    lora = LoraConfig(
-        r=run.lora_r,
-        lora_alpha=run.lora_alpha,
-        lora_dropout=run.lora_dropout,
-        target_modules=list(run.lora_target_modules),
-        task_type="CAUSAL_LM",
-    )
     reward = BaselineReward(prompts, scorer, tokenizer, stop_token_ids(model, tokenizer), stops)
     reward.count_on_score = False  # counted before the cut, in StoppingTrainer._generate
     trainer_cls = stopping_at_sequences(trainer_cls, reward)
@@ -199,7 +186,7 @@ def build_trl_trainer(run: MethodRun) -> tuple[Any, BaselineReward, list[Prompt]
         args=args,
         train_dataset=dataset,
         processing_class=tokenizer,
-        peft_config=lora,
+        peft_config=lora_config(run),
     )
     return trainer, reward, heldout, notes
 
@@ -252,12 +239,7 @@ def run_trl_baseline(run: MethodRun) -> None:
         "method": run.method,
         "trl_version": TRL_VERSION,
         "trl_config": trainer.args.to_dict(),
-        "lora": {
-            "r": run.lora_r,
-            "lora_alpha": run.lora_alpha,
-            "lora_dropout": run.lora_dropout,
-            "target_modules": list(run.lora_target_modules),
-        },
+        "lora": run.lora_kwargs(),
         "stop_sequences": reward.stop_sequences,
         "num_prompts": len(reward.prompts),
         "notes": notes,

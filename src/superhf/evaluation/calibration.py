@@ -32,9 +32,9 @@ from typing import TYPE_CHECKING, Any, Literal
 import numpy as np
 from tqdm.auto import tqdm
 
-from superhf.config import check_types, config_field, parse_config_args
 from superhf.errors import ConfigError, DatasetError
 from superhf.files import is_local_path, json_safe, read_json_lines, read_text
+from superhf.settings import check_types, config_field, parse_config_args
 
 if TYPE_CHECKING:  # torch and transformers load with a model, not for `calibrate --help`
     from transformers import PreTrainedModel, PreTrainedTokenizerBase

@@ -31,7 +31,13 @@ from superhf.console import make_console, progress_bar
 from superhf.data import load_prompt_dataset, prepare_prompts, question_text
 from superhf.errors import ConfigError
 from superhf.evaluation.entropy import entropy_estimate
-from superhf.evaluation.heldout import _meteor, _score, distinct_n, mean_se, sample_completions
+from superhf.evaluation.heldout import (
+    distinct_n,
+    mean_se,
+    meteor_across_prompts,
+    sample_completions,
+    score_completions,
+)
 from superhf.evaluation.kl import KL_ESTIMATOR, KL_SAMPLING_NOTE, KLEstimate, kl_estimate
 from superhf.files import EVAL_FILE, is_local_path, json_safe
 from superhf.models import ModelSpec, inspect_model, load_policy, reference_name
@@ -129,7 +135,7 @@ def evaluate_models(
     }
     references: dict[str, PreTrainedModel] = {}
     for spec, name in zip(specs, names, strict=True):
-        metrics = _evaluate_one(spec, name, rows, config, scorer, test_scorer, references, console)
+        metrics = evaluate_one(spec, name, rows, config, scorer, test_scorer, references, console)
         result["models"][name] = metrics
         (out / EVAL_FILE).write_text(
             json.dumps(json_safe(result), indent=2) + "\n", encoding="utf-8"
@@ -151,7 +157,7 @@ def chat_template_for(spec: ModelSpec, config: EvalConfig) -> bool:
     return bool((spec.run_config or {}).get("apply_chat_template", False))
 
 
-def _evaluate_one(
+def evaluate_one(
     spec: ModelSpec,
     name: str,
     rows: list[dict[str, Any]],
@@ -190,8 +196,8 @@ def _evaluate_one(
         seconds["generate"] = time.perf_counter() - t0
         progress.update(task, description=f"{name}: scoring")
         t0 = time.perf_counter()
-        scores = _score(scorer, prompts, completions)
-        test_scores = _score(test_scorer, prompts, completions)
+        scores = score_completions(scorer, prompts, completions)
+        test_scores = score_completions(test_scorer, prompts, completions)
         rewards = scores.total
         test_rewards = test_scores.total if test_scores is not None else None
         seconds["score"] = time.perf_counter() - t0
@@ -227,7 +233,7 @@ def _evaluate_one(
             seconds["entropy"] = time.perf_counter() - t0
         progress.update(task, description=f"{name}: METEOR")
         t0 = time.perf_counter()
-        meteor = _meteor(completions, config.meteor_pairs, config.seed, prompts)
+        meteor = meteor_across_prompts(completions, config.meteor_pairs, config.seed, prompts)
         seconds["meteor"] = time.perf_counter() - t0
     metrics = summarize(
         [c.text for c in completions],

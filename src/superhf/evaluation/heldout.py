@@ -116,7 +116,7 @@ def _columns(prompts: Sequence[Prompt]) -> dict[str, list[Any]]:
     return {k: [p.columns.get(k) for p in prompts] for k in keys}
 
 
-def _score(
+def score_completions(
     scorer: RewardScorer | None, prompts: Sequence[Prompt], completions: Sequence[Completion]
 ) -> Scores | None:
     """The scorer's scores of the completions (prompts and columns as the trainer passes them)."""
@@ -130,7 +130,7 @@ def _score(
     )
 
 
-def _meteor(
+def meteor_across_prompts(
     completions: Sequence[Completion],
     num_pairs: int,
     seed: int,
@@ -196,8 +196,8 @@ def sample_and_score(
         completions = sample_completions(
             model, tokenizer, [p.text for p in prompts], config, seeds=seeds
         )
-        rewards = _score(scorer, prompts, completions)
-        test = _score(test_scorer, prompts, completions)
+        rewards = score_completions(scorer, prompts, completions)
+        test = score_completions(test_scorer, prompts, completions)
     return completions, rewards, test
 
 
@@ -244,7 +244,7 @@ def summarize_eval(
 ) -> dict[str, float]:
     """`generate_and_score`'s numbers from the completions and scores of every prompt."""
     with fork_all_rng():
-        meteor = _meteor(completions, meteor_pairs, seed, prompts)
+        meteor = meteor_across_prompts(completions, meteor_pairs, seed, prompts)
     nan = math.nan
 
     def value(x: float | None) -> float:

@@ -35,9 +35,9 @@ from typing import Any, Protocol
 
 import numpy as np
 
-from superhf.config import check_types, config_field, parse_config_args
 from superhf.errors import ConfigError, DatasetError, JudgeError
 from superhf.files import json_safe, read_json_lines, read_text
+from superhf.settings import check_types, config_field, parse_config_args
 from superhf.stats import wilson_interval
 
 logger = logging.getLogger(__name__)

@@ -6,8 +6,8 @@ in the browser.
 Train reward with its spread, held-out train and test reward with standard errors, each reward
 component, KL, METEOR with its 95% interval, length and clipped share, seconds per stage, and
 (several runs) reward against METEOR. Runs are overlaid, one colour each; iterations where
-the reward-hacking monitor fired are red dotted lines. report.md's plots (report.py) are drawn
-by the same helpers.
+the reward-hacking monitor fired are red dotted lines. report.md's plots (report_plots.py) are
+drawn by the same helpers.
 """
 
 from __future__ import annotations
@@ -19,9 +19,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from superhf.evaluation.report import (
+from superhf.evaluation.report_plots import (
     PlotTarget,
-    Run,
     _colors,
     _finish,
     _mark_hacking,
@@ -29,6 +28,7 @@ from superhf.evaluation.report import (
     plot_meteor,
     plot_tradeoff,
 )
+from superhf.evaluation.report_runs import Run
 
 if TYPE_CHECKING:
     from matplotlib.axes import Axes

@@ -32,8 +32,8 @@ from pathlib import Path
 from typing import Any
 
 from superhf import __version__
-from superhf.evaluation.report import KEY_SETTINGS, Run, first_window_mean
 from superhf.evaluation.report_curves import curves
+from superhf.evaluation.report_runs import KEY_SETTINGS, Run, first_window_mean
 from superhf.evaluation.summary import run_summary
 from superhf.files import COMPLETIONS_FILE, EVAL_COMPLETIONS_FILE, read_json_lines, read_text
 
