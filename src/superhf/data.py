@@ -165,6 +165,17 @@ def message_text(content: Any) -> str:
     return "" if content is None else str(content)
 
 
+def completion_text(completion: str | Sequence[dict[str, Any]]) -> str:
+    """The answer as a string; a conversational completion gives its last assistant message."""
+    if isinstance(completion, str):
+        return completion
+    messages = list(completion)
+    for message in reversed(messages):
+        if message.get("role") == "assistant":
+            return message_text(message.get("content"))
+    return message_text(messages[-1].get("content")) if messages else ""
+
+
 def question_text(prompt: str | Sequence[dict[str, Any]]) -> str:
     """The question being answered: the string itself, an HH-form prompt's last human turn
     (HH rows reach reward functions as "\\n\\nHuman: q\\n\\nAssistant:"), or a conversation's

@@ -104,6 +104,7 @@ import math
 import os
 import re
 from collections.abc import Callable, Sequence
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -112,13 +113,15 @@ from transformers import DynamicCache
 
 from superhf.batching import left_pad
 from superhf.config import EMBEDDED_MODEL
-from superhf.data import message_text as _content_text
+from superhf.data import completion_text
 from superhf.data import question_text as prompt_text
 from superhf.models import load_model, load_tokenizer
-from superhf.rewards.harmlessness import LinearHead, shipped_head_path
+from superhf.rewards.harmlessness import FOLDER_HEAD_NAME, LinearHead, shipped_head_path
+from superhf.rewards.request_risk import RiskHead, shipped_risk_head_path
 
 __all__ = [
     "DefaultReward",
+    "EmbeddingHeadReward",
     "completion_text",
     "prompt_text",
     "split_sentences",
@@ -130,8 +133,15 @@ MAX_TOKENS = 256
 # Off-topic text sits near 0; on-topic answers land around 0.2-0.8 (lower for continuations).
 RELEVANCE_LOW = 0.05
 RELEVANCE_HIGH = 0.50
-# Fewer new tokens than this scale relevance down, so "echo + one word" is not a full answer.
-MIN_NEW_TOKENS = 8
+# Fewer new tokens than this scale relevance down, so "echo + one word", a keyword list or a
+# restated question is not a full answer. Chosen on the tuning half of the reply cases
+# (tests/rewards/reply_cases.py): 8 and 12 let keyword lists and a restatement tie or win, 16
+# left one keyword list level with the answer, 20 put them all at least 0.2 below it.
+MIN_NEW_TOKENS = 20
+# Each sentence's cosine with the prompt, mapped from [LOW, HIGH] to [0, 1], weighs how much of
+# the answer is about the prompt: unrelated text appended to an answer dilutes its relevance.
+ON_TOPIC_LOW = 0.05
+ON_TOPIC_HIGH = 0.20
 # profanity-check P(offensive): below LOW is noise on benign text, above HIGH is clear abuse.
 TOXICITY_LOW = 0.5
 TOXICITY_HIGH = 0.95
@@ -152,10 +162,11 @@ MIN_SENTENCE_CHARS = 12
 # one cut off mid-sentence above HIGH (about 15-30).
 UNFINISHED_LOW = 5.0
 UNFINISHED_HIGH = 15.0
-# Weight of the learned harmlessness component (in [-1, 1]) in the total. Chosen on the written
-# examples of tests/rewards/test_default.py: below ~0.6 polite on-topic harmful help (poisoning a
-# dog) still beats a refusal; above ~0.95 a restated question starts to beat a helpful answer.
-HARMLESSNESS_WEIGHT = 0.75
+# Weight of the learned harmlessness component (in [-1, 1], already scaled by the request's
+# risk) in the total. Chosen with the request-risk head's C on the tuning half of the reply cases
+# (tests/rewards/reply_cases.py) and the written examples of tests/rewards/test_default.py
+# (0.75, 1.0, 1.25 tried): at 1.25 every good answer wins on both, by at least 0.037.
+HARMLESSNESS_WEIGHT = 1.25
 # The harmlessness head reads the judge's last hidden layer (after its final norm), averaged over
 # the first this-many tokens of the answer, with the prompt before it as context.
 HARMLESSNESS_TOKENS = 64
@@ -165,17 +176,6 @@ JUDGE_MAX_ANSWER_TOKENS = 256
 
 Prompt = str | Sequence[dict[str, Any]]
 Completion = str | Sequence[dict[str, Any]]
-
-
-def completion_text(completion: Completion) -> str:
-    """The answer as a string; a conversational completion gives its last assistant message."""
-    if isinstance(completion, str):
-        return completion
-    messages = list(completion)
-    for message in reversed(messages):
-        if message.get("role") == "assistant":
-            return _content_text(message.get("content"))
-    return _content_text(messages[-1].get("content")) if messages else ""
 
 
 def split_sentences(text: str) -> list[str]:
@@ -229,6 +229,8 @@ class DefaultReward:
         self._judge_tokenizer: Any = None
         self._cache_key: tuple[tuple[str, ...], tuple[str, ...]] | None = None
         self._head: LinearHead | None = None
+        self._risk_head: RiskHead | None = None
+        self._risk_cache: dict[str, float] = {}
         self._cache: dict[str, list[float]] = {}
 
     # ----------------------------------------------------------------- TRL-facing interface
@@ -308,8 +310,9 @@ class DefaultReward:
                 for v, ok in zip(nll, live, strict=True)
             ]
             harmless = self._harmlessness_head().bounded(features)
+            risk = self.request_risk(list(key[0]))
             self._cache["harmlessness"] = [
-                float(h) if ok else -1.0 for h, ok in zip(harmless, live, strict=True)
+                float(r * h) if ok else -1.0 for r, h, ok in zip(risk, harmless, live, strict=True)
             ]
             self._cache_key = key
         return {name: list(values) for name, values in self._cache.items()}
@@ -331,6 +334,59 @@ class DefaultReward:
         if self._head is None:
             self._head = LinearHead.load(shipped_head_path())
         return self._head
+
+    def _request_risk_head(self) -> RiskHead:
+        if self._risk_head is None:
+            self._risk_head = RiskHead.load(shipped_risk_head_path())
+        return self._risk_head
+
+    def request_risk(self, prompts: Sequence[Prompt]) -> list[float]:
+        """P(the request is risky to fulfil) for each prompt, by the shipped request-risk head.
+
+        It scales the ``harmlessness`` component: refusing earns a bonus only where the request
+        is risky (``superhf.rewards.request_risk``). Each distinct prompt is read once.
+        """
+        texts = [prompt_text(p) for p in prompts]
+        new = [t for t in dict.fromkeys(texts) if t not in self._risk_cache]
+        if new:
+            if len(self._risk_cache) > 4096:  # bounded: a long run sees many prompts
+                self._risk_cache.clear()
+            probs = self._request_risk_head().probability(self.request_features(new))
+            self._risk_cache.update(zip(new, map(float, probs), strict=True))
+        return [self._risk_cache[t] for t in texts]
+
+    def request_features(self, prompts: Sequence[str]) -> np.ndarray:
+        """What the request-risk head reads: MiniLM's embedding of each request beside the
+        judge's last hidden state at the end of it (where the assistant's turn begins).
+
+        Shape (n, 384 + 576), float64. The head is fitted on these very features.
+        """
+        self._load()
+        self._load_judge()
+        ids = [tuple(i) for i in self._ids(list(prompts))]
+        emb = self._embed({i for i in ids if i})
+        mini = np.stack([emb[i] if i else np.zeros(self._model.config.hidden_size) for i in ids])
+        tok = self._judge_tokenizer
+        states = []
+        with torch.inference_mode():
+            for start in range(0, len(prompts), self.batch_size):
+                chunk = [
+                    tok(
+                        tok.apply_chat_template(
+                            [{"role": "user", "content": p}],
+                            tokenize=False,
+                            add_generation_prompt=True,
+                        ),
+                        add_special_tokens=False,
+                    )["input_ids"][-JUDGE_MAX_PROMPT_TOKENS:]
+                    for p in prompts[start : start + self.batch_size]
+                ]
+                ids_t, mask, pos = (t.to(self.device) for t in left_pad(chunk, tok.pad_token_id))
+                hidden = self._judge.model(
+                    input_ids=ids_t, attention_mask=mask, position_ids=pos
+                ).last_hidden_state
+                states.append(hidden[:, -1].float().cpu().numpy())  # left-padded: last is real
+        return np.concatenate([mini, np.concatenate(states).astype(np.float64)], axis=1)
 
     def _load_judge(self) -> None:
         if self._judge is not None:
@@ -515,7 +571,10 @@ class DefaultReward:
             if new and p_ids:
                 cos = float(emb[new] @ emb[p_ids])
                 support = min(1.0, len(new) / MIN_NEW_TOKENS)
-                scores["relevance"][i] = _ramp(cos, RELEVANCE_LOW, RELEVANCE_HIGH) * support
+                on_topic = _on_topic_share(sentence_ids[k], emb, emb[p_ids])
+                scores["relevance"][i] = (
+                    _ramp(cos, RELEVANCE_LOW, RELEVANCE_HIGH) * support * on_topic
+                )
 
             # toxicity: worst of the whole answer and each sentence
             worst = max([float(probs[k])] + [next(probs_iter) for _ in sentences[k]])
@@ -538,6 +597,23 @@ class DefaultReward:
             _duplicate_share([tuple(ids) for ids in s_ids if ids], emb),
             _duplicate_share(_windows(a_ids), emb),
         )
+
+
+def _on_topic_share(
+    s_ids: list[list[int]], emb: dict[tuple[int, ...], np.ndarray], prompt: np.ndarray
+) -> float:
+    """Token-weighted share of the answer's sentences that are about the prompt, in [0, 1].
+
+    A lone sentence counts as on topic (the answer's own relevance judges it).
+    """
+    units = [tuple(ids) for ids in s_ids if ids]
+    if len(units) < 2:
+        return 1.0
+    total = sum(len(u) for u in units)
+    return (
+        sum(len(u) * _ramp(float(emb[u] @ prompt), ON_TOPIC_LOW, ON_TOPIC_HIGH) for u in units)
+        / total
+    )
 
 
 def _windows(ids: list[int]) -> list[tuple[int, ...]]:
@@ -563,3 +639,25 @@ def _duplicate_share(units: list[tuple[int, ...]], emb: dict[tuple[int, ...], np
         len(u) * _ramp(c, REPEAT_LOW, REPEAT_HIGH) for u, c in zip(units, nearest, strict=True)
     )
     return dup / total
+
+
+class EmbeddingHeadReward:
+    """A head folder as a TRL-style reward function: the raw score of each (question, answer).
+
+    An empty answer gets the head's ``score_low``, the 5th percentile of its training answers.
+    """
+
+    def __init__(self, folder: str | Path, batch_size: int = 32, device: str = "cpu") -> None:
+        self.__name__ = Path(folder).resolve().name
+        self.head = LinearHead.load(Path(folder) / f"{FOLDER_HEAD_NAME}.safetensors")
+        self.embedder = DefaultReward(batch_size=batch_size, device=device)
+
+    def __call__(self, prompts: Sequence[Any], completions: Sequence[Any], **_: Any) -> list[float]:
+        answers = [completion_text(c) for c in completions]
+        raw = self.head.raw(
+            self.embedder.harmlessness_features([prompt_text(p) for p in prompts], answers)
+        )
+        return [
+            float(s) if a.strip() else self.head.score_low
+            for s, a in zip(raw, answers, strict=True)
+        ]

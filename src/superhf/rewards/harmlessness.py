@@ -32,12 +32,13 @@ import torch
 import torch.nn.functional as F
 
 from superhf import stats
+from superhf.data import completion_text
+from superhf.data import question_text as prompt_text
 
 __all__ = [
     "FEATURES",
     "HEAD_KIND",
     "FOLDER_HEAD_NAME",
-    "EmbeddingHeadReward",
     "LinearHead",
     "answer_pairs",
     "fit_linear_head",
@@ -136,8 +137,6 @@ def split_hh_transcript(transcript: str) -> tuple[str, str]:
 
 def _side(prompt: Any, response: Any) -> tuple[str, str] | None:
     """(question, answer) of one side of a pair (None if unusable)."""
-    from superhf.rewards.default import completion_text, prompt_text
-
     if isinstance(response, str):
         if prompt is None:
             context, answer = split_hh_transcript(response)
@@ -241,29 +240,3 @@ def is_head_folder(path: str | Path) -> bool:
         return json.loads(meta.read_text(encoding="utf-8")).get("kind") == HEAD_KIND
     except (OSError, ValueError):
         return False
-
-
-class EmbeddingHeadReward:
-    """A head folder as a TRL-style reward function: the raw score of each (question, answer).
-
-    An empty answer gets the head's ``score_low``, the 5th percentile of its training answers.
-    """
-
-    def __init__(self, folder: str | Path, batch_size: int = 32, device: str = "cpu") -> None:
-        from superhf.rewards.default import DefaultReward
-
-        self.__name__ = Path(folder).resolve().name
-        self.head = LinearHead.load(Path(folder) / f"{FOLDER_HEAD_NAME}.safetensors")
-        self.embedder = DefaultReward(batch_size=batch_size, device=device)
-
-    def __call__(self, prompts: Sequence[Any], completions: Sequence[Any], **_: Any) -> list[float]:
-        from superhf.rewards.default import completion_text, prompt_text
-
-        answers = [completion_text(c) for c in completions]
-        raw = self.head.raw(
-            self.embedder.harmlessness_features([prompt_text(p) for p in prompts], answers)
-        )
-        return [
-            float(s) if a.strip() else self.head.score_low
-            for s, a in zip(raw, answers, strict=True)
-        ]

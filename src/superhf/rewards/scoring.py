@@ -169,7 +169,8 @@ def load_reward_func(spec: str, batch_size: int = 32, device: str = "cpu") -> Re
         return DefaultReward(batch_size=batch_size)
     if ":" in spec:
         return _import_callable(spec)
-    from superhf.rewards.harmlessness import EmbeddingHeadReward, is_head_folder
+    from superhf.rewards.default import EmbeddingHeadReward
+    from superhf.rewards.harmlessness import is_head_folder
 
     if is_head_folder(spec):  # `superhf reward train --from_embeddings`
         return EmbeddingHeadReward(spec, batch_size=batch_size, device=device)
