@@ -4,7 +4,7 @@
   fine-tune -> evaluate -> log;
 - `build`: what a run is built from (tokenizer, prompts and their split, rewards, policy);
 - `filtering`: `top_k_per_prompt`, keep the best completions of each prompt, and
-  `select_training_samples`, the same with issue 17's weights, negatives and skips;
+  `select_training_samples`, the same with the options' weights, negatives and skips;
 - `update`: `PolicyUpdate`, the optimizer steps (micro-batches, FSDP idle passes, agreement
   on out-of-memory, non-finite steps skipped), and `OutOfMemoryBackoff`;
 - `loss`: `superhf_loss`, cross-entropy on the kept completions plus the KL prior;

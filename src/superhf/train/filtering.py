@@ -1,10 +1,10 @@
 """Filter: which samples of an iteration the loss trains on, and with what weight.
 
 The paper keeps the best `k` completions of each prompt (`top_k_per_prompt`), never comparing
-across prompts. The options of issue 17 (`select_training_samples`) stay per prompt too:
-weights from a sample's reward relative to its prompt's samples instead of a hard cut, the
-worst sample of each prompt as a negative, and prompts whose samples all score the same
-skipped ("no signal, no step").
+across prompts. The options (`select_training_samples`, measured in docs/RESULTS.md) stay
+per prompt too: weights from a sample's reward relative to its prompt's samples instead of a
+hard cut, the worst sample of each prompt as a negative, and prompts whose samples all score
+the same skipped ("no signal, no step").
 """
 
 from __future__ import annotations
@@ -114,7 +114,7 @@ def select_training_samples(
     negative_weight: float = 0.0,
     skip_uniform_prompts: bool = False,
 ) -> Selection:
-    """The paper's top-K filter, with the options of issue 17 (`SuperHFConfig`'s fields).
+    """The paper's top-K filter, with its options (`SuperHFConfig`'s fields).
 
     1. `skip_uniform_prompts`: a prompt whose samples all score within 1e-6 of each other
        gives no signal and is dropped whole.

@@ -2,7 +2,7 @@
 
     loss = CE(completion tokens) + beta * sum_examples mean_t KL(p_ref || p_theta)
 
-With per-example `weights` (issue 17's options, `superhf.train.filtering`), examples of
+With per-example `weights` (the filter's options, `superhf.train.filtering`), examples of
 weight w > 0 are cross-entropy targets weighted by w, and examples of weight w < 0 are pushed
 down with the token-level unlikelihood -log(1 - p_theta(y_t)) weighted by |w| (Welleck et al.
 2019, "Neural Text Generation with Unlikelihood Training"; as a negative-sample term, Zhu et

@@ -9,7 +9,7 @@ completions for each, scores them, keeps the best `num_kept_per_prompt` of each 
 makes one pass of minibatch updates on the kept samples with CE + beta * KL. The scheduler
 steps once per iteration; nothing carries over between iterations.
 
-Issue 17's options (all off by default; `SuperHFConfig` documents them): `num_train_epochs`
+The filter's options (all off by default; `SuperHFConfig` documents them): `num_train_epochs`
 passes over the kept samples, `sample_weighting` and `negative_weight` (weights per sample,
 `train/filtering.py`, entering `train/loss.py` as a tensor), `skip_uniform_prompts`.
 
@@ -215,7 +215,7 @@ class SuperHFTrainer:
         gathered = self.processes.gather_samples(block.start, completions, generation)
         completions, generation = gathered
         self.num_sampled_tokens += generation.num_sampled_tokens  # every process's
-        # Filter: the best of each prompt (and issue 17's weights, negatives and skips).
+        # Filter: the best of each prompt (and the options' weights, negatives and skips).
         selection = select_training_samples(
             scores.total,
             [c.prompt_index for c in completions],
