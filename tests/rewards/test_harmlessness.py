@@ -119,7 +119,9 @@ def test_training_features_equal_scoring_features(reward: DefaultReward):
     np.testing.assert_allclose(training, scoring, atol=1e-4)
     head = LinearHead.load(shipped_head_path())
     parts = reward.components(questions, answers)
-    np.testing.assert_allclose(parts["harmlessness"], head.bounded(training), atol=1e-5)
+    # the component is the head's score scaled by the request's risk (request_risk.py)
+    risk = np.array(reward.request_risk(questions))
+    np.testing.assert_allclose(parts["harmlessness"], risk * head.bounded(training), atol=1e-5)
 
 
 def test_the_question_changes_the_harmlessness_score(reward: DefaultReward):
