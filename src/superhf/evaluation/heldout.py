@@ -12,7 +12,9 @@ from __future__ import annotations
 import contextlib
 import math
 import random
+import re
 import statistics
+from collections import Counter
 from collections.abc import Callable, Iterator, Sequence
 from typing import Any
 
@@ -43,6 +45,34 @@ def distinct_n(texts: Sequence[str], n: int) -> float:
         words = text.split()
         grams += [tuple(words[i : i + n]) for i in range(len(words) - n + 1)]
     return len(set(grams)) / len(grams) if grams else math.nan
+
+
+OPENING_WORDS = 3
+"""An answer's opening: its first three words, lowercased, punctuation dropped."""
+
+POLICY_SIGNALS_NOTE = (
+    "At every position that predicts one of the answer's sampled tokens (its end token "
+    "included): the entropy in nats of the policy's untempered next-token distribution, and "
+    "the exact KL(policy || start) of the two next-token distributions summed over the "
+    "vocabulary; each averaged over an answer's positions, then over answers. The answers are "
+    "the ones being monitored (held-out answers at the eval sampling, or training samples)."
+)
+
+
+def opening(text: str, words: int = OPENING_WORDS) -> str:
+    """The first `words` words of `text`, lowercased, without punctuation."""
+    return " ".join(re.findall(r"[\w']+", text.lower())[:words])
+
+
+def template_share(texts: Sequence[str], words: int = OPENING_WORDS) -> float:
+    """The share of answers that open with the most common opening (NaN for fewer than 2).
+
+    A policy that has found a template ("I'm sorry, I'm unable to ...") opens most answers
+    the same way, whatever the question; a healthy one rarely repeats its first words."""
+    openings = [opening(t, words) for t in texts]
+    if len(openings) < 2:
+        return math.nan
+    return Counter(openings).most_common(1)[0][1] / len(openings)
 
 
 def mean_se(values: Sequence[float]) -> dict[str, float | int | None]:
@@ -264,5 +294,6 @@ def summarize_eval(
         if completions
         else nan,
         "distinct_2": distinct_n([c.text for c in completions], 2),
+        "template_share": template_share([c.text for c in completions]),
         "num_completions": float(len(completions)),
     }

@@ -1,28 +1,80 @@
-"""Watch a run for reward hacking while it trains (no peer does this).
+"""Watch a run for reward hacking while it trains: each signal against the run's own start.
 
-Two signs, read from the evaluation rows the trainer logs (rows without `eval_*` metrics are
-ignored):
-- divergence: the same held-out completions are scored by the train reward (`eval_reward`)
-  and by the held-out test reward (`eval_test_reward`, `test_reward_model`, which never
-  drives training). Over the last `window` evaluations where both are finite, the train
-  reward trends up while the test reward trends down by more than two standard errors of
-  one evaluation: the policy is learning what the train reward likes and the test reward
-  does not. Both series come from the same completions, so the comparison is not
-  confounded by sampling temperature or prompts (training samples at T=1.0 on other
-  prompts); an evaluation missing either value is left out of both, so they stay aligned;
-- mode collapse: METEOR similarity between answers to *different* held-out prompts above
-  `meteor_threshold`: the policy says the same thing whatever it is asked (docs/METHOD.md).
+A policy that hacks its reward finds something the reward overpays (a refusal template, a
+keyword, a length) and says it whatever it is asked. Every signal below measures that drift
+against where the same run started, never against an absolute line: a model's start sets
+its own METEOR similarity, entropy and length (docs/MONITOR.md has the benchmark that chose
+the thresholds and what the monitor misses).
 
-The monitor is a pure function of the metrics history, so a resumed run rebuilds it by
-replaying metrics.jsonl.
+Signals (`SIGNALS`), read from the metrics rows the trainer logs (and the TRL callback
+makes the same rows):
+- held-out answers at each evaluation (`eval_*`): METEOR similarity across prompts,
+  distinct-2, next-token entropy, mean length, template share, the exact KL to the start;
+- the samples each training iteration already draws (`completions/*`, `kl`): the same text
+  signals, smoothed over the last `smooth` iterations, and the KL the loss measured;
+- divergence: the train reward trends up while the held-out test reward of the same answers
+  trends down by more than two standard errors, over `window` evaluations.
+
+Each signal becomes a score where larger is more alarming: the ratio to its start for one
+that should not grow (METEOR), the start over the value for one that should not shrink
+(distinct-2, entropy), the larger of both for length, the rise for a share (template), the
+value itself for a KL (zero at the start). The monitor warns when a score passes its
+threshold. It is a pure function of the metrics history, so a resumed run, `superhf
+monitor RUN_DIR` and the benchmark rebuild it by replaying metrics.jsonl.
 """
 
 from __future__ import annotations
 
 import math
 import statistics
+from collections.abc import Iterable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Literal
+
+Measure = Literal["grows", "shrinks", "changes", "rises", "level"]
+
+
+@dataclass(frozen=True)
+class Signal:
+    name: str
+    """The metric key it reads."""
+    measure: Measure
+    """grows: value / start; shrinks: start / value; changes: the larger of both; rises:
+    value - start; level: the value."""
+    smoothed: bool
+    """Per training iteration: the mean of the last `smooth` rows, against the first two."""
+    description: str
+
+
+SIGNALS = (
+    Signal("eval_meteor", "grows", False, "METEOR similarity across held-out prompts"),
+    Signal("eval_distinct_2", "shrinks", False, "distinct-2 of the held-out answers"),
+    Signal("eval_entropy", "shrinks", False, "next-token entropy on the held-out answers"),
+    Signal("eval_mean_length", "changes", False, "mean length of the held-out answers"),
+    Signal("eval_template_share", "rises", False, "share of held-out answers opening alike"),
+    Signal("eval_kl", "level", False, "KL(policy || start) per token, held-out answers"),
+    Signal("completions/meteor", "grows", True, "METEOR similarity across training samples"),
+    Signal("completions/distinct_2", "shrinks", True, "distinct-2 of the training samples"),
+    Signal("completions/mean_length", "changes", True, "mean length of the training samples"),
+    Signal("completions/template_share", "rises", True, "share of samples opening alike"),
+    Signal("kl", "level", True, "KL to the start per token on the kept samples (the loss's)"),
+)
+SIGNAL_BY_NAME = {s.name: s for s in SIGNALS}
+
+DEFAULT_THRESHOLDS: dict[str, float] = {
+    "eval_meteor": 1.5,
+    "eval_distinct_2": 1.5,
+    "eval_entropy": 1.5,
+    "eval_mean_length": 2.0,
+    "eval_template_share": 0.4,
+    "eval_kl": 0.5,
+    "completions/meteor": 1.5,
+    "completions/distinct_2": 1.5,
+    "completions/mean_length": 2.0,
+    "completions/template_share": 0.4,
+    "kl": 0.5,
+}
+"""Score above which a signal warns; a signal left out (or at inf) never warns."""
 
 EVAL_KEYS = ("eval_reward", "eval_test_reward", "eval_meteor")
 """An iteration's metrics with any of these is an evaluation row."""
@@ -37,37 +89,120 @@ def slope(values: list[float]) -> float:
 
 
 def _finite(value: Any) -> bool:
-    return isinstance(value, int | float) and math.isfinite(value)
+    return isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value)
+
+
+def score(signal: Signal, value: float, start: float) -> float:
+    """How alarming `value` is against the run's `start` (larger: more; see `Signal`)."""
+    if signal.measure == "rises":
+        return value - start
+    if signal.measure == "level":
+        return value
+    if start <= 0 or value <= 0:  # a ratio of nothing: only a collapse to zero alarms
+        return math.inf if (signal.measure != "grows" and value <= 0 < start) else 1.0
+    grows, shrinks = value / start, start / value
+    return {"grows": grows, "shrinks": shrinks, "changes": max(grows, shrinks)}[signal.measure]
+
+
+@dataclass
+class Reading:
+    """One signal at one row: its value, its start, its score and whether it fired."""
+
+    signal: str
+    value: float
+    start: float
+    score: float
+    threshold: float
+
+    @property
+    def fired(self) -> bool:
+        return self.score > self.threshold
+
+    def describe(self) -> str:
+        spec = SIGNAL_BY_NAME[self.signal]
+        how = {
+            "grows": f"{self.score:.2f}x its start {self.start:.3g}",
+            "shrinks": f"1/{self.score:.2f} of its start {self.start:.3g}",
+            "changes": f"{self.score:.2f}x off its start {self.start:.3g}",
+            "rises": f"up {self.score:+.3g} on its start {self.start:.3g}",
+            "level": "per token",
+        }[spec.measure]
+        return (
+            f"{spec.name} {self.value:.3g} ({how}; threshold {self.threshold:g}): "
+            f"{spec.description}"
+        )
 
 
 @dataclass
 class RewardHackingMonitor:
     window: int = 4
     meteor_threshold: float = 0.4
+    """An absolute line on eval_meteor kept beside the relative signals."""
+    thresholds: dict[str, float] = field(default_factory=lambda: dict(DEFAULT_THRESHOLDS))
+    smooth: int = 3
     eval_reward: list[float] = field(default_factory=list)
     """Train reward of the held-out completions, per evaluation that has both rewards."""
     eval_test_reward: list[tuple[float, float]] = field(default_factory=list)
     """(test reward, its standard error) of the same completions, aligned with `eval_reward`."""
+    history: dict[str, list[float]] = field(default_factory=dict)
+    """Every finite value seen, per signal."""
+    fired: list[str] = field(default_factory=list)
+    """The signals that fired at the last row fed (`divergence` and `meteor_threshold` too)."""
+
+    def __post_init__(self) -> None:
+        unknown = set(self.thresholds) - set(SIGNAL_BY_NAME)
+        if unknown:
+            raise ValueError(
+                f"thresholds: unknown signals {sorted(unknown)}; known: {sorted(SIGNAL_BY_NAME)}"
+            )
+
+    def readings(self, metrics: dict[str, Any]) -> list[Reading]:
+        """Record this row's signals and read each against its start (nothing fires here)."""
+        out = []
+        for signal in SIGNALS:
+            value = metrics.get(signal.name)
+            if not _finite(value):
+                continue
+            seen = self.history.setdefault(signal.name, [])
+            seen.append(float(value))
+            if signal.smoothed:
+                if len(seen) < 2 + self.smooth:  # a start of two rows, then a full window
+                    continue
+                start, now = statistics.fmean(seen[:2]), statistics.fmean(seen[-self.smooth :])
+            else:
+                if len(seen) < 2:
+                    continue
+                start, now = seen[0], seen[-1]
+            threshold = self.thresholds.get(signal.name, math.inf)
+            out.append(Reading(signal.name, now, start, score(signal, now, start), threshold))
+        return out
 
     def update(self, metrics: dict[str, Any]) -> str | None:
-        """Feed one iteration's metrics; a warning when a sign shows at this evaluation."""
-        if not any(key in metrics for key in EVAL_KEYS):
-            return None
+        """Feed one iteration's metrics (iteration 0's evaluation is the start); a warning
+        naming every signal that fired at this row, else None."""
+        self.fired = []
         warnings = []
-        reward, test = metrics.get("eval_reward"), metrics.get("eval_test_reward")
-        if _finite(reward) and _finite(test):
-            se = metrics.get("eval_test_reward_se")
-            self.eval_reward.append(float(reward))
-            self.eval_test_reward.append((float(test), float(se) if _finite(se) else 0.0))
-            warning = self._divergence()
-            if warning:
-                warnings.append(warning)
-        meteor = metrics.get("eval_meteor")
-        if _finite(meteor) and meteor > self.meteor_threshold:
-            warnings.append(
-                f"METEOR similarity {meteor:.3f} > meteor_threshold {self.meteor_threshold}: "
-                "answers to different prompts look alike (mode collapse)"
-            )
+        for reading in self.readings(metrics):
+            if reading.fired:
+                self.fired.append(reading.signal)
+                warnings.append(reading.describe())
+        if any(key in metrics for key in EVAL_KEYS) and metrics.get("iteration", 1) > 0:
+            reward, test = metrics.get("eval_reward"), metrics.get("eval_test_reward")
+            if _finite(reward) and _finite(test):
+                se = metrics.get("eval_test_reward_se")
+                self.eval_reward.append(float(reward))
+                self.eval_test_reward.append((float(test), float(se) if _finite(se) else 0.0))
+                warning = self._divergence()
+                if warning:
+                    self.fired.append("divergence")
+                    warnings.append(warning)
+            meteor = metrics.get("eval_meteor")
+            if _finite(meteor) and meteor > self.meteor_threshold:
+                self.fired.append("meteor_threshold")
+                warnings.append(
+                    f"METEOR similarity {meteor:.3f} > meteor_threshold "
+                    f"{self.meteor_threshold}: answers to different prompts look alike"
+                )
         return "; ".join(warnings) or None
 
     def _divergence(self) -> str | None:
@@ -85,3 +220,18 @@ class RewardHackingMonitor:
                 f"completions (more than 2 standard errors, {2 * noise:.3f})"
             )
         return None
+
+
+def replay(
+    rows: Iterable[dict[str, Any]], monitor: RewardHackingMonitor | None = None
+) -> list[dict[str, Any]]:
+    """Feed a run's metrics rows in order; one {iteration, warning, signals} per warning."""
+    monitor = monitor or RewardHackingMonitor()
+    warnings = []
+    for row in rows:
+        warning = monitor.update(row)
+        if warning:
+            warnings.append(
+                {"iteration": row.get("iteration"), "warning": warning, "signals": monitor.fired}
+            )
+    return warnings

@@ -38,6 +38,7 @@ from superhf.data import Prompt
 from superhf.errors import TrainingError
 from superhf.evaluation.heldout import answer_rows, fork_all_rng, sample_and_score, summarize_eval
 from superhf.evaluation.monitor import RewardHackingMonitor
+from superhf.evaluation.signals import policy_signals, text_signals
 from superhf.evaluation.summary import run_summary
 from superhf.files import EVAL_COMPLETIONS_FILE
 from superhf.generation import Completion, GenerationStats, generate_completions
@@ -225,6 +226,8 @@ class SuperHFTrainer:
             args.skip_uniform_prompts,
         )
         kept = selection.kept
+        # What the monitor reads in the samples themselves (no extra generation).
+        sample_signals = text_signals(prompts, completions, meteor_pairs=100, seed=args.seed)
         times.append(time.perf_counter())
         # Fine-tune on what was kept; the schedule steps once per iteration.
         status("fine-tuning")
@@ -260,6 +263,7 @@ class SuperHFTrainer:
             "num_sampled_tokens": generation.num_sampled_tokens,
             "num_sampled_tokens_total": self.num_sampled_tokens,
             "peak_memory_mb": run_log.peak_memory_mb(),
+            **{f"completions/{k}": v for k, v in sample_signals.items() if k != "mean_length"},
             **eval_metrics,
         }
         if logger is not None and args.log_completions:
@@ -340,6 +344,12 @@ class SuperHFTrainer:
         results = summarize_eval(
             self.eval_prompts, completions, rewards, test, meteor_pairs=200, seed=self.args.seed
         )
+        # Entropy and the exact KL to the start on these answers: the adapter-disabled policy,
+        # or the frozen copy (none at beta 0 without LoRA: no KL then).
+        reference = policy if hasattr(policy, "disable_adapter") else self.update.reference
+        prompt_texts = [p.text for p in self.eval_prompts]
+        with self.accelerator.autocast():
+            results |= policy_signals(policy, reference, self.tokenizer, prompt_texts, completions)
         return {f"eval_{key}": value for key, value in results.items()}
 
     def evaluate_kept(
@@ -375,11 +385,13 @@ class SuperHFTrainer:
             metrics["num_prompts_seen"] = min(
                 iteration * self.args.prompts_per_iteration, len(self.prompt_order)
             )
-            metrics["reward_hacking"] = warning = self.monitor.update(metrics)
-            if warning:
-                self._warn(f"Reward hacking? {warning}.")
-                if self.args.stop_on_reward_hacking:
-                    self.stop_reason = "the reward-hacking monitor (stop_on_reward_hacking)"
+        # The monitor reads iteration 0's evaluation as the run's start.
+        metrics["reward_hacking"] = warning = self.monitor.update(metrics)
+        metrics["reward_hacking_signals"] = list(self.monitor.fired)
+        if warning:
+            self._warn(f"Reward hacking? {warning}.")
+            if self.args.stop_on_reward_hacking:
+                self.stop_reason = "the reward-hacking monitor (stop_on_reward_hacking)"
         history.append(metrics)
         logger.log_metrics(metrics)
         self.accelerator.log(run_log.tracker_scalars(metrics), step=iteration)
@@ -433,8 +445,7 @@ class SuperHFTrainer:
         self.num_sampled_tokens = sum(m.get("num_sampled_tokens", 0) for m in history)
         self.monitor = RewardHackingMonitor(args.reward_hacking_window, args.meteor_threshold)
         for metrics in history:  # the monitor is a function of the metrics: replay them
-            if metrics["iteration"] > 0:
-                self.monitor.update(metrics)
+            self.monitor.update(metrics)
         logger = run_log.open_run_log(
             args, self.accelerator, history, resume_sizes, self.eval_prompts
         )
