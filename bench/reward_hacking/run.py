@@ -48,6 +48,8 @@ def build_judge(out: Path) -> Path:
 
 
 def finished(folder: Path) -> bool:
+    if (folder / "done.json").exists():  # a TRL run: written after its last step
+        return True
     metrics = folder / "metrics.jsonl"
     if not metrics.exists() or not (folder / "adapter_model.safetensors").exists():
         return False
