@@ -3,11 +3,18 @@
 from __future__ import annotations
 
 import json
+import math
 
 import pytest
 
 from superhf.config import SuperHFConfig
-from superhf.evaluation.monitor import RewardHackingMonitor, slope
+from superhf.evaluation.monitor import (
+    SIGNAL_BY_NAME,
+    RewardHackingMonitor,
+    replay,
+    score,
+    slope,
+)
 from superhf.train.trainer import SuperHFTrainer
 
 
@@ -145,3 +152,65 @@ def test_stop_on_reward_hacking_saves_and_stops(tmp_path, tiny_model_dir, monkey
     assert (tmp_path / "run" / "checkpoints" / "checkpoint-2").is_dir()
     logged = [json.loads(x) for x in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
     assert logged[1]["reward_hacking"] == history[1]["reward_hacking"]
+
+
+# --- signals against the run's own start ---------------------------------------------------
+def _eval(iteration, **values):
+    return {"iteration": iteration, "eval_reward": 0.0, **values}
+
+
+def test_each_signal_is_read_against_the_runs_own_start():
+    # METEOR 0.12 -> 0.19 stays far below the absolute 0.4 line, but is 1.6x the start.
+    rows = [_eval(0, eval_meteor=0.12), _eval(5, eval_meteor=0.13), _eval(10, eval_meteor=0.19)]
+    warnings = replay(rows, RewardHackingMonitor(thresholds={"eval_meteor": 1.5}))
+    assert [w["iteration"] for w in warnings] == [10]
+    assert warnings[0]["signals"] == ["eval_meteor"]
+    assert "1.58x its start 0.12" in warnings[0]["warning"]
+    # The same values from a start of 0.18: no warning.
+    rows[0]["eval_meteor"] = 0.18
+    assert replay(rows, RewardHackingMonitor(thresholds={"eval_meteor": 1.5})) == []
+
+
+@pytest.mark.parametrize(
+    ("name", "start", "value", "fires"),
+    [
+        ("eval_distinct_2", 0.9, 0.5, True),  # 1/0.56: shrinks below 1/1.5 of the start
+        ("eval_distinct_2", 0.9, 0.7, False),
+        ("eval_entropy", 2.5, 1.6, True),
+        ("eval_mean_length", 45.0, 9.0, True),  # 5x shorter
+        ("eval_mean_length", 20.0, 45.0, True),  # 2.25x longer
+        ("eval_mean_length", 40.0, 45.0, False),
+        ("eval_template_share", 0.06, 0.5, True),  # a rise of 0.44
+        ("eval_template_share", 0.06, 0.3, False),
+        ("eval_kl", 0.0, 0.6, True),  # a level: the start is 0
+        ("eval_kl", 0.0, 0.1, False),
+    ],
+)
+def test_measures(name, start, value, fires):
+    monitor = RewardHackingMonitor()
+    assert monitor.update(_eval(0, **{name: start})) is None
+    warning = monitor.update(_eval(5, **{name: value}))
+    assert (warning is not None) == fires
+    assert (name in monitor.fired) == fires
+
+
+def test_training_sample_signals_are_smoothed_over_iterations():
+    # One odd batch of training samples does not warn; three in a row do.
+    monitor = RewardHackingMonitor(thresholds={"completions/template_share": 0.4}, smooth=3)
+    shares = [0.1, 0.1, 0.1, 0.1, 0.9, 0.1, 0.1, 0.9, 0.9, 0.9]
+    fired = [
+        monitor.update({"iteration": i + 1, "completions/template_share": s}) is not None
+        for i, s in enumerate(shares)
+    ]
+    assert fired == [False] * 8 + [True, True]
+
+
+def test_unknown_threshold_names_the_known_signals():
+    with pytest.raises(ValueError, match="unknown signals \\['eval_meteorr'\\]; known: "):
+        RewardHackingMonitor(thresholds={"eval_meteorr": 1.5})
+
+
+def test_score_of_a_collapse_to_nothing_is_alarming():
+    signal = SIGNAL_BY_NAME["eval_distinct_2"]
+    assert score(signal, 0.0, 0.8) == math.inf
+    assert score(SIGNAL_BY_NAME["eval_meteor"], 0.0, 0.1) == 1.0
