@@ -30,11 +30,10 @@ from superhf.data import Prompt
 from superhf.evaluation.heldout import answer_rows, sample_and_score, summarize_eval
 from superhf.evaluation.monitor import RewardHackingMonitor
 from superhf.evaluation.signals import policy_signals, text_signals
-from superhf.files import EVAL_COMPLETIONS_FILE
+from superhf.files import EVAL_COMPLETIONS_FILE, MONITOR_FILE
 from superhf.generation import Completion
 from superhf.rewards.scoring import RewardScorer, load_reward_funcs
 
-MONITOR_FILE = "monitor.jsonl"
 logger = logging.getLogger("superhf.monitor")
 
 

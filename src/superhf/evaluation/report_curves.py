@@ -4,10 +4,11 @@ in the browser.
     curves(runs, sweep_keys)  ->  [Curve(title, caption, data_uri or None, skipped reason)]
 
 Train reward with its spread, held-out train and test reward with standard errors, each reward
-component, KL, METEOR with its 95% interval, length and clipped share, seconds per stage, and
-(several runs) reward against METEOR. Runs are overlaid, one colour each; iterations where
-the reward-hacking monitor fired are red dotted lines. report.md's plots (report_plots.py) are
-drawn by the same helpers.
+component, KL, METEOR with its 95% interval, the monitor's diversity and drift signals, length
+and clipped share, seconds per stage, and (several runs) reward against METEOR. Runs are
+overlaid, one colour each; where the reward-hacking monitor warned, every curve against
+iterations is marked (`report_plots.mark_hacking`: red dashed line, ▼, a ring on the signal
+that fired). report.md's plots (report_plots.py) are drawn by the same helpers.
 """
 
 from __future__ import annotations
@@ -23,7 +24,7 @@ from superhf.evaluation.report_plots import (
     PlotTarget,
     _colors,
     _finish,
-    _mark_hacking,
+    mark_hacking,
     plot_kl,
     plot_meteor,
     plot_tradeoff,
@@ -39,6 +40,18 @@ STAGES = [
     ("time/fine_tune", "fine-tune"),
     ("time/eval", "held-out evaluation"),
 ]
+DIVERSITY = [
+    ("eval_distinct_2", "held-out: distinct-2"),
+    ("eval_entropy", "held-out: next-token entropy"),
+    ("eval_template_share", "held-out: share opening alike"),
+    ("eval_kl", "held-out: KL to the start / token"),
+    ("completions/meteor", "training: METEOR similarity"),
+    ("completions/distinct_2", "training: distinct-2"),
+    ("completions/template_share", "training: share opening alike"),
+]
+"""The monitor's signals that no other figure draws (monitor.SIGNALS), one panel each."""
+MARKS_SHOWN = 12
+"""Warned iterations a caption lists before it says how many more."""
 
 
 @dataclass
@@ -80,7 +93,7 @@ def plot_train_reward(runs: list[Run], target: PlotTarget) -> str | None:
     ax.set_title("Train reward of the sampled completions (band: ± 1 std)")
     ax.set_xlabel("iteration")
     ax.set_ylabel("reward")
-    _finish(fig, [ax], _mark_hacking(ax, runs), target)
+    _finish(fig, [ax], bool(mark_hacking(ax, runs, "reward")), target)
     return None
 
 
@@ -107,7 +120,7 @@ def plot_heldout_reward(runs: list[Run], target: PlotTarget) -> str | None:
     ax.set_title("Held-out prompts: reward at each evaluation (bars: ± 1 SE)")
     ax.set_xlabel("iteration (0: the starting policy)")
     ax.set_ylabel("mean reward")
-    _finish(fig, [ax], _mark_hacking(ax, runs), target)
+    _finish(fig, [ax], bool(mark_hacking(ax, runs, "eval_test_reward")), target)
     return None
 
 
@@ -139,8 +152,8 @@ def _small_multiples(
     for run, color in zip(runs, _colors(len(runs)), strict=True):
         axes[0].plot([], [], color=color, label=run.label)
     fig.suptitle(title)
-    hacked = any([_mark_hacking(ax, runs) for ax in axes])
-    _finish(fig, axes, hacked, target)
+    hacked = [mark_hacking(ax, runs, key) for ax, (key, _) in zip(axes, panels, strict=True)]
+    _finish(fig, axes, any(hacked), target)
     return None
 
 
@@ -166,6 +179,13 @@ def plot_length(runs: list[Run], target: PlotTarget) -> str | None:
     ]
     return _small_multiples(
         runs, panels, "Length, and the share cut off at max_completion_length", "", target
+    )
+
+
+def plot_diversity(runs: list[Run], target: PlotTarget) -> str | None:
+    """The monitor's diversity and drift signals, where a hacking policy's answers converge."""
+    return _small_multiples(
+        runs, DIVERSITY, "Diversity and drift (the reward-hacking monitor's signals)", "", target
     )
 
 
@@ -235,6 +255,14 @@ def curves(
             lambda t: plot_meteor(runs, t),
         ),
         (
+            "diversity",
+            "Diversity and drift",
+            "The monitor's other signals on the held-out answers and the training samples: "
+            "distinct-2, entropy and the share of answers opening alike fall, and the KL to the "
+            "start grows, when the policy says one thing to every prompt.",
+            lambda t: plot_diversity(runs, t),
+        ),
+        (
             "length",
             "Length and clipped share",
             "Tokens per completion, and the share that hit max_completion_length.",
@@ -256,8 +284,24 @@ def curves(
                 lambda t: plot_tradeoff(runs, t, sweep_keys),
             )
         )
+    marks = marks_caption(runs)
     out = []
     for key, title, caption, draw in figures:
         uri, reason = _png(draw, drawn.get(key))
-        out.append(Curve(title, caption, uri, reason))
+        out.append(Curve(title, caption + (marks if key != "tradeoff" else ""), uri, reason))
     return out
+
+
+def marks_caption(runs: list[Run]) -> str:
+    """The captions' key to the warning marks, naming the iterations; empty with no warning."""
+    iterations = sorted({w.iteration for r in runs for w in r.warnings()})
+    if not iterations:
+        return ""
+    named = ", ".join(map(str, iterations[:MARKS_SHOWN]))
+    if len(iterations) > MARKS_SHOWN:
+        named += f" and {len(iterations) - MARKS_SHOWN} more"
+    return (
+        f" Red dashed line and ▼: the reward-hacking monitor warned (iteration"
+        f"{'s' if len(iterations) > 1 else ''} {named}); a red ring: the signal that fired, on "
+        "its curve."
+    )

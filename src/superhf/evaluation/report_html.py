@@ -7,7 +7,9 @@ The page (`report_template.html`, its CSS and its small script written for it, n
 CDN) holds:
 - the start/end summary (the lines `superhf train` prints at the end) and a start → end table;
 - the curves, PNGs inlined as data URIs (`report_curves.py`), several runs overlaid, the
-  reward-hacking warnings marked where they fired, and the warnings listed;
+  reward-hacking warnings marked where they fired;
+- each warning: its iteration, the signals that fired, its text, and the held-out answers of
+  the evaluation at or right after it beside the starting policy's answers to the same prompts;
 - a completions browser: every sampled answer (completions.jsonl) with its total reward and
   each component, kept or not; filter by iteration and kept, sort by reward or a component,
   search the text;
@@ -32,14 +34,22 @@ from pathlib import Path
 from typing import Any
 
 from superhf import __version__
+from superhf.evaluation.monitor import SIGNAL_BY_NAME
 from superhf.evaluation.report_curves import curves
-from superhf.evaluation.report_runs import KEY_SETTINGS, Run, first_window_mean
+from superhf.evaluation.report_runs import KEY_SETTINGS, HackingWarning, Run, first_window_mean
 from superhf.evaluation.summary import run_summary
 from superhf.files import COMPLETIONS_FILE, EVAL_COMPLETIONS_FILE, read_json_lines, read_text
 
 TEMPLATE = "report_template.html"
 """The page's skeleton, CSS and script (package data of superhf.evaluation)."""
 HTML_FILE = "report.html"
+ANSWERS_SHOWN = 3
+"""Held-out answers shown under each warning (the first prompts); the browser has them all."""
+SIGNAL_TEXT = {name: signal.description for name, signal in SIGNAL_BY_NAME.items()} | {
+    "divergence": "train reward up while the held-out test reward of the same answers fell",
+    "meteor_threshold": "METEOR similarity over the absolute meteor_threshold",
+}
+"""What each signal name means, as the signal's tooltip."""
 
 
 # --- the data the script browses ------------------------------------------------------------
@@ -244,18 +254,126 @@ def _curves(runs: list[Run], sweep_keys: list[str], drawn: dict[str, Path]) -> s
     return "".join(parts) + (f'<ul class="muted">{"".join(skipped)}</ul>' if skipped else "")
 
 
-def _warnings(runs: list[Run]) -> str:
-    fired = [(r, i, w) for r in runs for i, w in r.hacking()]
+def nearest_evaluation(evaluations: list[int], iteration: int) -> int | None:
+    """The evaluation that shows a warning: the first at or after its iteration, else the last
+    before it; None with no evaluation."""
+    after = [i for i in evaluations if i >= iteration]
+    if after:
+        return min(after)
+    return max(evaluations) if evaluations else None
+
+
+def _signal_names(warning: HackingWarning) -> str:
+    if not warning.signals:
+        return '<span class="muted">not logged (a run from before the monitor named them)</span>'
+    return " ".join(
+        f'<code class="signal" title="{_e(SIGNAL_TEXT.get(name, ""))}">{_e(name)}</code>'
+        for name in warning.signals
+    )
+
+
+def _answer(row: list[Any] | None, start: list[Any] | None = None) -> str:
+    """One held-out answer (a compact row) with its reward, and its change from `start`."""
+    if row is None:
+        return '<td class="answer">–</td>'
+    reward, test = row[3], row[5]
+    line = f"reward {_num(reward)}"
+    if start is not None and reward is not None and start[3] is not None:
+        delta = reward - start[3]
+        line += f' <span class="{"pos" if delta >= 0 else "neg"}">({delta:+.3f})</span>'
+    if test is not None:
+        line += f" · test reward {_num(test)}"
+    if row[6]:
+        line += ' <span class="badge clip">clipped</span>'
+    return (
+        f'<td class="answer"><div class="answer-text">{_e(row[2])}</div>'
+        f'<div class="scoreline">{line}</div></td>'
+    )
+
+
+def _evidence(index: int, evals: dict[str, Any], target: int | None, iteration: int) -> str:
+    """The held-out answers at evaluation `target` beside the start's, for warnings up to
+    `iteration` (the latest of them)."""
+    if target is None:
+        return (
+            '<p class="hint">No held-out answers to show: this run has no '
+            "eval_completions.jsonl.</p>"
+        )
+    at = {(r[0], r[7]): r for r in evals["rows"]}
+    start = min(r[0] for r in evals["rows"])
+    indices = sorted({r[7] for r in evals["rows"] if r[0] == target}, key=lambda i: (i is None, i))
+    shown = indices[:ANSWERS_SHOWN]
+    when = "the first at or after it" if target >= iteration else "the last, before it"
+    if target == start:
+        when += "; no later evaluation to compare"
+    head = f"<th>#</th><th>prompt</th><th>start (iteration {start})</th>"
+    if target != start:
+        head += f"<th>iteration {target}</th>"
+    rows = []
+    for i in shown:
+        now, first = at[(target, i)], at.get((start, i))
+        cells = (
+            f'<td class="num">{_e(i)}</td><td class="prompt">{_e(evals["prompts"][now[1]])}</td>'
+        )
+        cells += _answer(first) + (_answer(now, first) if target != start else "")
+        rows.append(f'<tr class="warn-answer" data-prompt-index="{_e(i)}">{cells}</tr>')
+    return (
+        f'<p class="hint">The held-out answers of the evaluation at iteration {target} ({when}) '
+        f"beside the starting policy's (iteration {start}): the first {len(shown)} of "
+        f'{len(indices)} prompts, <a href="#eval={target}&run={index}" data-goto>all of them '
+        f"below</a>.</p>"
+        f'<table class="rows warn-answers"><thead><tr>{head}</tr></thead>'
+        f"<tbody>{''.join(rows)}</tbody></table>"
+    )
+
+
+def _run_warnings(index: int, run: Run, evals: dict[str, Any]) -> str:
+    """A run's warnings, grouped by the evaluation whose answers show them."""
+    evaluations = sorted({r[0] for r in evals["rows"]})
+    groups: dict[int | None, list[HackingWarning]] = {}
+    for warning in run.warnings():
+        groups.setdefault(nearest_evaluation(evaluations, warning.iteration), []).append(warning)
+    blocks = []
+    for target, warnings in groups.items():
+        rows = "".join(
+            f'<tr class="warning" data-iteration="{w.iteration}">'
+            f'<td class="iteration"><a href="#iteration={w.iteration}&run={index}" data-goto>'
+            f"{w.iteration}</a></td><td>{_signal_names(w)}</td>"
+            f'<td class="warning-text">{_e(w.text)}</td></tr>'
+            for w in warnings
+        )
+        table = (
+            '<table class="rows warning-list"><thead><tr><th>iteration</th>'
+            f"<th>signals that fired</th><th>warning</th></tr></thead><tbody>{rows}</tbody></table>"
+        )
+        evidence = _evidence(index, evals, target, warnings[-1].iteration)
+        blocks.append(f'<div class="warning-block">{table}{evidence}</div>')
+    return "".join(blocks)
+
+
+def _warnings(runs: list[Run], data: dict[str, Any]) -> str:
+    """Each warning of the monitor with its signals, its text and the answers that show it."""
     if not any("reward_hacking" in m for r in runs for m in r.metrics):
         return "<p>No run logged the reward-hacking monitor (<code>reward_hacking</code>).</p>"
-    if not fired:
-        return "<p>The monitor ran at every evaluation and never fired.</p>"
-    items = "".join(
-        f'<li><a href="#iteration={i}&run={runs.index(r)}" data-goto>{_e(r.label)}, iteration '
-        f"{i}</a>: {_e(w)}</li>"
-        for r, i, w in fired
-    )
-    return f'<ul class="warnings">{items}</ul>'
+    if not any(r.warnings() for r in runs):
+        return "<p>The monitor did not warn.</p>"
+    parts = [
+        '<p class="hint">Each warning of the monitor (marked on the curves above: red dashed '
+        "line and ▼), the signals that fired, and the held-out answers of the evaluation at or "
+        "right after it beside the starting policy's answers to the same prompts. An iteration "
+        "links to its training samples.</p>"
+    ]
+    for index, (run, page) in enumerate(zip(runs, data["runs"], strict=True)):
+        if len(runs) > 1:
+            parts.append(f"<h3>{_e(run.label)}</h3>")
+            if not run.warnings():
+                logged = any("reward_hacking" in m for m in run.metrics)
+                parts.append(
+                    "<p>The monitor did not warn.</p>" if logged else "<p>Not monitored.</p>"
+                )
+                continue
+        parts.append(_run_warnings(index, run, page["evals"]))
+    return "".join(parts)
 
 
 def _setting(value: Any) -> str:
@@ -308,7 +426,7 @@ def write_html_report(
         ),
         "summary": _summary(runs, data),
         "curves": _curves(runs, sweep_keys, drawn or {}),
-        "warnings": _warnings(runs),
+        "warnings": _warnings(runs, data),
         "settings": _settings(runs, sweep_keys),
         "notes": _notes(runs),
         "data": embed_json(data),

@@ -1,6 +1,10 @@
 """The report's plots (matplotlib, loaded when a plot is drawn): reward, KL and METEOR along
 each run, and reward against METEOR over runs (the paper's trade-off). report.md saves them as
 PNG files, report.html (`report_curves`) inlines them.
+
+Every curve against iterations marks where the reward-hacking monitor warned (`mark_hacking`):
+a red dashed line where a streak of warnings starts, the streak shaded, a red ▼ on the top edge
+at each warning, and a red ring on the point of a curve whose signal fired there.
 """
 
 from __future__ import annotations
@@ -9,13 +13,19 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, BinaryIO
 
-from superhf.evaluation.report_runs import Run, last_window_mean, rolling_mean
+from superhf.evaluation.report_runs import HackingWarning, Run, last_window_mean, rolling_mean
 
 if TYPE_CHECKING:  # matplotlib loads when a plot is drawn, not for `superhf report --help`
     from matplotlib.axes import Axes
     from matplotlib.figure import Figure
 
-HACK_COLOR = "#d62728"
+HACK_COLOR = "#c62828"
+"""The warnings' red (the page's --warn); the runs' colours leave tab10's red out."""
+MARK_GID = "reward-hacking-warning"
+"""The marks' artist ids, as an SVG's element ids: `reward-hacking-warning-7` (the line at
+iteration 7), `-ticks` (the ▼s), `-fired-eval_meteor` (the rings on eval_meteor's curve)."""
+SIGNAL_KEYS = {"meteor_threshold": "eval_meteor", "divergence": "eval_test_reward"}
+"""The metric a monitor signal reads, where its name is not the metric's key."""
 PlotTarget = Path | BinaryIO
 """Where a plot is saved: a PNG file (report.md) or a buffer (report.html inlines it)."""
 
@@ -27,16 +37,74 @@ def _colors(n: int) -> list[Any]:
     from matplotlib import colormaps
 
     cmap = colormaps["tab10"]
-    return [cmap(i % 10) for i in range(n)]
+    palette = [cmap(i) for i in range(10) if i != 3]  # red (3) is the warnings'
+    return [palette[i % len(palette)] for i in range(n)]
 
 
-def _mark_hacking(ax: Axes, runs: list[Run]) -> bool:
-    marked = False
+def warning_streaks(warnings: list[HackingWarning]) -> list[tuple[int, int]]:
+    """(first, last iteration) of each streak of warnings in neighbouring metrics rows, so a
+    run that warns at every iteration gets one shaded span, not a wall of lines."""
+    streaks: list[tuple[int, int]] = []
+    previous_row = None
+    for warning in warnings:
+        if streaks and previous_row is not None and warning.row == previous_row + 1:
+            streaks[-1] = (streaks[-1][0], warning.iteration)
+        else:
+            streaks.append((warning.iteration, warning.iteration))
+        previous_row = warning.row
+    return streaks
+
+
+def fired_on(warning: HackingWarning, key: str) -> bool:
+    """Whether one of the signals that fired at `warning` reads the metric `key`."""
+    return any(SIGNAL_KEYS.get(name, name) == key for name in warning.signals or [])
+
+
+def mark_hacking(ax: Axes, runs: list[Run], key: str | None = None) -> list[int]:
+    """Mark each iteration where a run's monitor warned; returns the iterations marked.
+
+    A dashed line where a streak starts, the streak shaded, a ▼ on the top edge per warning;
+    with `key`, the curve's point is ringed where `key`'s signal was among those that fired."""
+    from matplotlib.transforms import ScaledTranslation
+
+    top = ax.get_xaxis_transform() + ScaledTranslation(0, -4 / 72, ax.figure.dpi_scale_trans)
+    marked: set[int] = set()
     for run in runs:
-        for iteration, _ in run.hacking():
-            ax.axvline(iteration, color=HACK_COLOR, linestyle=":", linewidth=1.2, alpha=0.8)
-            marked = True
-    return marked
+        warnings = run.warnings()
+        if not warnings:
+            continue
+        for first, last in warning_streaks(warnings):
+            ax.axvline(
+                first, color=HACK_COLOR, linestyle="--", linewidth=1.2, alpha=0.85,
+                zorder=1.5, gid=f"{MARK_GID}-{first}",
+            )  # fmt: skip
+            if last > first:
+                ax.axvspan(
+                    first, last, color=HACK_COLOR, alpha=0.08, linewidth=0,
+                    gid=f"{MARK_GID}-span-{first}-{last}",
+                )  # fmt: skip
+        iterations = [w.iteration for w in warnings]
+        ax.plot(  # just under the top edge: clear of the panel's title
+            iterations, [1.0] * len(iterations), linestyle="none", marker="v", ms=6,
+            color=HACK_COLOR, transform=top, clip_on=False, gid=f"{MARK_GID}-ticks",
+        )  # fmt: skip
+        marked.update(iterations)
+        if key is None:
+            continue
+        values = dict(zip(*run.series(key), strict=True))
+        rings = [
+            (w.iteration, values[w.iteration])
+            for w in warnings
+            if w.iteration in values and fired_on(w, key)
+        ]
+        if rings:
+            xs, ys = zip(*rings, strict=True)
+            gid = f"{MARK_GID}-fired-{key.replace('/', '-')}"
+            ax.plot(
+                xs, ys, linestyle="none", marker="o", ms=11, mfc="none", mec=HACK_COLOR,
+                mew=1.6, label="the signal that fired", gid=gid,
+            )  # fmt: skip
+    return sorted(marked)
 
 
 def _finish(
@@ -53,7 +121,7 @@ def _finish(
     if hacked:
         from matplotlib.lines import Line2D
 
-        handles.append(Line2D([], [], color=HACK_COLOR, linestyle=":", label="reward-hacking"))
+        handles.append(Line2D([], [], color=HACK_COLOR, linestyle="--", marker="v", ms=6))
         labels.append("reward-hacking warning")
     for ax in axes:
         ax.grid(alpha=0.3)
@@ -111,8 +179,9 @@ def plot_reward(runs: list[Run], path: PlotTarget) -> str | None:
         ax.set_title("Held-out prompts: reward during training")
         ax.set_xlabel("iteration")
         ax.set_ylabel("mean reward")
-    hacked = any([_mark_hacking(ax, runs) for ax in axes])
-    _finish(fig, axes, hacked, path)
+    keys = (["reward"] if has_train else []) + (["eval_test_reward"] if has_eval else [])
+    hacked = [mark_hacking(ax, runs, key) for ax, key in zip(axes, keys, strict=True)]
+    _finish(fig, axes, any(hacked), path)
     return None
 
 
@@ -146,7 +215,7 @@ def _plot_series(
     ax.set_title(title)
     ax.set_xlabel("iteration")
     ax.set_ylabel(ylabel)
-    _finish(fig, [ax], _mark_hacking(ax, runs), path)
+    _finish(fig, [ax], bool(mark_hacking(ax, runs, key)), path)
     return None
 
 

@@ -1,6 +1,10 @@
 """Training runs as `superhf report` reads them: a run folder's metrics, settings and eval.json
-(`load_run`), the numbers the report compares (first and last windows, rolling means) and the
-labels that tell runs apart. Below the report's plots, tables and page; imports none of them.
+(`load_run`), the reward-hacking monitor's warnings (`Run.warnings`), the numbers the report
+compares (first and last windows, rolling means) and the labels that tell runs apart. Below the
+report's plots, tables and page; imports none of them.
+
+A folder with metrics.jsonl is a `superhf train` run; one with only monitor.jsonl is a
+transformers/TRL run watched by `RewardHackingCallback`, whose rows stand in for the metrics.
 """
 
 from __future__ import annotations
@@ -15,7 +19,14 @@ from typing import Any
 import yaml
 
 from superhf.errors import ConfigError
-from superhf.files import CONFIG_FILE, EVAL_FILE, METRICS_FILE, read_json_lines, read_text
+from superhf.files import (
+    CONFIG_FILE,
+    EVAL_FILE,
+    METRICS_FILE,
+    MONITOR_FILE,
+    read_json_lines,
+    read_text,
+)
 
 IGNORED_SETTINGS = {
     "output_dir",
@@ -29,6 +40,26 @@ IGNORED_SETTINGS = {
 """Settings that differ between runs without changing what is learned."""
 KEY_SETTINGS = ["model_name_or_path", "beta", "learning_rate", "num_generations", "use_peft"]
 """Shown for a single run, where no setting 'differs'."""
+
+
+@dataclass(frozen=True)
+class HackingWarning:
+    """One warning of the reward-hacking monitor, as a metrics row logged it."""
+
+    iteration: int
+    text: str
+    """The full warning (`reward_hacking`)."""
+    signals: list[str] | None
+    """The signals that fired (`reward_hacking_signals`); None where the run predates them."""
+    row: int
+    """Its row's index in `Run.metrics`: warnings in neighbouring rows are one streak."""
+
+
+def _signals(value: Any) -> list[str] | None:
+    """`reward_hacking_signals` as a list of names; None when absent or not a list."""
+    if not isinstance(value, list):
+        return None
+    return [str(name) for name in value]
 
 
 @dataclass
@@ -71,6 +102,20 @@ class Run:
             if m.get("reward_hacking")
         ]
 
+    def warnings(self) -> list[HackingWarning]:
+        """Every warning of the monitor with the signals that fired (for the page's marks and
+        its list of warnings)."""
+        return [
+            HackingWarning(
+                int(m.get("iteration", i + 1)),
+                str(m["reward_hacking"]),
+                _signals(m.get("reward_hacking_signals")),
+                i,
+            )
+            for i, m in enumerate(self.metrics)
+            if m.get("reward_hacking")
+        ]
+
 
 def _read_metrics(path: Path, notes: list[str]) -> list[dict[str, Any]]:
     """metrics.jsonl; a torn line is skipped; an iteration logged twice (resume): the last wins."""
@@ -106,12 +151,20 @@ def load_run(path: str | Path) -> Run:
     folder = Path(path).expanduser()
     if not folder.is_dir():
         raise ConfigError(f"RUN_DIR: no such folder {str(path)!r}.")
-    if not (folder / METRICS_FILE).is_file():
-        raise ConfigError(
-            f"RUN_DIR: {str(path)!r} has no {METRICS_FILE}; give the output_dir of `superhf train`."
-        )
     notes: list[str] = []
-    metrics = _read_metrics(folder / METRICS_FILE, notes)
+    metrics_path = folder / METRICS_FILE
+    if not metrics_path.is_file() and (folder / MONITOR_FILE).is_file():
+        metrics_path = folder / MONITOR_FILE
+        notes.append(
+            f"{folder}: no {METRICS_FILE}, read {MONITOR_FILE} (a run watched by "
+            "RewardHackingCallback): iterations are optimizer steps"
+        )
+    if not metrics_path.is_file():
+        raise ConfigError(
+            f"RUN_DIR: {str(path)!r} has no {METRICS_FILE} (nor {MONITOR_FILE}); give the "
+            "output_dir of `superhf train`, or of a trainer watched by RewardHackingCallback."
+        )
+    metrics = _read_metrics(metrics_path, notes)
     config: dict[str, Any] = {}
     if (folder / CONFIG_FILE).is_file():
         loaded = yaml.safe_load((folder / CONFIG_FILE).read_text(encoding="utf-8"))
