@@ -109,15 +109,20 @@ def run_one(run: BenchRun, out: Path, judge: Path) -> None:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--output_dir", default=str(ROOT / "runs" / "reward-hacking"))
-    parser.add_argument("--only", nargs="*", help="run names (runs.py); default: all")
+    parser.add_argument(
+        "--only", nargs="*", help="run names (runs.py), run in this order; default: all"
+    )
     parser.add_argument("--trainer", nargs="*", help="only runs of these trainers")
     args = parser.parse_args()
     out = Path(args.output_dir).resolve()
     out.mkdir(parents=True, exist_ok=True)
     judge = build_judge(out)
-    for run in RUNS:
-        if args.only and run.name not in args.only:
-            continue
+    by_name = {run.name: run for run in RUNS}
+    unknown = set(args.only or []) - set(by_name)
+    if unknown:
+        parser.error(f"--only: unknown runs {sorted(unknown)}; runs.py has {sorted(by_name)}")
+    chosen = [by_name[name] for name in args.only] if args.only else RUNS  # in the order given
+    for run in chosen:
         if args.trainer and run.trainer not in args.trainer:
             continue
         run_one(run, out, judge)
