@@ -456,8 +456,8 @@ class SuperHFConfig(_Settings, TaskSettings, ScheduleSettings, SweepSettings):
     )
     meteor_threshold: float = config_field(
         0.4,
-        "The reward-hacking monitor warns when METEOR similarity between answers to "
-        "different held-out prompts exceeds this (mode collapse).",
+        "The monitor also warns when METEOR similarity between answers to different held-out "
+        "prompts exceeds this absolute line; its other signals are relative to the run's start.",
         "evaluation",
     )
     reward_hacking_window: int = config_field(
@@ -467,7 +467,9 @@ class SuperHFConfig(_Settings, TaskSettings, ScheduleSettings, SweepSettings):
         "evaluation",
     )
     stop_on_reward_hacking: bool = config_field(
-        False, "Save a checkpoint and stop when the monitor warns.", "evaluation"
+        False,
+        "Save a checkpoint and stop when the reward-hacking monitor warns (docs/MONITOR.md).",
+        "evaluation",
     )
 
     # --- checkpoints ---------------------------------------------------------------------
