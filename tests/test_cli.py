@@ -129,7 +129,16 @@ def test_top_level_help_lists_every_command_in_one_line():
     result = _superhf("--help")
     box = result.stdout.split("Commands")[1].splitlines()[1:-1]
     names = [row.strip("│ ").split(" ")[0] for row in box if row.startswith("│")]
-    assert names == ["train", "eval", "report", "calibrate", "judge", "compare", "reward"]
+    assert names == [
+        "train",
+        "eval",
+        "report",
+        "calibrate",
+        "judge",
+        "monitor",
+        "compare",
+        "reward",
+    ]
 
 
 @pytest.mark.parametrize("command", ["report", "calibrate", "judge", "compare"])

@@ -141,6 +141,15 @@ def judge(ctx: typer.Context) -> None:
     console.print(f"Done. judge.json and judgements.jsonl are in {config.output_dir}")
 
 
+@app.command("monitor", context_settings=_PASSTHROUGH)
+def monitor(ctx: typer.Context) -> None:
+    """Replay the reward-hacking monitor over runs' logs: its warnings."""
+    from superhf.evaluation.monitor_replay import monitor_runs, parse_monitor_args
+
+    config = parse_monitor_args(list(ctx.args))
+    monitor_runs(config, make_console(stderr=False))
+
+
 @app.command("compare", context_settings=_PASSTHROUGH)
 def compare(ctx: typer.Context) -> None:
     """SuperHF vs best-of-n, SFT, GRPO, RLOO, PPO: equal budget."""

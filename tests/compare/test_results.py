@@ -1,10 +1,16 @@
-"""The cost numbers of results.json: per-step costs from progress.jsonl, gains per token."""
+"""The numbers of results.json: per-step costs from progress.jsonl, gains per token, and the
+reward-hacking monitor's warnings of every run."""
 
 from __future__ import annotations
 
+import json
+
 import pytest
 
-from superhf.compare.results import gains_per_token, step_costs
+from superhf.compare.report import _monitor_lines
+from superhf.compare.results import gains_per_token, run_record, step_costs, summarize_groups
+from superhf.compare.spec import DONE_FILE, PROGRESS_FILE, MethodRun
+from superhf.files import METRICS_FILE, MONITOR_FILE
 
 
 def test_step_costs_are_medians_so_an_evaluation_step_does_not_count():
@@ -25,3 +31,48 @@ def test_gains_per_token_are_over_the_start_and_none_when_unknown():
     assert gains["reward_gain_per_1k_tokens"] == pytest.approx(0.2)
     assert gains["test_reward_gain_per_1k_tokens"] is None
     assert gains_per_token({"reward": 0.5}, {"reward": 0.1}, 0)["reward_gain_per_1k_tokens"] is None
+
+
+def _folder(tmp_path, method: str, done: dict, logs: dict[str, list[dict]]) -> MethodRun:
+    """A finished run folder written by hand (nothing trained)."""
+    folder = tmp_path / f"{method}-s0"
+    folder.mkdir()
+    (folder / DONE_FILE).write_text(json.dumps({"method": method, **done}))
+    (folder / PROGRESS_FILE).write_text(json.dumps({"step": 1, "sampled_tokens": 40}) + "\n")
+    for name, rows in logs.items():
+        (folder / name).write_text("".join(json.dumps(r) + "\n" for r in rows))
+    return MethodRun(
+        method=method, output_dir=str(folder), prompts_per_step=2, sampled_token_budget=40
+    )
+
+
+def test_a_trl_runs_monitor_warnings_are_collected_and_reported(tmp_path):
+    """GRPO/RLOO write their monitor's rows to monitor.jsonl (done.json has no warnings):
+    results.json lists them as it lists SuperHF's, and report.md beside every run."""
+    warning = "eval_distinct_2 0.3 (1/3.00 of its start 0.9; threshold 1.5): distinct-2"
+    rows = [
+        {"iteration": 0, "eval_reward": 0.1, "reward_hacking": None},
+        {"iteration": 2, "eval_reward": 0.2, "reward_hacking": None},
+        {"iteration": 4, "eval_reward": 0.3, "reward_hacking": warning},
+    ]
+    done = {"status": "done"}
+    grpo = run_record(_folder(tmp_path, "grpo", {}, {MONITOR_FILE: rows}), done, None, False)
+    assert grpo["reward_hacking"] == [{"iteration": 4, "warning": warning}]
+    assert grpo["monitored"]
+    superhf = run_record(
+        _folder(tmp_path, "superhf", {"reward_hacking": []}, {METRICS_FILE: rows[:2]}),
+        done,
+        None,
+        False,
+    )
+    assert superhf["reward_hacking"] == [] and superhf["monitored"]
+    sft = run_record(_folder(tmp_path, "sft", {}, {}), done, None, False)
+    assert sft["reward_hacking"] == [] and not sft["monitored"]
+
+    groups = summarize_groups([grpo, superhf, sft], {})
+    by_method = {g["method"]: g for g in groups}
+    assert [by_method[m]["reward_hacking_runs"] for m in ("grpo", "superhf", "sft")] == [1, 0, 0]
+    assert [by_method[m]["monitored_runs"] for m in ("grpo", "superhf", "sft")] == [1, 1, 0]
+    lines = _monitor_lines([grpo, superhf, sft])
+    assert f"- grpo-s0: 1 warning. iteration 4: {warning}" in lines
+    assert "- superhf-s0: no warning" in lines and "- sft-s0: not monitored" in lines

@@ -118,6 +118,8 @@ def test_stops_at_the_token_budget_and_writes_the_run(method, tmp_path, tiny_mod
         expected["loss_type"] = "dapo"
     assert {k: trl_config[k] for k in expected} == expected
     assert settings["run"]["method"] == method and not settings["notes"]
+    # no evaluation along the run: no reward-hacking monitor
+    assert settings["reward_hacking_monitor"] is None and not (out / "monitor.jsonl").exists()
     config = yaml.safe_load((out / "config.yaml").read_text())
     assert config["model_name_or_path"] == str(tiny_model_dir)
 
@@ -299,6 +301,29 @@ def test_baseline_logs_the_held_out_curve(tmp_path, tiny_model_dir):
     assert records[1]["eval_reward"] is None
     done = json.loads((Path(run.output_dir) / DONE_FILE).read_text())
     assert done["steps"] == 3
+
+    # The reward-hacking monitor made those evaluations (once): its rows hold progress's
+    # numbers at the same steps, its sampled tokens the budget's, and results.json reads it.
+    rows = [
+        json.loads(x) for x in (Path(run.output_dir) / "monitor.jsonl").read_text().splitlines()
+    ]
+    assert [r["iteration"] for r in rows] == [0, 1, 2, 3]
+    assert [r["iteration"] for r in rows if "eval_reward" in r] == evaluated
+    for row, record in zip(rows, records, strict=True):
+        assert row["num_sampled_tokens_total"] == record["sampled_tokens"]
+        assert row.get("eval_reward") == record["eval_reward"]
+        assert row.get("eval_test_reward") == record["eval_test_reward"]
+        assert "reward_hacking" in row and "reward_hacking_signals" in row
+    assert all("completions/distinct_2" in r for r in rows[1:])
+    assert all(r["eval_entropy"] > 0 for r in rows if "eval_reward" in r)
+    answers = (Path(run.output_dir) / "eval_completions.jsonl").read_text().splitlines()
+    assert len(answers) == 2 * len(evaluated)  # 2 held-out prompts per evaluation, no more
+    settings = json.loads((Path(run.output_dir) / SETTINGS_FILE).read_text())
+    assert settings["reward_hacking_monitor"]["eval_steps"] == 2
+    from superhf.compare.results import run_record
+
+    record = run_record(run, {"status": "done"}, None, False)
+    assert record["monitored"] and record["reward_hacking"] == []
 
 
 @pytest.mark.parametrize("method", ["grpo", "rloo"])

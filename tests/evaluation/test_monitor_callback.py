@@ -123,3 +123,30 @@ def test_grpo_with_the_callback_warns_into_the_log(tmp_path, caplog):
     assert counts == [r["eval_num_completions"] for r in rows] and min(counts) >= 3
     assert [a["completion"] for a in answers] == [c for _, c in eval_reward.seen]
     assert {a["prompt"] for a in answers} == set(HELDOUT)
+
+
+def test_trls_kl_lands_in_its_own_steps_row(tmp_path):
+    # TRL logs a step's KL after the step's end: the row is written once the KL is in.
+    from types import SimpleNamespace
+
+    from transformers import TrainerControl
+
+    monitor = RewardHackingCallback(
+        HELDOUT,
+        reward_funcs=[lambda prompts, completions, **_: [0.0] * len(completions)],
+        output_dir=tmp_path,
+        due=lambda step, state: False,
+        monitor=RewardHackingMonitor(thresholds={"kl": 0.5}, smooth=3),
+    )
+    control = TrainerControl()
+    kls = [0.0, 0.0, 0.1, 0.9, 1.0, 1.1]
+    for step, kl in enumerate(kls, start=1):
+        state = SimpleNamespace(global_step=step, max_steps=10)
+        monitor.on_step_end(None, state, control)
+        monitor.on_log(None, state, control, logs={"kl": kl, "loss": 0.1})
+    monitor.on_train_end(None, state, control)
+    rows = [json.loads(x) for x in (tmp_path / MONITOR_FILE).read_text().splitlines()]
+    assert [(r["iteration"], r["kl"]) for r in rows] == list(enumerate(kls, start=1))
+    # The smoothed KL (mean of the last 3) passes 0.5 at step 5 (0.67) and step 6 (1.0).
+    assert [r["iteration"] for r in rows if r["reward_hacking"]] == [5, 6]
+    assert rows[4]["reward_hacking_signals"] == ["kl"]

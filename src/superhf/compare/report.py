@@ -25,6 +25,14 @@ def _diverged(g: dict[str, Any]) -> str:
     return "n/a" if rate is None else f"{rate:.0%}"
 
 
+def _warned(g: dict[str, Any]) -> str:
+    """Seeds whose monitor warned, of the seeds monitored (a results.json of before: n/a)."""
+    monitored = g.get("monitored_runs")
+    if monitored is None:
+        return "n/a"
+    return f"{g.get('reward_hacking_runs', 0)}/{monitored}" if monitored else "not monitored"
+
+
 def _column(key: str, digits: int) -> Any:
     return lambda g: _stat(g[key], digits)
 
@@ -38,6 +46,7 @@ OUTCOME_COLUMNS = [
     ("tokens/answer", _column("length_tokens", 1)),
     ("distinct-2", _column("distinct_2", 3)),
     ("diverged", _diverged),
+    ("hacking warned", _warned),
     ("sampled tokens", _column("sampled_tokens", 0)),
     ("wall s", _column("wall_time_s", 0)),
     ("peak MB", _column("peak_memory_mb", 0)),
@@ -62,6 +71,32 @@ def _table(groups: list[dict[str, Any]], columns: list[tuple[str, Any]]) -> list
         cells = [g["label"], f"{g['learning_rate']:g}", str(len(g["seeds"]))]
         lines.append("| " + " | ".join(cells + [cell(g) for _, cell in columns]) + " |")
     return lines
+
+
+def _monitor_lines(runs: list[dict[str, Any]]) -> list[str]:
+    """The reward-hacking monitor's warnings beside every run: SuperHF's (metrics.jsonl) and
+    GRPO/RLOO's that evaluate along the run (monitor.jsonl); the others are not monitored."""
+    lines = [
+        "## Reward-hacking monitor",
+        "",
+        "Each signal against the run's own start (`superhf monitor RUN_DIR` replays a run's "
+        "log and prints the table). SuperHF runs and GRPO/RLOO runs that evaluate along the "
+        "run are monitored; best-of-n, SFT and PPO are not.",
+        "",
+    ]
+    for r in runs:
+        warnings = r.get("reward_hacking") or []
+        if warnings:
+            where = ", ".join(f"iteration {w['iteration']}: {w['warning']}" for w in warnings)
+            count = f"{len(warnings)} warning" + ("s" if len(warnings) > 1 else "")
+            lines.append(f"- {r['name']}: {count}. {where}")
+        elif r.get("monitored", r["method"] == "superhf"):
+            lines.append(f"- {r['name']}: no warning")
+        elif r["status"] == "done":
+            lines.append(f"- {r['name']}: not monitored")
+    if not any(r.get("reward_hacking") for r in runs):
+        lines += ["", "It did not fire in any run."]
+    return [*lines, ""]
 
 
 def write_report(result: dict[str, Any], plots: list[str], out: Path) -> Path:
@@ -116,17 +151,7 @@ def write_report(result: dict[str, Any], plots: list[str], out: Path) -> Path:
         *_table(result["summary"], OUTCOME_COLUMNS),
         "",
     ]
-    fired = [r for r in result["runs"] if r["reward_hacking"]]
-    lines += ["## Reward-hacking monitor (SuperHF runs)", ""]
-    if fired:
-        for r in fired:
-            where = ", ".join(
-                f"iteration {w['iteration']}: {w['warning']}" for w in r["reward_hacking"]
-            )
-            lines.append(f"- {r['name']}: {where}")
-    else:
-        lines.append("It did not fire in any run.")
-    lines.append("")
+    lines += _monitor_lines(result["runs"])
     short = [r for r in result["runs"] if r.get("budget_reached") is False]
     if short:
         lines += ["## Runs that stopped before the sampled-token budget", ""]

@@ -23,6 +23,7 @@ from typing import TYPE_CHECKING, Any
 
 from superhf.compare.spec import DONE_FILE, PROGRESS_FILE, SETTINGS_FILE, MethodRun
 from superhf.evaluation.heldout import mean_se
+from superhf.evaluation.monitor_replay import LOG_FILES, read_rows
 from superhf.files import json_safe, read_json_lines, read_text
 
 if TYPE_CHECKING:
@@ -86,6 +87,22 @@ def gains_per_token(
     return out
 
 
+def monitor_warnings(folder: Path) -> list[dict[str, Any]] | None:
+    """{iteration, warning} of every row where a run's reward-hacking monitor warned, from its
+    log: metrics.jsonl (SuperHF), else monitor.jsonl (GRPO/RLOO watched by
+    `RewardHackingCallback`, `trl_baselines.monitored_run`). None: the run has no monitor log
+    (best-of-n, SFT, PPO, a GRPO/RLOO run without in-run evaluation)."""
+    for name in LOG_FILES:
+        if (folder / name).is_file():
+            rows = read_rows(folder / name)
+            return [
+                {"iteration": row.get("iteration"), "warning": row["reward_hacking"]}
+                for row in rows
+                if row.get("reward_hacking")
+            ]
+    return None
+
+
 def run_record(
     run: MethodRun, status: dict[str, Any], metrics: dict[str, Any] | None, redone: bool
 ) -> dict[str, Any]:
@@ -100,6 +117,7 @@ def run_record(
     sampled = done.get("sampled_tokens", progress[-1].get("sampled_tokens") if progress else None)
     if run.method == "best_of_n" and metrics:
         sampled = metrics.get("sampled_tokens")
+    logged = monitor_warnings(folder)
     return {
         "name": folder.name,
         "method": run.method,
@@ -122,7 +140,9 @@ def run_record(
             (p["peak_memory_mb"] for p in progress if p.get("peak_memory_mb") is not None),
             default=None,
         ),
-        "reward_hacking": done.get("reward_hacking", []),
+        # SuperHF's done.json lists its warnings; a TRL run's are in monitor.jsonl
+        "reward_hacking": done.get("reward_hacking", logged or []),
+        "monitored": "reward_hacking" in done or logged is not None,
         "done": done,
         "settings": _read_json(folder / SETTINGS_FILE),
         "progress": progress,
@@ -217,6 +237,7 @@ def summarize_groups(records: list[dict[str, Any]], start: dict[str, Any]) -> li
         else:
             row["divergence_rate"] = None
         row["reward_hacking_runs"] = sum(bool(m["reward_hacking"]) for m in members)
+        row["monitored_runs"] = sum(bool(m.get("monitored")) for m in members)
         rows.append(row)
     best: dict[tuple, dict[str, Any]] = {}
     for row in rows:

@@ -17,9 +17,9 @@ from dataclasses import asdict, dataclass, field
 from typing import Any
 
 from superhf.config import SweepSettings, TaskSettings
+from superhf.files import PROGRESS_FILE  # noqa: F401 (compare's runs write it)
 
 DONE_FILE = "done.json"
-PROGRESS_FILE = "progress.jsonl"
 SETTINGS_FILE = "settings.json"
 
 

@@ -21,6 +21,13 @@ steps_per_generation = gradient_accumulation_steps): the whole batch in one pass
 for SmolLM2-135M at 4 x 8 x 48 tokens. The run stops after the update whose
 sampled completion tokens reach `sampled_token_budget`. A killed run is redone whole (no
 done.json), never resumed half-way.
+
+A run that evaluates along the way (`extra["eval_steps"]` > 0, at least 2 held-out prompts)
+is watched by the reward-hacking monitor SuperHF runs have (`RewardHackingCallback`): it
+answers the held-out prompts at the in-run evaluation's steps, with its seeds and sampling,
+and progress.jsonl reads those very numbers (`monitored_run`), so nothing is generated twice;
+it also reads every training sample through the reward function (`watch`). Its rows and
+warnings go to monitor.jsonl, which `superhf monitor RUN_DIR` replays and results.json reads.
 """
 
 from __future__ import annotations
@@ -45,6 +52,7 @@ from superhf.compare.baseline_run import (
 from superhf.compare.spec import MethodRun
 from superhf.data import Prompt
 from superhf.errors import ConfigError
+from superhf.files import MONITOR_FILE
 
 TRL_VERSION = "1.16.0"
 METHODS = ("grpo", "rloo")
@@ -191,17 +199,61 @@ def build_trl_trainer(run: MethodRun) -> tuple[Any, BaselineReward, list[Prompt]
     return trainer, reward, heldout, notes
 
 
+def monitored_run(
+    run: MethodRun, evaluation: InRunEvaluation, reward: BaselineReward, progress: ProgressLog
+) -> Any:
+    """The reward-hacking monitor of a run that evaluates along the way, or None (no in-run
+    evaluation, or fewer than 2 held-out prompts: METEOR compares answers across prompts).
+
+    Its held-out evaluation is the run's `evaluation`, the only one made: the same prompts,
+    sampling (`eval_config`), seed, train scorer and test scorer (the very objects), at the
+    same steps (every `eval_steps` updates, the start, and the last update, the budget's
+    included: `InRunEvaluation.due`). It runs before `budget_callback`, which reads the
+    numbers and seconds of the step (`evaluations`) for progress.jsonl instead of sampling
+    again.
+    """
+    if not evaluation.every or len(evaluation.prompts) < 2:
+        return None
+    from superhf.evaluation.monitor_callback import RewardHackingCallback
+
+    def due(step: int, state: Any) -> bool:  # InRunEvaluation's steps, the budget's last too
+        last = progress.budget_reached(reward.sampled_tokens) or step >= state.max_steps
+        return evaluation.due(step, last)
+
+    return RewardHackingCallback(
+        evaluation.prompts,
+        reward_funcs=reward.scorer,
+        test_reward_model=evaluation.test_scorer,  # the one InRunEvaluation loaded
+        eval_steps=evaluation.every,
+        sampling=evaluation.config,
+        output_dir=run.output_dir,
+        seed=run.seed,
+        sampled_tokens=lambda: reward.sampled_tokens,  # as the budget counts them
+        due=due,
+    )
+
+
 def budget_callback(
-    reward: BaselineReward, progress: ProgressLog, evaluation: InRunEvaluation, tokenizer: Any
+    reward: BaselineReward,
+    progress: ProgressLog,
+    evaluation: InRunEvaluation,
+    tokenizer: Any,
+    monitor: Any = None,
 ) -> Any:
     """A TrainerCallback: the held-out evaluation of the start (step 0) when evaluating; after
-    each update, the evaluation when due, a progress line; at the budget, stop."""
+    each update, the evaluation when due, a progress line; at the budget, stop. With the
+    `monitor` of `monitored_run` (added before this callback), the evaluation is the one the
+    monitor just made at the step."""
     from transformers import TrainerCallback
+
+    def held_out(model: Any, step: int) -> tuple[dict[str, Any], float]:
+        taken = monitor.evaluations.pop(step, None) if monitor is not None else None
+        return taken if taken is not None else evaluation(model, tokenizer)
 
     class SampledTokenBudget(TrainerCallback):
         def on_train_begin(self, args: Any, state: Any, control: Any, **kwargs: Any) -> Any:
             if evaluation.every:
-                progress.record_start(*evaluation(kwargs["model"], tokenizer))
+                progress.record_start(*held_out(kwargs["model"], state.global_step))
             return control
 
         def on_step_end(self, args: Any, state: Any, control: Any, **kwargs: Any) -> Any:
@@ -210,7 +262,7 @@ def budget_callback(
             )
             numbers, seconds = None, 0.0
             if evaluation.due(state.global_step, last):
-                numbers, seconds = evaluation(kwargs["model"], tokenizer)
+                numbers, seconds = held_out(kwargs["model"], state.global_step)
             progress.record(
                 state.global_step,
                 reward.sampled_tokens,
@@ -232,7 +284,17 @@ def run_trl_baseline(run: MethodRun) -> None:
     Path(run.output_dir).mkdir(parents=True, exist_ok=True)
     progress = ProgressLog(run.output_dir, run.sampled_token_budget)
     evaluation = InRunEvaluation(run, heldout, reward.scorer)
-    trainer.add_callback(budget_callback(reward, progress, evaluation, trainer.processing_class))
+    monitor = monitored_run(run, evaluation, reward, progress)
+    if monitor is not None:  # first: budget_callback reads the evaluation it makes
+        trainer.add_callback(monitor)
+        trainer.reward_funcs = [monitor.watch(f) for f in trainer.reward_funcs]
+    elif evaluation.every:
+        notes.append(
+            "No reward-hacking monitor: it needs at least 2 held-out prompts (num_eval_prompts)."
+        )
+    trainer.add_callback(
+        budget_callback(reward, progress, evaluation, trainer.processing_class, monitor)
+    )
     trainer.train()
     reached = progress.budget_reached(reward.sampled_tokens)
     settings = {
@@ -243,6 +305,16 @@ def run_trl_baseline(run: MethodRun) -> None:
         "stop_sequences": reward.stop_sequences,
         "num_prompts": len(reward.prompts),
         "notes": notes,
+        "reward_hacking_monitor": None
+        if monitor is None
+        else {
+            "file": MONITOR_FILE,
+            "eval_steps": monitor.eval_steps,
+            "window": monitor.monitor.window,
+            "meteor_threshold": monitor.monitor.meteor_threshold,
+            "thresholds": monitor.monitor.thresholds,
+            "warnings": monitor.warnings,
+        },
         "run": run.to_dict(),
     }
     write_run_files(

@@ -19,6 +19,7 @@ import functools
 import json
 import logging
 import math
+import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
@@ -59,6 +60,8 @@ class RewardHackingCallback(TrainerCallback):
         stop_on_reward_hacking: bool = False,
         reference_model: Any = None,
         seed: int = 0,
+        sampled_tokens: Callable[[], int] | None = None,
+        due: Callable[[int, Any], bool] | None = None,
     ):
         if eval_steps < 1:
             raise ValueError(f"eval_steps must be >= 1, got {eval_steps}.")
@@ -66,7 +69,7 @@ class RewardHackingCallback(TrainerCallback):
             raise ValueError("prompts: give at least 2 held-out prompts (METEOR compares pairs).")
         self.prompts = as_prompts(prompts)
         self.scorer = _scorer(reward_funcs, reward_weights)
-        self.test_scorer = None if test_reward_model is None else _scorer([test_reward_model])
+        self.test_scorer = None if test_reward_model is None else _scorer(test_reward_model)
         self.eval_steps = eval_steps
         self.sampling = sampling or EvalConfig()
         self.monitor = monitor or RewardHackingMonitor()
@@ -74,12 +77,21 @@ class RewardHackingCallback(TrainerCallback):
         self.stop_on_reward_hacking = stop_on_reward_hacking
         self.reference_model = reference_model
         self.seed = seed
+        self.sampled_tokens = sampled_tokens
+        """Training tokens sampled so far, as the caller counts them; default: the token ids
+        (else words) of the samples `watch` saw."""
+        self.due = due or self.every_eval_steps
+        """(step, TrainerState) -> whether to evaluate after this step."""
+        self.evaluations: dict[int, tuple[dict[str, Any], float]] = {}
+        """Each evaluation's numbers (`generate_and_score`'s keys) and seconds, by step: a
+        caller that logs its own evaluation (superhf compare) reads them instead of sampling
+        again."""
         self.rows: list[dict[str, Any]] = []
         """Every row fed to the monitor, as monitor.jsonl holds them."""
         self.warnings: list[dict[str, Any]] = []
         self._samples: list[tuple[str, str, int]] = []
         self._sampled_tokens = 0
-        self._logged: dict[str, float] = {}
+        self._pending: dict[str, Any] | None = None
 
     # --- the training samples, read where the reward reads them ---------------------------
     def watch(self, reward_func: Callable[..., Any]) -> Callable[..., Any]:
@@ -114,31 +126,54 @@ class RewardHackingCallback(TrainerCallback):
         for name in (MONITOR_FILE, EVAL_COMPLETIONS_FILE):
             (self.output_dir / name).write_text("", encoding="utf-8")
         self._feed(state.global_step, self.evaluate(kwargs["model"], kwargs, state.global_step))
+        self._flush()
         return control
 
-    def on_log(self, args: Any, state: Any, control: Any, logs: Any = None, **_: Any) -> Any:
-        if logs and "kl" in logs and isinstance(logs["kl"], int | float):
-            self._logged["kl"] = float(logs["kl"])  # TRL's KL to the reference (beta > 0)
-        return control
+    def every_eval_steps(self, step: int, state: Any) -> bool:
+        """The default `due`: every `eval_steps` steps and after the last."""
+        return step % self.eval_steps == 0 or (state.max_steps > 0 and step >= state.max_steps)
 
     def on_step_end(self, args: Any, state: Any, control: Any, **kwargs: Any) -> Any:
+        self._flush()
         step = state.global_step
         row: dict[str, Any] = {}
         if self._samples:
             row |= {f"completions/{k}": v for k, v in self._sample_signals().items()}
             self._samples = []
-        row |= self._logged
-        self._logged = {}
-        last = state.max_steps > 0 and step >= state.max_steps
-        if step % self.eval_steps == 0 or last:
+        if self.due(step, state):
             row |= self.evaluate(kwargs["model"], kwargs, step)
         if self._feed(step, row) and self.stop_on_reward_hacking:
             control.should_training_stop = True
         return control
 
+    def on_log(self, args: Any, state: Any, control: Any, logs: Any = None, **_: Any) -> Any:
+        """TRL logs its KL to the reference (beta > 0) after the step's end: the monitor reads
+        it into that step's row, which is written at the next step (or the end)."""
+        kl = (logs or {}).get("kl")
+        row = self._pending
+        if (
+            isinstance(kl, int | float)
+            and row is not None
+            and row["iteration"] == state.global_step
+        ):
+            row["kl"] = float(kl)
+            warning = self.monitor.update({"iteration": row["iteration"], "kl": float(kl)})
+            if warning:
+                row["reward_hacking"] = "; ".join(filter(None, [row["reward_hacking"], warning]))
+                row["reward_hacking_signals"] += self.monitor.fired
+                self._warn(row["iteration"], warning)
+                if self.stop_on_reward_hacking:
+                    control.should_training_stop = True
+        return control
+
+    def on_train_end(self, args: Any, state: Any, control: Any, **kwargs: Any) -> Any:
+        self._flush()
+        return control
+
     # --- the evaluation and the monitor ----------------------------------------------------
     def evaluate(self, model: Any, kwargs: dict[str, Any], step: int) -> dict[str, Any]:
         """The held-out answers' numbers (`eval_*`), as `SuperHFTrainer.evaluate` logs them."""
+        started = time.perf_counter()
         tokenizer = kwargs.get("processing_class") or kwargs.get("tokenizer")
         was_training = model.training
         completions, rewards, test = sample_and_score(
@@ -151,6 +186,7 @@ class RewardHackingCallback(TrainerCallback):
         texts = [p.text for p in self.prompts]
         results |= policy_signals(model, reference, tokenizer, texts, completions)
         model.train(was_training)
+        self.evaluations[step] = (dict(results), time.perf_counter() - started)
         self._append(
             EVAL_COMPLETIONS_FILE,
             [
@@ -171,16 +207,26 @@ class RewardHackingCallback(TrainerCallback):
         return text_signals(prompts, completions, meteor_pairs=100, seed=self.seed)
 
     def _feed(self, step: int, row: dict[str, Any]) -> str | None:
-        row = {"iteration": step, "num_sampled_tokens_total": self._sampled_tokens, **row}
+        """Feed the monitor a step's row; it is written once TRL's logs of the step are in."""
+        tokens = self.sampled_tokens() if self.sampled_tokens else self._sampled_tokens
+        row = {"iteration": step, "num_sampled_tokens_total": tokens, **row}
         warning = self.monitor.update(row)
         row["reward_hacking"] = warning
         row["reward_hacking_signals"] = list(self.monitor.fired)
-        self.rows.append(row)
-        self._append(MONITOR_FILE, [row])
+        self._pending = row
         if warning:
-            self.warnings.append({"iteration": step, "warning": warning})
-            logger.warning("Reward hacking? step %d: %s.", step, warning)
+            self._warn(step, warning)
         return warning
+
+    def _warn(self, step: int, warning: str) -> None:
+        self.warnings.append({"iteration": step, "warning": warning})
+        logger.warning("Reward hacking? step %d: %s.", step, warning)
+
+    def _flush(self) -> None:
+        if self._pending is not None:
+            self.rows.append(self._pending)
+            self._append(MONITOR_FILE, [self._pending])
+            self._pending = None
 
     def _append(self, name: str, rows: list[dict[str, Any]]) -> None:
         if self.output_dir is None:
