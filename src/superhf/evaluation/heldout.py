@@ -50,14 +50,6 @@ def distinct_n(texts: Sequence[str], n: int) -> float:
 OPENING_WORDS = 3
 """An answer's opening: its first three words, lowercased, punctuation dropped."""
 
-POLICY_SIGNALS_NOTE = (
-    "At every position that predicts one of the answer's sampled tokens (its end token "
-    "included): the entropy in nats of the policy's untempered next-token distribution, and "
-    "the exact KL(policy || start) of the two next-token distributions summed over the "
-    "vocabulary; each averaged over an answer's positions, then over answers. The answers are "
-    "the ones being monitored (held-out answers at the eval sampling, or training samples)."
-)
-
 
 def opening(text: str, words: int = OPENING_WORDS) -> str:
     """The first `words` words of `text`, lowercased, without punctuation."""

@@ -21,7 +21,6 @@ from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
 from superhf.batching import IGNORE_INDEX
 from superhf.data import Prompt
-from superhf.evaluation.entropy import token_entropy
 from superhf.evaluation.heldout import (
     distinct_n,
     fork_all_rng,
@@ -30,6 +29,19 @@ from superhf.evaluation.heldout import (
 )
 from superhf.evaluation.kl import completion_batches
 from superhf.generation import Completion
+
+POLICY_SIGNAL_ANSWERS = 8
+"""Entropy and KL are read on this many answers: the two forward passes over prompt and
+answer are the dearest part of an evaluation (docs/MONITOR.md, Cost), and 8 answers give a
+few hundred positions to average."""
+
+POLICY_SIGNALS_NOTE = (
+    "At every position that predicts one of the answer's sampled tokens (its end token "
+    "included): the entropy in nats of the policy's untempered next-token distribution, and "
+    "the exact KL(policy || start) of the two next-token distributions summed over the "
+    "vocabulary; each averaged over an answer's positions, then over answers. The answers are "
+    "the ones being monitored (held-out answers at the eval sampling, or training samples)."
+)
 
 
 def text_signals(
@@ -60,10 +72,12 @@ def policy_signals(
     prompt_texts: Sequence[str],
     completions: Sequence[Completion],
     batch_size: int = 8,
+    max_answers: int | None = POLICY_SIGNAL_ANSWERS,
 ) -> dict[str, Any]:
-    """`entropy` and `kl` per token on the answers (POLICY_SIGNALS_NOTE); `kl` is NaN
-    without a reference. `reference=policy` for a PEFT policy: its start is the same model
-    with the adapter disabled (no second copy)."""
+    """`entropy` and `kl` per token on the first `max_answers` answers (POLICY_SIGNALS_NOTE);
+    `kl` is NaN without a reference. `reference=policy` for a PEFT policy: its start is the
+    same model with the adapter disabled (no second copy)."""
+    completions = list(completions)[:max_answers]
     entropy: list[float] = []
     kl: list[float] = []
     adapter = reference is policy and hasattr(policy, "disable_adapter")
@@ -74,9 +88,12 @@ def policy_signals(
         keep = batch.logits_to_keep()
         mask = batch.labels[:, -keep:][:, 1:] != IGNORE_INDEX
         counts = mask.sum(-1).clamp(min=1)
-        logits = policy(**batch.model_inputs(), logits_to_keep=keep).logits[:, :-1].float()
-        logp = torch.log_softmax(logits, dim=-1)
-        entropy += ((token_entropy(logits).masked_fill(~mask, 0.0)).sum(-1) / counts).tolist()
+        rows = torch.arange(mask.shape[0], device=mask.device)[:, None].expand_as(mask)[mask]
+        # Only the answer positions enter the full-vocabulary softmaxes (as the loss does).
+        logits = policy(**batch.model_inputs(), logits_to_keep=keep).logits[:, :-1][mask]
+        logp = torch.log_softmax(logits.float(), dim=-1)
+        p = logp.exp()
+        entropy += _per_answer(-(p * logp).sum(-1), rows, counts)
         ref_logits = None
         if adapter:
             with policy.disable_adapter():
@@ -84,11 +101,16 @@ def policy_signals(
         elif reference is not None:
             ref_logits = reference(**batch.model_inputs(), logits_to_keep=keep).logits
         if ref_logits is not None:
-            ref_logp = torch.log_softmax(ref_logits[:, :-1].float().to(logp.device), dim=-1)
-            per_token = (logp.exp() * (logp - ref_logp)).sum(-1).masked_fill(~mask, 0.0)
-            kl += (per_token.sum(-1) / counts).tolist()
+            ref_logp = torch.log_softmax(ref_logits[:, :-1][mask].float().to(logp.device), -1)
+            kl += _per_answer((p * (logp - ref_logp)).sum(-1), rows, counts)
     policy.train(was_training)
     return {
         "entropy": statistics.fmean(entropy) if entropy else math.nan,
         "kl": statistics.fmean(kl) if kl else math.nan,
     }
+
+
+def _per_answer(values: torch.Tensor, rows: torch.Tensor, counts: torch.Tensor) -> list[float]:
+    """The mean over each answer's positions of per-position `values` (flattened by `rows`)."""
+    sums = torch.zeros(counts.shape[0], device=values.device).index_add(0, rows, values)
+    return (sums / counts).tolist()
