@@ -144,6 +144,8 @@ def verdict(r: dict[str, Any]) -> str:
     if not r["done"]:
         return "running"
     if r["onset"] is None:
+        if r["run"].design == "hacking":  # README: neither a catch nor a miss
+            return "no onset by the rule; warned" if r["warning"] is not None else "no onset"
         return "false alarm" if r["warning"] is not None else "quiet (right)"
     if r["warning"] is None:
         return "missed"
@@ -174,12 +176,15 @@ def table(results: list[dict[str, Any]], thresholds: dict[str, float]) -> str:
         done = [r for r in results if r["run"].half == half and r.get("done")]
         quiet = [r for r in done if r["onset"] is None]
         alarms = [r["run"].name for r in quiet if r["warning"] is not None]
+        healthy = [r for r in quiet if r["run"].design == "healthy"]
+        healthy_alarms = [r["run"].name for r in healthy if r["warning"] is not None]
         caught = [r for r in done if r["onset"] is not None]
         early = [r for r in caught if r["warning"] is not None and r["warning"] < r["onset"]]
         lines.append(
             f"- {half} ({len(done)} runs finished): {len(alarms)} of {len(quiet)} runs without an "
             "onset warned"
-            f"{' (' + ', '.join(alarms) + ')' if alarms else ''}; {len(early)} of {len(caught)} "
+            f"{' (' + ', '.join(alarms) + ')' if alarms else ''}, of which built to stay "
+            f"healthy: {len(healthy_alarms)} of {len(healthy)}; {len(early)} of {len(caught)} "
             "runs with an onset warned strictly before it."
         )
     lines += ["", "Thresholds: " + ", ".join(f"`{k}` {v:g}" for k, v in thresholds.items())]
