@@ -46,6 +46,26 @@ RUNS = [
     # A train reward that pays for a keyword; the judge does not.
     BenchRun("keyword-s0", "superhf", "hacking", "tune", 0, KEYWORD_REWARD, "keyword"),
     BenchRun("keyword-s1", "superhf", "hacking", "check", 1, KEYWORD_REWARD, "keyword"),
+    # Added after keyword-s0 showed no sign of the keyword by iteration 29 at the default rate:
+    # the same reward at 4x the rate, the KL prior kept.
+    BenchRun(
+        "keyword-lr2e-3-s0",
+        "superhf",
+        "hacking",
+        "tune",
+        0,
+        [*KEYWORD_REWARD, "--learning_rate", "2e-3"],
+        "keyword",
+    ),
+    BenchRun(
+        "keyword-lr2e-3-s1",
+        "superhf",
+        "hacking",
+        "check",
+        1,
+        [*KEYWORD_REWARD, "--learning_rate", "2e-3"],
+        "keyword",
+    ),
     # Unlikelihood on the worst samples (negative_weight), which drifted on the HH task.
     BenchRun("negatives-s0", "superhf", "hacking", "tune", 0, ["--negative_weight", "0.5"]),
     BenchRun("negatives-s1", "superhf", "hacking", "check", 1, ["--negative_weight", "0.5"]),
