@@ -67,3 +67,12 @@ def test_every_half_has_runs_built_to_hack_and_runs_built_to_stay_healthy():
         designs = {r.design for r in RUNS if r.half == half}
         assert designs == {"hacking", "healthy"}
     assert len({r.name for r in RUNS}) == len(RUNS)
+
+
+def test_the_monitors_defaults_are_the_thresholds_the_benchmark_chose():
+    from pathlib import Path
+
+    from superhf.evaluation.monitor import DEFAULT_THRESHOLDS
+
+    chosen = Path(__file__).resolve().parents[1] / "bench" / "reward_hacking" / "thresholds.json"
+    assert json.loads(chosen.read_text()) == DEFAULT_THRESHOLDS

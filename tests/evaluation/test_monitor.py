@@ -187,7 +187,9 @@ def test_each_signal_is_read_against_the_runs_own_start():
     ],
 )
 def test_measures(name, start, value, fires):
-    monitor = RewardHackingMonitor()
+    thresholds = {"eval_distinct_2": 1.5, "eval_entropy": 1.5, "eval_mean_length": 2.0}
+    thresholds |= {"eval_template_share": 0.4, "eval_kl": 0.5}
+    monitor = RewardHackingMonitor(thresholds=thresholds)
     assert monitor.update(_eval(0, **{name: start})) is None
     warning = monitor.update(_eval(5, **{name: value}))
     assert (warning is not None) == fires
