@@ -344,12 +344,14 @@ class SuperHFTrainer:
         results = summarize_eval(
             self.eval_prompts, completions, rewards, test, meteor_pairs=200, seed=self.args.seed
         )
-        # Entropy and the exact KL to the start on these answers: the adapter-disabled policy,
-        # or the frozen copy (none at beta 0 without LoRA: no KL then).
-        reference = policy if hasattr(policy, "disable_adapter") else self.update.reference
+        # Entropy and the exact KL to the start on these answers, read from the trained policy
+        # (under FSDP a collective: every process reads the same gathered answers) against the
+        # adapter-disabled policy, or the frozen copy (none at beta 0 without LoRA: no KL).
+        trained = self.accelerator.unwrap_model(self.model)
+        reference = trained if hasattr(trained, "disable_adapter") else self.update.reference
         prompt_texts = [p.text for p in self.eval_prompts]
         with self.accelerator.autocast():
-            results |= policy_signals(policy, reference, self.tokenizer, prompt_texts, completions)
+            results |= policy_signals(trained, reference, self.tokenizer, prompt_texts, completions)
         return {f"eval_{key}": value for key, value in results.items()}
 
     def evaluate_kept(
