@@ -352,6 +352,12 @@ class SuperHFTrainer:
         prompt_texts = [p.text for p in self.eval_prompts]
         with self.accelerator.autocast():
             results |= policy_signals(trained, reference, self.tokenizer, prompt_texts, completions)
+        if self.processes.sharded:  # FSDP2 keeps the root unsharded after a forward: reshard,
+            from torch.distributed.fsdp import FSDPModule  # as the optimizer's state expects
+
+            for module in trained.modules():
+                if isinstance(module, FSDPModule):
+                    module.reshard()
         return {f"eval_{key}": value for key, value in results.items()}
 
     def evaluate_kept(
