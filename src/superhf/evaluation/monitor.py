@@ -207,6 +207,13 @@ class RewardHackingMonitor:
                 )
         return "; ".join(warnings) or None
 
+    def annotate(self, metrics: dict[str, Any]) -> str | None:
+        """`update`, then log its warning and the signals that fired into `metrics` as
+        `reward_hacking` and `reward_hacking_signals`."""
+        metrics["reward_hacking"] = warning = self.update(metrics)
+        metrics["reward_hacking_signals"] = list(self.fired)
+        return warning
+
     def _divergence(self) -> str | None:
         if len(self.eval_test_reward) < self.window:
             return None

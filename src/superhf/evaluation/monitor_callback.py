@@ -210,9 +210,7 @@ class RewardHackingCallback(TrainerCallback):
         """Feed the monitor a step's row; it is written once TRL's logs of the step are in."""
         tokens = self.sampled_tokens() if self.sampled_tokens else self._sampled_tokens
         row = {"iteration": step, "num_sampled_tokens_total": tokens, **row}
-        warning = self.monitor.update(row)
-        row["reward_hacking"] = warning
-        row["reward_hacking_signals"] = list(self.monitor.fired)
+        warning = self.monitor.annotate(row)
         self._pending = row
         if warning:
             self._warn(step, warning)

@@ -104,6 +104,7 @@ def policy_signals(
             ref_logp = torch.log_softmax(ref_logits[:, :-1][mask].float().to(logp.device), -1)
             kl += _per_answer((p * (logp - ref_logp)).sum(-1), rows, counts)
     policy.train(was_training)
+    _reshard(policy)
     return {
         "entropy": statistics.fmean(entropy) if entropy else math.nan,
         "kl": statistics.fmean(kl) if kl else math.nan,
@@ -114,3 +115,13 @@ def _per_answer(values: torch.Tensor, rows: torch.Tensor, counts: torch.Tensor) 
     """The mean over each answer's positions of per-position `values` (flattened by `rows`)."""
     sums = torch.zeros(counts.shape[0], device=values.device).index_add(0, rows, values)
     return (sums / counts).tolist()
+
+
+def _reshard(model: torch.nn.Module) -> None:
+    """FSDP2 leaves its root unsharded after a forward with no backward; reshard, as the
+    optimizer's state (and the next training step) expects. A no-op for other models."""
+    from torch.distributed.fsdp import FSDPModule
+
+    for module in model.modules():
+        if isinstance(module, FSDPModule):
+            module.reshard()

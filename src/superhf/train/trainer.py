@@ -226,7 +226,6 @@ class SuperHFTrainer:
             args.skip_uniform_prompts,
         )
         kept = selection.kept
-        # What the monitor reads in the samples themselves (no extra generation).
         sample_signals = text_signals(prompts, completions, meteor_pairs=100, seed=args.seed)
         times.append(time.perf_counter())
         # Fine-tune on what was kept; the schedule steps once per iteration.
@@ -316,7 +315,7 @@ class SuperHFTrainer:
         With a `logger` (and `log_completions`), the answers go to eval_completions.jsonl
         under `iteration`.
         """
-        policy = self.accelerator.unwrap_model(self.model)
+        trained = policy = self.accelerator.unwrap_model(self.model)
         if self.processes.sharded:  # its forward is a collective: answer from the whole copy
             self.sampling_model.refresh()
             policy = self.sampling_model.model
@@ -344,20 +343,11 @@ class SuperHFTrainer:
         results = summarize_eval(
             self.eval_prompts, completions, rewards, test, meteor_pairs=200, seed=self.args.seed
         )
-        # Entropy and the exact KL to the start on these answers, read from the trained policy
-        # (under FSDP a collective: every process reads the same gathered answers) against the
-        # adapter-disabled policy, or the frozen copy (none at beta 0 without LoRA: no KL).
-        trained = self.accelerator.unwrap_model(self.model)
+        # Entropy and exact KL to the start (under FSDP a collective over the gathered answers).
         reference = trained if hasattr(trained, "disable_adapter") else self.update.reference
-        prompt_texts = [p.text for p in self.eval_prompts]
         with self.accelerator.autocast():
-            results |= policy_signals(trained, reference, self.tokenizer, prompt_texts, completions)
-        if self.processes.sharded:  # FSDP2 keeps the root unsharded after a forward: reshard,
-            from torch.distributed.fsdp import FSDPModule  # as the optimizer's state expects
-
-            for module in trained.modules():
-                if isinstance(module, FSDPModule):
-                    module.reshard()
+            texts = [p.text for p in self.eval_prompts]
+            results |= policy_signals(trained, reference, self.tokenizer, texts, completions)
         return {f"eval_{key}": value for key, value in results.items()}
 
     def evaluate_kept(
@@ -387,15 +377,13 @@ class SuperHFTrainer:
         logger: RunLogger,
         console: Console | None = None,
     ) -> None:
-        """Monitor, log and print an iteration's metrics (iteration 0: the starting policy)."""
+        """Monitor, log and print an iteration's metrics (iteration 0: the start, the monitor's)."""
         iteration = metrics["iteration"]
         if iteration > 0:
             metrics["num_prompts_seen"] = min(
                 iteration * self.args.prompts_per_iteration, len(self.prompt_order)
             )
-        # The monitor reads iteration 0's evaluation as the run's start.
-        metrics["reward_hacking"] = warning = self.monitor.update(metrics)
-        metrics["reward_hacking_signals"] = list(self.monitor.fired)
+        warning = self.monitor.annotate(metrics)
         if warning:
             self._warn(f"Reward hacking? {warning}.")
             if self.args.stop_on_reward_hacking:
