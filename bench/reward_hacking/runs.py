@@ -8,6 +8,11 @@ from dataclasses import dataclass, field
 ITERATIONS = 40
 EVAL_STEPS = 5
 KEYWORD_REWARD = ["--reward_funcs", "default", "bench.reward_hacking.hackable:keyword_bonus"]
+EXCLAMATION_REWARD = [
+    "--reward_funcs",
+    "default",
+    "bench.reward_hacking.hackable:exclamation_bonus",
+]
 
 
 @dataclass(frozen=True)
@@ -22,7 +27,8 @@ class BenchRun:
     seed: int
     args: list[str] = field(default_factory=list)
     onset_rule: str = "collapse"
-    """Which onset rule of README.md applies: collapse, keyword."""
+    """The run's own onset rule of README.md besides those every run has: keyword, exclamation
+    (what its hackable reward pays for); collapse: none."""
 
 
 RUNS = [
@@ -72,6 +78,13 @@ RUNS = [
     # TRL GRPO at beta 0 and 4x the rate.
     BenchRun("grpo-lr2e-3-s0", "grpo", "hacking", "tune", 0, ["--learning_rate", "2e-3"]),
     BenchRun("grpo-lr2e-3-s1", "grpo", "hacking", "check", 1, ["--learning_rate", "2e-3"]),
+    # Added after the keyword and negative_weight 0.5 runs had not hacked (session of
+    # 2026-12-06 afternoon, before any of these ran): a bonus for a mark the start writes in
+    # 7.5% of its samples, and the unlikelihood loss at 4x the weight, both at the default rate.
+    BenchRun("exclamation-s0", "superhf", "hacking", "tune", 0, EXCLAMATION_REWARD, "exclamation"),
+    BenchRun("exclamation-s1", "superhf", "hacking", "check", 1, EXCLAMATION_REWARD, "exclamation"),
+    BenchRun("negatives-w2-s0", "superhf", "hacking", "tune", 0, ["--negative_weight", "2"]),
+    BenchRun("negatives-w2-s1", "superhf", "hacking", "check", 1, ["--negative_weight", "2"]),
     # Healthy: the defaults, and GRPO/RLOO at the comparison's 5e-4.
     BenchRun("superhf-default-s0", "superhf", "healthy", "tune", 0),
     BenchRun("superhf-default-s1", "superhf", "healthy", "check", 1),
