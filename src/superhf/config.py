@@ -252,7 +252,7 @@ class TaskSettings(TaskRewards, TaskSampling, TaskPrompts, LoraSettings, PolicyS
 
 @dataclass
 class ScheduleSettings:
-    """The learning-rate schedule."""
+    """The learning-rate schedule and the clipping of each step's gradient."""
 
     lr_scheduler_type: str = config_field(
         "cosine",
@@ -267,8 +267,19 @@ class ScheduleSettings:
         "training",
     )
 
+    max_grad_norm: float | None = config_field(
+        None,
+        "Clip each optimizer step's gradient to this global norm (TRL's name; transformers' "
+        "default is 1.0). Unset or 0: no clipping, as the paper.",
+        "training",
+    )
+
     def check_schedule(self) -> None:
         check_at_least(self, 0, "warmup_steps")
+        if self.max_grad_norm is not None and self.max_grad_norm < 0:
+            raise ConfigError(
+                f"max_grad_norm must be >= 0 (0 or unset: no clipping), got {self.max_grad_norm}."
+            )
 
 
 @dataclass

@@ -120,6 +120,12 @@ def test_every_method_ran_and_results_and_plots_are_written(comparison):
         gained = 1000 * (r["numbers"]["reward"] - start) / r["sampled_tokens"]
         assert r["reward_gain_per_1k_tokens"] == pytest.approx(gained)
     assert "## Cost and reward per sampled token" in report
+    for r in result["runs"]:  # matched updates: one optimizer step per round, as recorded
+        if r["method"] in ("superhf", "grpo") and r["status"] == "done":
+            assert r["optimizer_steps"] == r["steps"] >= 2, r["name"]
+            assert r["update_settings"]["optimizer_steps_per_round"] == 1, r["name"]
+    assert on_disk["update_settings"]["mismatches"] == []
+    assert "## What shapes each update" in report and "Matched: every checked run" in report
     variant = next(g for g in result["headline"] if g["variant"] == "negatives")
     assert variant["label"] == "superhf[negatives] b=0.35" and variant["seeds"] == [0]
     settings = json.loads(

@@ -97,6 +97,7 @@ def test_stops_at_the_token_budget_and_writes_the_run(method, tmp_path, tiny_mod
 
     done = json.loads((out / DONE_FILE).read_text())
     assert done["stop_reason"] == "sampled_token_budget" and done["sampled_tokens"] == 32
+    assert done["optimizer_steps"] == 2  # one optimizer step per generation round
     settings = json.loads((out / SETTINGS_FILE).read_text())
     trl_config = settings["trl_config"]
     expected = {
@@ -113,6 +114,8 @@ def test_stops_at_the_token_budget_and_writes_the_run(method, tmp_path, tiny_mod
         "seed": 0,
         "bf16": False,
         "report_to": [],
+        "max_grad_norm": 1.0,
+        "disable_dropout": True,
     }
     if method == "grpo":
         expected["loss_type"] = "dapo"
@@ -129,6 +132,22 @@ def test_stops_at_the_token_budget_and_writes_the_run(method, tmp_path, tiny_mod
     assert adapter["r"] == run.lora_r and set(adapter["target_modules"]) == set(
         run.lora_target_modules
     )
+
+
+def test_trl_warms_up_on_superhfs_schedule(tmp_path, tiny_model_dir):
+    """transformers' constant_with_warmup trains step 0 at rate 0; the baselines step on
+    SuperHF's schedule, whose first update trains at learning_rate / warmup_steps."""
+    from superhf.compare.trl_baselines import build_trl_trainer
+
+    extra = {"lr_scheduler_type": "constant_with_warmup", "warmup_steps": 2}
+    trainer, *_ = build_trl_trainer(_run(tmp_path, tiny_model_dir, "grpo", extra=extra))
+    trainer.create_optimizer_and_scheduler(num_training_steps=10)
+    rates = []
+    for _ in range(3):
+        rates.append(trainer.lr_scheduler.get_last_lr()[0])
+        trainer.optimizer.step()
+        trainer.lr_scheduler.step()
+    assert rates == pytest.approx([0.5e-3, 1e-3, 1e-3])
 
 
 def test_extra_overrides_a_trl_field_and_refuses_an_unknown_one(tmp_path, tiny_model_dir):

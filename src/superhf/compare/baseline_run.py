@@ -355,8 +355,10 @@ def write_run_files(
     settings: dict[str, Any],
     progress: ProgressLog,
     stop_reason: str,
+    optimizer_steps: int | None = None,
 ) -> None:
-    """The policy (a PEFT adapter) and tokenizer, config.yaml, settings.json, then done.json."""
+    """The policy (a PEFT adapter) and tokenizer, config.yaml, settings.json, then done.json
+    (with the optimizer steps the run took)."""
     out = Path(run.output_dir)
     model.save_pretrained(out)
     tokenizer.save_pretrained(out)
@@ -369,6 +371,7 @@ def write_run_files(
         {
             "method": run.method,
             "steps": last.step if last else 0,
+            "optimizer_steps": optimizer_steps,
             "sampled_tokens": last.sampled_tokens if last else 0,
             "sampled_token_budget": run.sampled_token_budget,
             "wall_time_s": last.wall_time_s if last else 0.0,

@@ -98,6 +98,8 @@ class CompareConfig(CheckedSettings, TaskSettings, ScheduleSettings, MeteorSetti
     lr_scheduler_type: str = with_default(
         ScheduleSettings, "lr_scheduler_type", "constant_with_warmup"
     )
+    max_grad_norm: float | None = with_default(ScheduleSettings, "max_grad_norm", 1.0)
+    lora_dropout: float = with_default(TaskSettings, "lora_dropout", 0.0)
 
     # --- methods and budget ----------------------------------------------------------------
     methods: list[str] = config_field(
@@ -146,6 +148,13 @@ class CompareConfig(CheckedSettings, TaskSettings, ScheduleSettings, MeteorSetti
         {},
         "Per-method extras, e.g. {superhf: {eval_steps: 5}, grpo: {loss_type: dapo}}: SuperHF, "
         "TRL or SFT settings; `beta` sets a baseline's KL coefficient.",
+        "methods",
+    )
+
+    allow_mismatched_updates: bool = config_field(
+        False,
+        "Run and report even when the methods' updates differ in a matched setting (steps per "
+        "round, warm-up, clipping, dropout, weight decay); the report marks it. Off: refused.",
         "methods",
     )
 

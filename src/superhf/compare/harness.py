@@ -23,15 +23,22 @@ from typing import Any
 
 from rich.console import Console
 
-from superhf.compare import evaluation, plots, report, results
+from superhf.compare import evaluation, plots, report, results, update_settings
 from superhf.compare.config import SUPERHF_DEFAULT_BETA, CompareConfig
-from superhf.compare.methods import RUN_FILE, STATUS_FILE, execute, write_json
+from superhf.compare.methods import (
+    RUN_FILE,
+    STATUS_FILE,
+    execute,
+    planned_settings,
+    write_json,
+)
 from superhf.compare.spec import DONE_FILE, MethodRun
 from superhf.compare.task import Task, prepare_task
 from superhf.config import TaskSettings
 from superhf.console import make_console, progress_bar
+from superhf.errors import ConfigError
 
-SHARED_EXTRAS = ("lr_scheduler_type", "warmup_steps")
+SHARED_EXTRAS = ("lr_scheduler_type", "warmup_steps", "max_grad_norm")
 """Settings every trained method gets in its `extra` (TRL's config fields have these names)."""
 
 
@@ -78,6 +85,7 @@ def expand_runs(cfg: CompareConfig, task: Task) -> list[MethodRun]:
     for method, variant, betas, own in _arms(cfg):
         rates = [0.0] if method == "best_of_n" else cfg.learning_rates
         extra = {name: getattr(cfg, name) for name in SHARED_EXTRAS}
+        extra["max_grad_norm"] = cfg.max_grad_norm or 0.0  # 0: no clipping, for TRL too
         if method == "sft":
             extra["sft_data"] = task.sft_file
         extra |= own
@@ -105,6 +113,23 @@ def expand_runs(cfg: CompareConfig, task: Task) -> list[MethodRun]:
     # comparison cut short still has every method.
     order = {seed: i for i, seed in enumerate(dict.fromkeys(r.seed for r in runs))}
     return sorted(runs, key=lambda r: order[r.seed])
+
+
+def check_updates(cfg: CompareConfig, runs: list[MethodRun]) -> None:
+    """Refuse, before any model loads, a comparison whose methods' updates would differ in a
+    matched setting (`update_settings`), unless allow_mismatched_updates."""
+    if cfg.allow_mismatched_updates:
+        return
+    planned = [
+        {
+            "name": Path(run.output_dir).name,
+            "method": run.method,
+            "variant": run.variant,
+            "update_settings": update_settings.effective(run.method, planned_settings(run)),
+        }
+        for run in runs
+    ]
+    update_settings.check_matched(planned, cfg.superhf_variants)
 
 
 def train_run(run: MethodRun, isolate: bool) -> dict[str, Any]:
@@ -164,6 +189,7 @@ def run_comparison(cfg: CompareConfig, console: Console | None = None) -> dict[s
     write_json(out / "compare_config.json", cfg.to_dict())
     task = prepare_task(cfg, console)
     runs = expand_runs(cfg, task)
+    check_updates(cfg, runs)
     console.print(
         f"superhf compare: {len(runs)} runs ({', '.join(cfg.methods)}), "
         f"{task.info['num_eval_prompts']} eval prompts, budget {cfg.sampled_token_budget} "
@@ -215,6 +241,12 @@ def run_comparison(cfg: CompareConfig, console: Console | None = None) -> dict[s
         progress.update(bar, description="comparison")
     result = results.build_results(cfg, task, evaluator, start, records, started)
     write_outputs(result, out, console)
+    mismatched = result["update_settings"]["mismatches"]
+    if mismatched and not cfg.allow_mismatched_updates:  # runs finished under other settings
+        raise ConfigError(
+            "the finished runs' updates are not matched (results.json and report.md mark it):"
+            "\n  - " + "\n  - ".join(mismatched) + "\n" + update_settings.FIX
+        )
     return result
 
 

@@ -84,7 +84,19 @@ def superhf_config(run: MethodRun) -> Any:
         # fp32 as the TRL baselines sample (and as every cached run did), whatever the CPU
         "sampling_dtype": "float32",
     }
-    return SuperHFConfig(**{**values, **run.extra})
+    config = SuperHFConfig(**{**values, **run.extra})
+    if "gradient_accumulation_steps" not in run.extra:
+        config.gradient_accumulation_steps = one_step_per_round(config)
+    return config
+
+
+def one_step_per_round(config: Any) -> int:
+    """Minibatches per optimizer step such that an epoch over one iteration's trained rows is
+    one step, as TRL's GRPO/RLOO take one per generation round (`compare.update_settings`):
+    the rows are the kept samples of each prompt and, with negative_weight, its worst one."""
+    per_prompt = config.num_kept_per_prompt + (1 if config.negative_weight > 0 else 0)
+    rows = config.prompts_per_iteration * min(per_prompt, config.num_generations)
+    return max(1, -(-rows // config.per_device_train_batch_size))
 
 
 def superhf_progress(folder: Path) -> list[dict[str, Any]]:
@@ -151,6 +163,7 @@ def run_superhf(run: MethodRun) -> None:
         {
             "method": run.method,
             "steps": len(trained),
+            "optimizer_steps": sum(m.get("num_optimizer_steps", 0) for m in trained),
             "sampled_tokens": trainer.num_sampled_tokens,
             "stopped_by": "sampled_token_budget"
             if trainer.budget_spent()
@@ -305,6 +318,20 @@ def run_sft(run: MethodRun) -> None:
 
 
 # --- dispatch --------------------------------------------------------------------------------
+
+
+def planned_settings(run: MethodRun) -> dict[str, Any] | None:
+    """What the run's settings.json will hold about its update, before it runs (no model is
+    loaded): SuperHF's config, or TRL's GRPO/RLOO config. None for the other methods."""
+    if run.method == "superhf":
+        return {"config": superhf_config(run).to_dict()}
+    if run.method in ("grpo", "rloo"):
+        from superhf.compare.baseline_run import split_extra
+        from superhf.compare.trl_baselines import LR_SCHEDULE, trl_settings
+
+        config = {**trl_settings(run, use_cpu=True), **split_extra(run)[1]}
+        return {"trl_config": config, "lora": run.lora_kwargs(), "lr_schedule": LR_SCHEDULE}
+    return None
 
 
 def run_method(run: MethodRun) -> None:

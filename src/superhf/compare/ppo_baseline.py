@@ -272,7 +272,9 @@ def train_ppo(run: MethodRun) -> None:
         "run": run.to_dict(),
     }
     policy_model = trainer.accelerator.unwrap_model(trainer.model).policy
-    write_run_files(run, policy_model, tokenizer, settings, progress, stop_reason)
+    rounds = progress.records[-1].step if progress.records else 0
+    steps = rounds * args.num_ppo_epochs * args.num_mini_batches  # PPO's loop, per batch
+    write_run_files(run, policy_model, tokenizer, settings, progress, stop_reason, steps)
 
 
 def main(argv: list[str]) -> int:

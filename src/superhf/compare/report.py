@@ -99,6 +99,27 @@ def _monitor_lines(runs: list[dict[str, Any]]) -> list[str]:
     return [*lines, ""]
 
 
+def _update_settings(checked: dict[str, Any] | None) -> list[str]:
+    """The matched-updates section: each method's effective update settings, the mismatches."""
+    if not checked:
+        return []
+    lines = [
+        "## What shapes each update",
+        "Read from each run's settings.json (measured steps per round: optimizer steps over "
+        "rounds from done.json). These must be equal across SuperHF, GRPO and RLOO; the "
+        "learning rate and beta are swept instead.",
+        "",
+        checked["table"],
+        "",
+    ]
+    if checked["mismatches"]:
+        verdict = "allowed by allow_mismatched_updates" if checked["allowed"] else "refused"
+        lines += [f"**Not matched ({verdict}):**", *(f"- {m}" for m in checked["mismatches"])]
+    else:
+        lines.append("Matched: every checked run has the same settings.")
+    return [*lines, ""]
+
+
 def write_report(result: dict[str, Any], plots: list[str], out: Path) -> Path:
     s, task, m = result["settings"], result["task"], result["machine"]
     start = result["start"]["numbers"]
@@ -128,6 +149,7 @@ def write_report(result: dict[str, Any], plots: list[str], out: Path) -> Path:
         f"{_num(start.get('reward'))}, METEOR {_num(start.get('meteor'))}, entropy "
         f"{_num(start.get('entropy'), 2)}",
         "",
+        *_update_settings(result.get("update_settings")),
         "## Each method at its chosen learning rate",
         "Mean ± standard error across seeds of each run's held-out mean. The learning rate is "
         "the one with the best train reward on the held-out prompts. Diverged: share of "

@@ -21,6 +21,7 @@ from importlib import metadata
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from superhf.compare import update_settings
 from superhf.compare.spec import DONE_FILE, PROGRESS_FILE, SETTINGS_FILE, MethodRun
 from superhf.evaluation.heldout import mean_se
 from superhf.evaluation.monitor_replay import LOG_FILES, read_rows
@@ -118,6 +119,7 @@ def run_record(
     if run.method == "best_of_n" and metrics:
         sampled = metrics.get("sampled_tokens")
     logged = monitor_warnings(folder)
+    settings = _read_json(folder / SETTINGS_FILE)
     return {
         "name": folder.name,
         "method": run.method,
@@ -131,6 +133,8 @@ def run_record(
         "folder": str(folder),
         "sampled_tokens": sampled,
         "steps": done.get("steps", sum(p.get("step", 1) >= 1 for p in progress)),
+        "optimizer_steps": done.get("optimizer_steps"),
+        "update_settings": update_settings.effective(run.method, settings),
         "budget_reached": None
         if run.method in ("best_of_n", "sft") or status["status"] != "done"
         else sampled is not None and sampled >= run.sampled_token_budget,
@@ -144,7 +148,7 @@ def run_record(
         "reward_hacking": done.get("reward_hacking", logged or []),
         "monitored": "reward_hacking" in done or logged is not None,
         "done": done,
-        "settings": _read_json(folder / SETTINGS_FILE),
+        "settings": settings,
         "progress": progress,
         "numbers": {k: _value(metrics, where) for k, where in METRICS.items()},
         **step_costs(progress),
@@ -315,6 +319,12 @@ def build_results(
             "start": {"numbers": start_numbers, "eval": start},
             "summary": groups,
             "headline": [g for g in groups if g["chosen_learning_rate"]],
+            "update_settings": {
+                "matched": update_settings.MATCHED,
+                "mismatches": update_settings.mismatches(records, cfg.superhf_variants),
+                "allowed": cfg.allow_mismatched_updates,
+                "table": update_settings.settings_table(records),
+            },
             "runs": records,
             "skipped": [
                 {"name": r["name"], "reason": r["reason"]}

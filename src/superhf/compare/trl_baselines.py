@@ -101,6 +101,32 @@ def stopping_at_sequences(trainer_cls: type, reward: BaselineReward) -> type:
     return StoppingTrainer
 
 
+LR_SCHEDULE = "superhf.train.schedule.iteration_scheduler"
+
+
+def on_superhf_schedule(trainer_cls: type) -> type:
+    """`trainer_cls` stepping its learning rate as SuperHF does (`LR_SCHEDULE`): the warm-up
+    moved one step earlier, so the first update trains at learning_rate / warmup_steps, not at
+    transformers' 0. With one optimizer step per round, every method's k-th update then
+    trains at the same rate."""
+    from superhf.train.schedule import iteration_scheduler
+
+    class Scheduled(trainer_cls):
+        def create_scheduler(self, num_training_steps: int, optimizer: Any = None) -> Any:
+            if self.lr_scheduler is None:
+                self.lr_scheduler = iteration_scheduler(
+                    self.args.lr_scheduler_type,
+                    optimizer or self.optimizer,
+                    self.args.get_warmup_steps(num_training_steps),
+                    num_training_steps,
+                )
+                self._created_lr_scheduler = True
+            return self.lr_scheduler
+
+    Scheduled.__name__ = Scheduled.__qualname__ = trainer_cls.__name__
+    return Scheduled
+
+
 def trl_settings(run: MethodRun, use_cpu: bool) -> dict[str, Any]:
     """Every TRL config value superhf sets, before `run.extra`'s overrides."""
     completions = run.prompts_per_step * run.num_generations
@@ -126,6 +152,10 @@ def trl_settings(run: MethodRun, use_cpu: bool) -> dict[str, Any]:
         lr_scheduler_type="constant",  # the number of updates is set by the budget
         warmup_steps=0,
         weight_decay=0.01,  # SuperHF's AdamW weight decay
+        max_grad_norm=1.0,  # transformers' default, written so that it is recorded
+        # Dropout off while sampling and training (TRL samples in train mode; SuperHF
+        # samples in eval mode): with lora_dropout 0, the comparison's default, both match.
+        disable_dropout=True,
         beta=run.beta,
         # fp32 (TRL turns bf16 on by default), no gradient checkpointing (TRL: on).
         bf16=False,
@@ -184,7 +214,7 @@ def build_trl_trainer(run: MethodRun) -> tuple[Any, BaselineReward, list[Prompt]
     model = load_model(run.model_name_or_path)
     reward = BaselineReward(prompts, scorer, tokenizer, stop_token_ids(model, tokenizer), stops)
     reward.count_on_score = False  # counted before the cut, in StoppingTrainer._generate
-    trainer_cls = stopping_at_sequences(trainer_cls, reward)
+    trainer_cls = on_superhf_schedule(stopping_at_sequences(trainer_cls, reward))
     dataset = Dataset.from_list(
         [{"prompt": p.text, "superhf_index": i} for i, p in enumerate(prompts)]
     )
@@ -301,6 +331,7 @@ def run_trl_baseline(run: MethodRun) -> None:
         "method": run.method,
         "trl_version": TRL_VERSION,
         "trl_config": trainer.args.to_dict(),
+        "lr_schedule": LR_SCHEDULE,
         "lora": run.lora_kwargs(),
         "stop_sequences": reward.stop_sequences,
         "num_prompts": len(reward.prompts),
@@ -324,4 +355,5 @@ def run_trl_baseline(run: MethodRun) -> None:
         settings,
         progress,
         "sampled_token_budget" if reached else "max_steps",
+        optimizer_steps=trainer.state.global_step,  # transformers counts optimizer steps
     )

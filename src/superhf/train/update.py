@@ -202,6 +202,7 @@ class PolicyUpdate:
                         totals[key].append(value)
         metrics: dict[str, Any] = {key: mean_or_nan(values) for key, values in totals.items()}
         metrics["grad_norm"] = mean_or_nan(grad_norms)
+        metrics["num_optimizer_steps"] = len(grad_norms)  # steps taken, skipped ones not
         metrics["num_skipped_minibatches"] = skipped
         return metrics
 
@@ -306,7 +307,8 @@ class PolicyUpdate:
                 s["kl"] = float("nan")  # nothing to measure it on
         for s in stats:
             s["loss"] = s["loss/sft"] + s["loss/kl"] + s["loss/unlikelihood"]
-        norm = acc.clip_grad_norm_(self.model.parameters(), float("inf"))
+        clip = self.args.max_grad_norm or float("inf")  # the norm before clipping either way
+        norm = acc.clip_grad_norm_(self.model.parameters(), clip)
         if norm is not None and not torch.isfinite(norm):
             self.optimizer.zero_grad()
             return [], None
