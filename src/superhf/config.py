@@ -655,6 +655,13 @@ class EvalConfig(_Settings, MeteorSettings):
         "kl",
     )
     kl_batch_size: int = config_field(8, "Completions per KL forward pass.", "kl")
+    exact_kl: bool = config_field(
+        True,
+        "Also draw one answer per prompt from the policy itself (temperature 1, no top-p/top-k) "
+        "and report the exact per-token KL to the reference, summed over the vocabulary "
+        "(`kl_exact`): the KL of RLHF frontiers. Costs one more sampling pass and two forwards.",
+        "kl",
+    )
 
     # --- output --------------------------------------------------------------------------
     dtype: Literal["float32", "bfloat16"] = config_field(

@@ -345,6 +345,12 @@ def test_eval_two_models_one_table(tmp_path, tiny_model_dir, adapter_run, monkey
     assert adapter["reason"] is None and "adapter disabled" in adapter["reference"]
     assert adapter["per_sequence"]["n"] == report["models"][names[1]]["num_completions"]
     assert math.isfinite(adapter["per_token"]["mean"])
+    # the exact KL: one answer per prompt from the policy itself, untempered and untruncated
+    exact = report["models"][names[1]]["kl_exact"]
+    assert exact["sampling"] == {"temperature": 1.0, "top_p": 1.0, "top_k": 0}
+    assert exact["num_answers"] == 5 and exact["per_token"]["mean"] >= 0
+    assert "vocabulary" in exact["estimator"] and "exact KL/tok" in result.output
+    assert report["models"][names[0]]["kl_exact"]["per_token"] is None
 
 
 def test_generate_and_score_repeats_and_keeps_training_rng(tokenizer):
@@ -423,8 +429,9 @@ def test_eval_renders_each_run_as_it_was_trained(
     args = ["eval", str(tiny_model_dir), str(run), *common, "--output_dir", str(out)]
     result = CliRunner().invoke(app, args)
     assert result.exit_code == 0, result.output
-    plain, templated = seen
+    plain, templated, own = seen  # own: the adapter's answers for its exact KL
     assert plain[0] == "How do I fix 0?" and templated[0].startswith("<|im_start|>")
+    assert own == templated  # the exact KL reads the prompts the run was trained on
     models = json.loads((out / "eval.json").read_text())["models"]
     assert [m["apply_chat_template"] for m in models.values()] == [False, True]
 

@@ -153,6 +153,11 @@ class Evaluator:
             "reason": f"best-of-{n} has no weights: its KL to the start is at most "
             f"log(n) - (n-1)/n = {bound:.3f} nats per answer (Stiennon et al. 2020)",
         }
+        metrics["kl_exact"] = {
+            "per_token": None,
+            "per_sequence": None,
+            "reason": metrics["kl"]["reason"],
+        }
         out_dir.mkdir(parents=True, exist_ok=True)
         with (out_dir / "completions-best_of_n.jsonl").open("w", encoding="utf-8") as f:
             for c, reward, t in zip(

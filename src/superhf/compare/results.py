@@ -36,6 +36,7 @@ METRICS = {
     "reward": ("reward", "mean"),
     "meteor": ("meteor", "mean"),
     "kl_per_token": ("kl", "per_token"),
+    "kl_exact_per_token": ("kl_exact", "per_token"),
     "entropy": ("entropy", "mean"),
     "length_tokens": ("length", "mean_tokens"),
     "distinct_2": ("distinct_2", None),

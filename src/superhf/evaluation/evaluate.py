@@ -10,6 +10,7 @@ length and distinct-n are reported beside them (a mean reward hides collapse).
 
 from __future__ import annotations
 
+import dataclasses
 import gc
 import json
 import math
@@ -38,7 +39,14 @@ from superhf.evaluation.heldout import (
     sample_completions,
     score_completions,
 )
-from superhf.evaluation.kl import KL_ESTIMATOR, KL_SAMPLING_NOTE, KLEstimate, kl_estimate
+from superhf.evaluation.kl import (
+    EXACT_KL_SAMPLING,
+    KL_ESTIMATOR,
+    KL_SAMPLING_NOTE,
+    KLEstimate,
+    exact_kl,
+    kl_estimate,
+)
 from superhf.files import EVAL_FILE, is_local_path, json_safe
 from superhf.models import ModelSpec, inspect_model, load_policy, reference_name
 from superhf.rewards.scoring import RewardScorer, load_reward_funcs
@@ -157,6 +165,33 @@ def chat_template_for(spec: ModelSpec, config: EvalConfig) -> bool:
     return bool((spec.run_config or {}).get("apply_chat_template", False))
 
 
+def exact_kl_of(
+    model: PreTrainedModel,
+    reference: PreTrainedModel,
+    tokenizer: Any,
+    prompts: Sequence[Any],
+    config: EvalConfig,
+    progress: Any,
+    task: Any,
+) -> dict[str, Any]:
+    """`kl_exact`: one answer per prompt drawn from the policy itself (EXACT_KL_SAMPLING, the
+    eval's seed), and the exact per-token KL to the reference on them (`kl.exact_kl`)."""
+    own = dataclasses.replace(config, num_generations=1, **EXACT_KL_SAMPLING)
+    texts = [p.text for p in prompts]
+    set_seed(config.seed)
+    answers = sample_completions(model, tokenizer, texts, own, advance=lambda k: None)
+    estimate = exact_kl(
+        model,
+        reference,
+        tokenizer,
+        texts,
+        answers,
+        config.kl_batch_size,
+        advance=lambda k: progress.advance(task, k),
+    )
+    return {**estimate.to_dict(), "sampling": EXACT_KL_SAMPLING, "num_answers": len(answers)}
+
+
 def evaluate_one(
     spec: ModelSpec,
     name: str,
@@ -216,6 +251,12 @@ def evaluate_one(
                 advance=lambda k: progress.advance(task, k),
             )
             seconds["kl"] = time.perf_counter() - t0
+        kl_exact = None
+        if reference is not None and completions and config.exact_kl:
+            progress.update(task, description=f"{name}: exact KL", completed=0)
+            t0 = time.perf_counter()
+            kl_exact = exact_kl_of(model, reference, tokenizer, prompts, config, progress, task)
+            seconds["kl_exact"] = time.perf_counter() - t0
         entropy = None
         if completions:
             progress.update(
@@ -256,6 +297,11 @@ def evaluate_one(
         }
     else:
         metrics["kl"].update(reference=kl_source, reason=None)
+    metrics["kl_exact"] = kl_exact or {
+        "per_token": None,
+        "per_sequence": None,
+        "reason": metrics["kl"]["reason"] or "exact_kl is off",
+    }
     per_func = {k: mean_se(v)["mean"] for k, v in scores.per_func.items()}
     safe = safe_name(name)
     path = Path(config.output_dir) / f"completions-{safe}.jsonl"
@@ -302,8 +348,8 @@ def results_table(result: dict[str, Any]) -> Table:
         "model",
         "reward",
         "test reward",
-        "KL / seq",
-        "KL / token",
+        "KL est./tok",
+        "exact KL/tok",
         "METEOR [95% CI]",
         "entropy",
         "tokens",
@@ -332,8 +378,8 @@ def results_table(result: dict[str, Any]) -> Table:
             name,
             _fmt(m["reward"], sign=True),
             _fmt(m["test_reward"], sign=True),
-            _fmt(m["kl"].get("per_sequence"), 2),
             _fmt(m["kl"].get("per_token"), 4),
+            _fmt((m.get("kl_exact") or {}).get("per_token"), 4),
             meteor_text,
             _fmt(m.get("entropy"), 2),
             num(length["mean_tokens"], ".1f"),

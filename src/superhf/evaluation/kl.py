@@ -1,8 +1,13 @@
-"""The Monte-Carlo KL of a policy to its reference, on the policy's own sampled completions.
+"""How far a policy moved from its reference, on the policy's own sampled completions.
 
-    kl = kl_estimate(policy, reference, tokenizer, prompt_texts, completions)
+    kl = kl_estimate(policy, reference, tokenizer, prompt_texts, completions)   # k1, any sampling
+    kl = exact_kl(policy, reference, tokenizer, prompt_texts, completions)      # full vocabulary
 
-`superhf eval` reports it beside the rewards: how far a policy moved from where it started.
+`superhf eval` reports both beside the rewards. `kl_estimate` is the k1 log-ratio on the eval
+answers (KL only when they were sampled at temperature 1 without top-p/top-k); `exact_kl`
+sums the two next-token distributions over the vocabulary at every answer position, on
+answers `superhf eval` draws from the policy itself for it (EXACT_KL_SAMPLING): the KL that
+RLHF frontiers put on their x-axis.
 """
 
 from __future__ import annotations
@@ -29,17 +34,30 @@ KL_SAMPLING_NOTE = (
 )
 
 
+EXACT_KL = (
+    "exact per position: sum over the vocabulary of pi * (log pi - log pi_ref) of the two "
+    "untempered next-token distributions at every position that predicts a sampled answer "
+    "token (its end token included); per token: the mean over an answer's positions, per "
+    "sequence: their sum (an unbiased estimate of the sequence KL, the answers being drawn "
+    "from pi); then the mean over answers"
+)
+EXACT_KL_SAMPLING = {"temperature": 1.0, "top_p": 1.0, "top_k": 0}
+"""How the answers `exact_kl` reads are drawn: from the policy itself, untempered, untruncated."""
+
+
 @dataclass
 class KLEstimate:
-    """Per-completion k1 values: sum over its tokens of log pi - log pi_ref, and token counts."""
+    """Per-completion values (k1: sum over its tokens of log pi - log pi_ref; exact: sum over
+    its positions of the full-vocabulary KL), and token counts."""
 
     per_sequence: list[float]
     num_tokens: list[int]
+    estimator: str = KL_ESTIMATOR
 
     def to_dict(self) -> dict[str, Any]:
         per_token = [s / max(n, 1) for s, n in zip(self.per_sequence, self.num_tokens, strict=True)]
         return {
-            "estimator": KL_ESTIMATOR,
+            "estimator": self.estimator,
             "per_sequence": mean_se(self.per_sequence),
             "per_token": mean_se(per_token),
         }
@@ -119,3 +137,59 @@ def kl_estimate(
         advance(len(rows))
     policy.train(was_training)
     return KLEstimate(per_sequence, num_tokens)
+
+
+def answer_log_softmax(
+    model: PreTrainedModel, batch: TrainingBatch, adapter_off: bool = False
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """The model's log next-token distribution (float32) at every position that predicts an
+    answer token, flattened to (positions, vocabulary), and each position's row in the batch.
+    Only these positions enter the softmax, as in the loss. `adapter_off`: the PEFT model's
+    start (its adapter disabled)."""
+    keep = batch.logits_to_keep()
+    mask = batch.labels[:, -keep:][:, 1:] != IGNORE_INDEX
+    rows = torch.arange(mask.shape[0], device=mask.device)[:, None].expand_as(mask)[mask]
+    if adapter_off:
+        with model.disable_adapter():
+            logits = model(**batch.model_inputs(), logits_to_keep=keep).logits
+    else:
+        logits = model(**batch.model_inputs(), logits_to_keep=keep).logits
+    return torch.log_softmax(logits[:, :-1][mask.to(logits.device)].float(), dim=-1), rows
+
+
+@torch.no_grad()
+def exact_kl(
+    policy: PreTrainedModel,
+    reference: PreTrainedModel,
+    tokenizer: PreTrainedTokenizerBase,
+    prompt_texts: Sequence[str],
+    completions: Sequence[Completion],
+    batch_size: int = 8,
+    advance: Callable[[int], None] = lambda _: None,
+) -> KLEstimate:
+    """KL(pi || pi_ref) summed over the vocabulary at every answer position (EXACT_KL), on
+    `completions` that should be pi's own samples at EXACT_KL_SAMPLING. `reference=policy`
+    for a PEFT policy: its start is the same model with the adapter disabled."""
+    adapter = reference is policy and hasattr(policy, "disable_adapter")
+    per_sequence = [0.0] * len(completions)
+    num_tokens = [0] * len(completions)
+    was_training = policy.training
+    policy.eval()
+    reference.eval()
+    device = next(policy.parameters()).device
+    for rows, batch in completion_batches(tokenizer, prompt_texts, completions, batch_size, device):
+        logp, where = answer_log_softmax(policy, batch)
+        if adapter:
+            ref_logp, _ = answer_log_softmax(policy, batch, adapter_off=True)
+        else:
+            ref_logp, _ = answer_log_softmax(
+                reference, batch.to(next(reference.parameters()).device)
+            )
+        kl = (logp.exp() * (logp - ref_logp.to(logp.device))).sum(-1)
+        sums = torch.zeros(len(rows), device=kl.device).index_add(0, where.to(kl.device), kl)
+        counts = torch.bincount(where, minlength=len(rows))
+        for r, i in enumerate(rows):
+            per_sequence[i], num_tokens[i] = float(sums[r]), int(counts[r])
+        advance(len(rows))
+    policy.train(was_training)
+    return KLEstimate(per_sequence, num_tokens, EXACT_KL)

@@ -19,7 +19,6 @@ from typing import Any
 import torch
 from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
-from superhf.batching import IGNORE_INDEX
 from superhf.data import Prompt
 from superhf.evaluation.heldout import (
     distinct_n,
@@ -27,7 +26,7 @@ from superhf.evaluation.heldout import (
     meteor_across_prompts,
     template_share,
 )
-from superhf.evaluation.kl import completion_batches
+from superhf.evaluation.kl import answer_log_softmax, completion_batches
 from superhf.generation import Completion
 
 POLICY_SIGNAL_ANSWERS = 8
@@ -85,24 +84,17 @@ def policy_signals(
     policy.eval()
     device = next(policy.parameters()).device
     for _, batch in completion_batches(tokenizer, prompt_texts, completions, batch_size, device):
-        keep = batch.logits_to_keep()
-        mask = batch.labels[:, -keep:][:, 1:] != IGNORE_INDEX
-        counts = mask.sum(-1).clamp(min=1)
-        rows = torch.arange(mask.shape[0], device=mask.device)[:, None].expand_as(mask)[mask]
-        # Only the answer positions enter the full-vocabulary softmaxes (as the loss does).
-        logits = policy(**batch.model_inputs(), logits_to_keep=keep).logits[:, :-1][mask]
-        logp = torch.log_softmax(logits.float(), dim=-1)
+        logp, rows = answer_log_softmax(policy, batch)
+        counts = torch.bincount(rows, minlength=batch.labels.shape[0]).clamp(min=1)
         p = logp.exp()
         entropy += _per_answer(-(p * logp).sum(-1), rows, counts)
-        ref_logits = None
+        ref_logp = None
         if adapter:
-            with policy.disable_adapter():
-                ref_logits = policy(**batch.model_inputs(), logits_to_keep=keep).logits
+            ref_logp, _ = answer_log_softmax(policy, batch, adapter_off=True)
         elif reference is not None:
-            ref_logits = reference(**batch.model_inputs(), logits_to_keep=keep).logits
-        if ref_logits is not None:
-            ref_logp = torch.log_softmax(ref_logits[:, :-1][mask].float().to(logp.device), -1)
-            kl += _per_answer((p * (logp - ref_logp)).sum(-1), rows, counts)
+            ref_logp, _ = answer_log_softmax(reference, batch)
+        if ref_logp is not None:
+            kl += _per_answer((p * (logp - ref_logp.to(logp.device))).sum(-1), rows, counts)
     policy.train(was_training)
     _reshard(policy)
     return {
