@@ -126,6 +126,14 @@ def test_every_method_ran_and_results_and_plots_are_written(comparison):
             assert r["update_settings"]["optimizer_steps_per_round"] == 1, r["name"]
     assert on_disk["update_settings"]["mismatches"] == []
     assert "## What shapes each update" in report and "Matched: every checked run" in report
+    # SuperHF's default against every other arm, paired by seed and prompt, worded
+    claims = {(c["b"], c["metric"]): c for c in on_disk["claims"]}
+    assert {("best_of_n", "test_reward"), ("sft", "reward")} <= set(claims)
+    for c in claims.values():
+        assert c["a"] == "superhf b=0.35" and c["seeds"] == [0] and c["num_prompts"] == 4
+        assert c["word"] in ("better", "level", "worse", "inconclusive")
+        assert c["interval"][0] <= c["difference"] <= c["interval"][1]
+    assert "## Claims, worded by their intervals" in report
     variant = next(g for g in result["headline"] if g["variant"] == "negatives")
     assert variant["label"] == "superhf[negatives] b=0.35" and variant["seeds"] == [0]
     settings = json.loads(

@@ -151,6 +151,12 @@ class CompareConfig(CheckedSettings, TaskSettings, ScheduleSettings, MeteorSetti
         "methods",
     )
 
+    level_margin: float = config_field(
+        0.05,
+        "Two methods' held-out rewards count as level when the 95% paired-bootstrap interval "
+        "of their difference lies within +-this (reward units); stated before the runs.",
+        "methods",
+    )
     allow_mismatched_updates: bool = config_field(
         False,
         "Run and report even when the methods' updates differ in a matched setting (steps per "

@@ -178,6 +178,7 @@ class Evaluator:
             "n": n,
             "num_prompts": len(prompts),
             "sampled_tokens": sampled_tokens,
+            "completions_file": "completions-best_of_n.jsonl",
             "rewards_per_func": {
                 k: mean_se([v[i] for i in kept])["mean"] for k, v in scores.per_func.items()
             },

@@ -99,6 +99,29 @@ def _monitor_lines(runs: list[dict[str, Any]]) -> list[str]:
     return [*lines, ""]
 
 
+def _claims(claims: list[dict[str, Any]] | None, margin: float | None) -> list[str]:
+    """Each claim of SuperHF's default against another arm, worded by its interval."""
+    if not claims:
+        return []
+    lines = [
+        "## Claims, worded by their intervals",
+        "SuperHF's default (at its chosen learning rate) minus each other arm, held-out reward "
+        "per prompt, paired by seed and prompt; 95% interval of a two-level bootstrap "
+        f"(seeds, then prompts). Level: the interval within +-{margin}; better / worse: "
+        "entirely above / below that margin; otherwise inconclusive.",
+        "",
+        "| SuperHF default vs | reward | difference | 95% interval | seeds | prompts | claim |",
+        "|---|---|---|---|---|---|---|",
+    ]
+    for c in claims:
+        low, high = c["interval"]
+        lines.append(
+            f"| {c['b']} | {c['metric']} | {c['difference']:+.3f} | [{low:+.3f}, {high:+.3f}] "
+            f"| {len(c['seeds'])} | {c['num_prompts']} | **{c['word']}** |"
+        )
+    return [*lines, ""]
+
+
 def _update_settings(checked: dict[str, Any] | None) -> list[str]:
     """The matched-updates section: each method's effective update settings, the mismatches."""
     if not checked:
@@ -157,6 +180,7 @@ def write_report(result: dict[str, Any], plots: list[str], out: Path) -> Path:
         "",
         *_table(result["headline"], OUTCOME_COLUMNS),
         "",
+        *_claims(result.get("claims"), s.get("level_margin")),
         "## Cost and reward per sampled token",
         "Median wall seconds and sampled completion tokens per update (SuperHF: per "
         "iteration; the median leaves out steps with an in-run evaluation); held-out reward "

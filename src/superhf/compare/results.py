@@ -21,7 +21,7 @@ from importlib import metadata
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from superhf.compare import update_settings
+from superhf.compare import intervals, update_settings
 from superhf.compare.spec import DONE_FILE, PROGRESS_FILE, SETTINGS_FILE, MethodRun
 from superhf.evaluation.heldout import mean_se
 from superhf.evaluation.monitor_replay import LOG_FILES, read_rows
@@ -302,6 +302,7 @@ def build_results(
     start_numbers = {k: _value(start, w) for k, w in METRICS.items()}
     records = [with_gains(r, start_numbers) for r in records]
     groups = summarize_groups(records, start_numbers)
+    headline = [g for g in groups if g["chosen_learning_rate"]]
     return json_safe(
         {
             "created": datetime.now(UTC).isoformat(timespec="seconds"),
@@ -319,7 +320,8 @@ def build_results(
             "wall_time_s": time.perf_counter() - started,
             "start": {"numbers": start_numbers, "eval": start},
             "summary": groups,
-            "headline": [g for g in groups if g["chosen_learning_rate"]],
+            "headline": headline,
+            "claims": intervals.claims(records, headline, cfg.level_margin),
             "update_settings": {
                 "matched": update_settings.MATCHED,
                 "mismatches": update_settings.mismatches(records, cfg.superhf_variants),

@@ -1,0 +1,134 @@
+"""Claims worded by their intervals: a paired bootstrap of one method's held-out reward minus
+another's, over seeds and the same held-out prompts (docs/COMPARE.md, "Claims").
+
+    claim = paired_claim(a_rewards, b_rewards, margin=0.05)   # {seed: [reward per prompt]}
+
+Both runs of a seed answered the same held-out prompts, so the difference is taken prompt by
+prompt and seed by seed; the bootstrap resamples seeds, then prompts, with replacement (both
+sources of noise: training's, through the seeds, and the evaluation's, through the prompts).
+The claim's word follows the 95% interval and a margin stated beforehand:
+
+- "better": the whole interval above +margin;
+- "worse": the whole interval below -margin;
+- "level": the whole interval within [-margin, +margin];
+- "inconclusive": anything else (e.g. [-0.04, +0.11] with margin 0.05).
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from superhf.compare.config import SUPERHF_DEFAULT_BETA
+
+RESAMPLES = 4000
+LEVEL = 0.95
+
+
+def word(low: float, high: float, margin: float) -> str:
+    """The claim an interval [low, high] carries, against a margin."""
+    if low > margin:
+        return "better"
+    if high < -margin:
+        return "worse"
+    if -margin <= low and high <= margin:
+        return "level"
+    return "inconclusive"
+
+
+def paired_claim(
+    a: dict[int, list[float]],
+    b: dict[int, list[float]],
+    margin: float,
+    resamples: int = RESAMPLES,
+    seed: int = 0,
+) -> dict[str, Any] | None:
+    """Mean of a - b over the seeds both have and the prompts both answered, its 95% interval
+    from a paired two-level bootstrap, and its word. None when no seed is shared."""
+    seeds = sorted(set(a) & set(b))
+    if not seeds:
+        return None
+    n = min(min(len(a[s]), len(b[s])) for s in seeds)
+    if n == 0:
+        return None
+    diff = np.array([np.array(a[s][:n]) - np.array(b[s][:n]) for s in seeds])  # seeds x prompts
+    rng = np.random.default_rng(seed)
+    picked_seeds = rng.integers(0, len(seeds), size=(resamples, len(seeds)))
+    picked_prompts = rng.integers(0, n, size=(resamples, n))
+    means = np.array(
+        [diff[s][:, p].mean() for s, p in zip(picked_seeds, picked_prompts, strict=True)]
+    )
+    low, high = np.quantile(means, [(1 - LEVEL) / 2, (1 + LEVEL) / 2])
+    return {
+        "difference": float(diff.mean()),
+        "interval": [float(low), float(high)],
+        "level": LEVEL,
+        "margin": margin,
+        "word": word(float(low), float(high), margin),
+        "seeds": seeds,
+        "num_prompts": n,
+        "resamples": resamples,
+    }
+
+
+def per_prompt(record: dict[str, Any], key: str) -> list[float] | None:
+    """A finished run's `key` ("reward" or "test_reward") per held-out prompt, in prompt
+    order, from the answers its evaluation wrote (one answer per prompt)."""
+    name = (record.get("eval") or {}).get("completions_file")
+    if record.get("status") != "done" or not name:
+        return None
+    path = Path(record["folder"]) / name
+    if not path.is_file():
+        return None
+    rows = [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines() if line]
+    values: dict[int, list[float]] = {}
+    for row in rows:
+        if row.get(key) is not None:
+            values.setdefault(row["prompt_index"], []).append(float(row[key]))
+    return [float(np.mean(values[i])) for i in sorted(values)] or None
+
+
+def claims(
+    records: list[dict[str, Any]], headline: list[dict[str, Any]], margin: float
+) -> list[dict[str, Any]]:
+    """For every headline arm other than SuperHF's default (its default beta, no variant, at
+    its chosen rate): SuperHF's default minus that arm, on the test and the train reward,
+    paired by seed and prompt. Best-of-n is one policy: each SuperHF seed is paired with it."""
+
+    def arm_runs(row: dict[str, Any]) -> list[dict[str, Any]]:
+        return [
+            r
+            for r in records
+            if r["method"] == row["method"]
+            and (r.get("variant") or "") == (row.get("variant") or "")
+            and r["beta"] == row["beta"]
+            and r["learning_rate"] == row["learning_rate"]
+        ]
+
+    base = [
+        row
+        for row in headline
+        if row["method"] == "superhf"
+        and not row.get("variant")
+        and row["beta"] == SUPERHF_DEFAULT_BETA
+    ]
+    out = []
+    for ours in base:
+        mine = arm_runs(ours)
+        for other in headline:
+            if other is ours:
+                continue
+            theirs = arm_runs(other)
+            for key in ("test_reward", "reward"):
+                a = {r["seed"]: v for r in mine if (v := per_prompt(r, key)) is not None}
+                b = {r["seed"]: v for r in theirs if (v := per_prompt(r, key)) is not None}
+                if other["method"] == "best_of_n" and b:  # one policy: pair it with every seed
+                    only = next(iter(b.values()))
+                    b = {s: only for s in a}
+                claim = paired_claim(a, b, margin)
+                if claim is not None:
+                    out.append({"a": ours["label"], "b": other["label"], "metric": key, **claim})
+    return out
