@@ -98,6 +98,8 @@ def test_every_method_ran_and_results_and_plots_are_written(comparison):
         "reward_vs_tokens.png",
         "test_reward_vs_tokens.png",
         "kl_sweep.png",
+        "frontier_kl.png",
+        "frontier_tokens.png",
     ):
         assert (out / name).stat().st_size > 1000, name
     report = (out / "report.md").read_text()
@@ -124,6 +126,7 @@ def test_every_method_ran_and_results_and_plots_are_written(comparison):
         if r["method"] in ("superhf", "grpo") and r["status"] == "done":
             assert r["optimizer_steps"] == r["steps"] >= 2, r["name"]
             assert r["update_settings"]["optimizer_steps_per_round"] == 1, r["name"]
+            assert r["numbers"]["kl_exact_per_token"] >= 0, r["name"]  # the frontier's x
     assert on_disk["update_settings"]["mismatches"] == []
     assert "## What shapes each update" in report and "Matched: every checked run" in report
     # SuperHF's default against every other arm, paired by seed and prompt, worded

@@ -10,7 +10,11 @@
 - train_vs_test.png: train against test reward of every run (over-optimisation shows as
   train reward rising without test reward);
 - kl_sweep.png: SuperHF's reward against METEOR similarity over its beta sweep (the paper's
-  trade-off), one point per beta, with standard errors.
+  trade-off), one point per beta, with standard errors;
+- frontier_kl.png: the reward-KL frontier, every finished run a point: its final test reward
+  against its exact KL per token to the start (`kl_exact`), runs at their arm's chosen learning
+  rate filled, the others hollow, SuperHF's betas and variants each their own arm;
+- frontier_tokens.png: the same final test rewards against the sampled tokens each run spent.
 """
 
 from __future__ import annotations
@@ -203,6 +207,69 @@ def kl_sweep(result: dict[str, Any], path: Path) -> bool:
     return True
 
 
+def _frontier(result: dict[str, Any], path: Path, x_key: str, xlabel: str, title: str) -> bool:
+    """Every finished run's test reward (else train reward) against `x_key` of its record."""
+    from matplotlib import colormaps
+
+    def x_of(run: dict[str, Any]) -> float | None:
+        value = run["numbers"].get(x_key, run.get(x_key))
+        return float(value) if isinstance(value, int | float) else None
+
+    y_key = "test_reward" if result["start"]["numbers"].get("test_reward") is not None else "reward"
+    runs = [
+        r
+        for r in result["runs"]
+        if r["status"] == "done" and x_of(r) is not None and r["numbers"][y_key] is not None
+    ]
+    if not runs:
+        return False
+    chosen = {arm_key(g) for g in result["headline"]}
+    fig = _figure()
+    ax = fig.add_subplot()
+    palette = colormaps["tab10"]
+    for index, name in enumerate(dict.fromkeys(_label(r) for r in runs)):
+        color = palette(index % 10)
+        for filled in (True, False):
+            mine = [r for r in runs if _label(r) == name and (arm_key(r) in chosen) == filled]
+            if mine:
+                ax.scatter(
+                    [x_of(r) for r in mine],
+                    [r["numbers"][y_key] for r in mine],
+                    color=color if filled else "none",
+                    edgecolors=color,
+                    label=name if filled else None,
+                )
+    start = result["start"]["numbers"].get(y_key)
+    if start is not None:
+        ax.axhline(start, color="k", linestyle=":", label="start")
+    ax.set_xlabel(xlabel)
+    ax.set_ylabel(f"final {y_key.replace('_', ' ')} (held-out prompts)")
+    ax.set_title(title)
+    ax.legend(fontsize=7)
+    fig.savefig(path, dpi=120)
+    return True
+
+
+def frontier_kl(result: dict[str, Any], path: Path) -> bool:
+    return _frontier(
+        result,
+        path,
+        "kl_exact_per_token",
+        "exact KL(policy || start) per token, own samples at T=1",
+        "Reward-KL frontier: every run (filled: its arm's chosen rate)",
+    )
+
+
+def frontier_tokens(result: dict[str, Any], path: Path) -> bool:
+    return _frontier(
+        result,
+        path,
+        "sampled_tokens",
+        "sampled completion tokens",
+        "Reward against sampled tokens: every run (filled: its arm's chosen rate)",
+    )
+
+
 def draw_plots(result: dict[str, Any], out: Path) -> list[str]:
     """Draw what the results allow; the file names drawn."""
     drawn = []
@@ -212,6 +279,8 @@ def draw_plots(result: dict[str, Any], out: Path) -> list[str]:
         ("final_test_reward.png", final_test_reward),
         ("train_vs_test.png", train_vs_test),
         ("kl_sweep.png", kl_sweep),
+        ("frontier_kl.png", frontier_kl),
+        ("frontier_tokens.png", frontier_tokens),
     ):
         if draw(result, out / name):
             drawn.append(name)
