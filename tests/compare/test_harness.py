@@ -320,3 +320,32 @@ def test_a_bad_variant_is_refused_before_anything_runs(variants, message):
 
     with pytest.raises(ConfigError, match=message):
         CompareConfig(superhf_variants=variants, output_dir="out")
+
+
+def test_a_baselines_beta_list_is_swept_each_beta_its_own_arm():
+    from types import SimpleNamespace
+
+    from superhf.compare.harness import expand_runs
+    from superhf.compare.results import label
+
+    cfg = CompareConfig(
+        methods=["grpo", "rloo"],
+        seeds=[0],
+        learning_rates=[1e-4, 1e-3],
+        method_settings={"grpo": {"beta": [0.0, 0.04], "loss_type": "dapo"}},
+        output_dir="out",
+    )
+    files = {"train_file": "t", "sft_file": None, "test_reward_model": None}
+    task = SimpleNamespace(**files, reward_funcs=["r"], reward_weights=None)
+    runs = expand_runs(cfg, task)
+    assert [(r.method, r.beta, r.learning_rate) for r in runs] == [
+        ("grpo", 0.0, 1e-4),
+        ("grpo", 0.04, 1e-4),
+        ("grpo", 0.0, 1e-3),
+        ("grpo", 0.04, 1e-3),
+        ("rloo", 0.05, 1e-4),
+        ("rloo", 0.05, 1e-3),
+    ]
+    assert all("beta" not in r.extra for r in runs)
+    assert {r.extra.get("loss_type") for r in runs if r.method == "grpo"} == {"dapo"}
+    assert label("grpo", 0.04) == "grpo b=0.04" != label("grpo", 0.0)

@@ -76,3 +76,38 @@ def test_a_trl_runs_monitor_warnings_are_collected_and_reported(tmp_path):
     lines = _monitor_lines([grpo, superhf, sft])
     assert f"- grpo-s0: 1 warning. iteration 4: {warning}" in lines
     assert "- superhf-s0: no warning" in lines and "- sft-s0: not monitored" in lines
+
+
+def test_the_rate_is_chosen_on_the_training_splits_held_out_prompts_not_the_reported_ones():
+    from superhf.compare.results import summarize_groups
+
+    def record(lr, seed, in_run, final):
+        return {
+            "method": "grpo",
+            "variant": "",
+            "beta": 0.0,
+            "learning_rate": lr,
+            "seed": seed,
+            "status": "done",
+            "reward_hacking": [],
+            "eval": None,
+            "progress": [
+                {"step": 1, "eval_reward": in_run - 1},
+                {"step": 2, "eval_reward": in_run},
+            ],
+            "numbers": {"reward": final, "test_reward": final},
+        }
+
+    # 1e-3 wins on the reported eval prompts, 5e-4 on the in-run held-out prompts
+    records = [record(5e-4, s, in_run=0.5, final=0.1) for s in (0, 1)]
+    records += [record(1e-3, s, in_run=0.2, final=0.9) for s in (0, 1)]
+    rows = summarize_groups(records, {"test_reward": 0.0})
+    chosen = [r for r in rows if r["chosen_learning_rate"]]
+    assert [r["learning_rate"] for r in chosen] == [5e-4]
+    assert chosen[0]["selection_score"] == 0.5
+    assert chosen[0]["selection_source"].startswith("in-run train reward")
+    for r in records:  # without in-run evaluations: the final train reward, said so
+        r["progress"] = [{"step": 1}]
+    chosen = [r for r in summarize_groups(records, {}) if r["chosen_learning_rate"]]
+    assert [r["learning_rate"] for r in chosen] == [1e-3]
+    assert chosen[0]["selection_source"].startswith("final train reward")

@@ -124,7 +124,8 @@ class CompareConfig(CheckedSettings, TaskSettings, ScheduleSettings, MeteorSetti
     learning_rates: list[float] = config_field(
         [5e-4],
         "The learning-rate sweep of every trained method; each reports the rate with its best "
-        "mean train reward on the held-out prompts.",
+        "mean train reward at its last in-run evaluation (the training split's held-out "
+        "prompts; never the test RM).",
         "methods",
     )
     superhf_betas: list[float] = config_field(
@@ -147,7 +148,7 @@ class CompareConfig(CheckedSettings, TaskSettings, ScheduleSettings, MeteorSetti
     method_settings: dict[str, dict[str, Any]] = config_field(
         {},
         "Per-method extras, e.g. {superhf: {eval_steps: 5}, grpo: {loss_type: dapo}}: SuperHF, "
-        "TRL or SFT settings; `beta` sets a baseline's KL coefficient.",
+        "TRL or SFT settings; `beta` sets a baseline's KL coefficient, a list sweeps it.",
         "methods",
     )
 
@@ -266,8 +267,11 @@ class CompareConfig(CheckedSettings, TaskSettings, ScheduleSettings, MeteorSetti
         """The method's extras, `beta` taken out (it is a MethodRun field)."""
         return {k: v for k, v in self.method_settings.get(method, {}).items() if k != "beta"}
 
-    def beta_of(self, method: str) -> float:
-        return float(self.method_settings.get(method, {}).get("beta", DEFAULT_BETAS[method]))
+    def betas_of(self, method: str) -> list[float]:
+        """A baseline's KL coefficients: method_settings' `beta`, one value or a list to sweep
+        (e.g. {grpo: {beta: [0.0, 0.04]}}), else the method's default."""
+        value = self.method_settings.get(method, {}).get("beta", DEFAULT_BETAS[method])
+        return [float(b) for b in value] if isinstance(value, list) else [float(value)]
 
 
 def parse_compare_args(argv: list[str]) -> CompareConfig:

@@ -53,7 +53,7 @@ def _arms(cfg: CompareConfig) -> list[tuple[str, str, list[float], dict[str, Any
     """(method, variant, betas, extras) of every row: the methods, then SuperHF's variants."""
     arms = []
     for method in cfg.methods:
-        betas = cfg.superhf_betas if method == "superhf" else [cfg.beta_of(method)]
+        betas = cfg.superhf_betas if method == "superhf" else cfg.betas_of(method)
         arms.append((method, "", betas, cfg.extra_of(method)))
         if method == "superhf":
             for name, settings in cfg.superhf_variants.items():

@@ -175,7 +175,8 @@ def write_report(result: dict[str, Any], plots: list[str], out: Path) -> Path:
         *_update_settings(result.get("update_settings")),
         "## Each method at its chosen learning rate",
         "Mean ± standard error across seeds of each run's held-out mean. The learning rate is "
-        "the one with the best train reward on the held-out prompts. Diverged: share of "
+        "the one with the best train reward on the training split's held-out prompts (the "
+        "last in-run evaluation; never the test RM). Diverged: share of "
         "seeds whose test reward ends below the start's.",
         "",
         *_table(result["headline"], OUTCOME_COLUMNS),

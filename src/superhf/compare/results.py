@@ -4,8 +4,8 @@ and standard errors across seeds, divergence rates, the learning rate each metho
 Aggregation: a group is (method, SuperHF variant, beta, learning rate); its number for a
 metric is the mean over seeds of each run's evaluation mean, with the standard error across
 seeds. Each (method, variant, beta) reports the learning rate with the best mean train reward
-on the held-out prompts (the train reward, not the test reward: the test RM is never used to
-choose).
+on the training split's held-out prompts, read at the run's last in-run evaluation
+(`selection_score`: never the test RM, never the prompts the comparison reports on).
 A run diverged when its test reward ends below the start policy's.
 """
 
@@ -182,6 +182,8 @@ def label(method: str, beta: float, variant: str = "") -> str:
     if method == "superhf":
         arm = f"superhf[{variant}]" if variant else "superhf"
         return f"{arm} b={beta:g}" + (" (KL 0)" if beta == 0 else "")
+    if method in ("grpo", "rloo", "ppo"):
+        return f"{method} b={beta:g}"
     return method
 
 
@@ -209,6 +211,27 @@ def with_gains(record: dict[str, Any], start: dict[str, Any]) -> dict[str, Any]:
     if record["status"] != "done" or record["method"] in ("best_of_n", "sft"):
         return record
     return {**record, **gains_per_token(record["numbers"], start, record["sampled_tokens"])}
+
+
+def selection_score(members: list[dict[str, Any]]) -> tuple[float | None, str]:
+    """What picks an arm's learning rate: the mean over seeds of each run's last in-run train
+    reward on the training split's held-out prompts (never the test RM, never the prompts the
+    comparison reports on); the final evaluation's train reward when a run has no in-run one."""
+    in_run = [
+        next(
+            (p["eval_reward"] for p in reversed(m["progress"]) if p.get("eval_reward") is not None),
+            None,
+        )
+        for m in members
+    ]
+    if in_run and all(v is not None for v in in_run):
+        return statistics.fmean(in_run), "in-run train reward, training split's held-out prompts"
+    final = [m["numbers"].get("reward") for m in members]
+    if final and all(v is not None for v in final):
+        return statistics.fmean(
+            final
+        ), "final train reward on the eval prompts (no in-run evaluation)"
+    return None, "none"
 
 
 def summarize_groups(records: list[dict[str, Any]], start: dict[str, Any]) -> list[dict]:
@@ -241,16 +264,18 @@ def summarize_groups(records: list[dict[str, Any]], start: dict[str, Any]) -> li
             row["divergence_rate"] = sum(t < start_test for t in tests) / len(tests)
         else:
             row["divergence_rate"] = None
+        row["selection_score"], row["selection_source"] = selection_score(members)
         row["reward_hacking_runs"] = sum(bool(m["reward_hacking"]) for m in members)
         row["monitored_runs"] = sum(bool(m.get("monitored")) for m in members)
         rows.append(row)
     best: dict[tuple, dict[str, Any]] = {}
     for row in rows:
         key = arm_key(row)[:3]
-        score = (row["reward"] or {}).get("mean")
+        score = row["selection_score"]
         held = best.get(key)
         if held is None or (
-            score is not None and score > ((held["reward"] or {}).get("mean") or -1e30)
+            score is not None
+            and score > (held["selection_score"] if held["selection_score"] is not None else -1e30)
         ):
             best[key] = row
     for row in rows:
