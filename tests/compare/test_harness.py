@@ -349,3 +349,48 @@ def test_a_baselines_beta_list_is_swept_each_beta_its_own_arm():
     assert all("beta" not in r.extra for r in runs)
     assert {r.extra.get("loss_type") for r in runs if r.method == "grpo"} == {"dapo"}
     assert label("grpo", 0.04) == "grpo b=0.04" != label("grpo", 0.0)
+
+
+def test_later_seeds_run_only_at_the_rate_chosen_on_the_sweep_seeds(tmp_path, tiny_model_dir):
+    """sweep_seeds: every rate at seed 0; seed 1 only at the rate seed 0's in-run train
+    reward chose, and the later seed never moves the choice."""
+    data = tmp_path / "pairs.jsonl"
+    data.write_text("".join(json.dumps(r) + "\n" for r in _hh_rows()), encoding="utf-8")
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    cfg = CompareConfig(
+        model_name_or_path=str(tiny_model_dir),
+        dataset_name=str(data),
+        dataset_train_split="first-half",
+        eval_split="second-half",
+        num_eval_prompts=2,
+        num_generations=2,
+        max_completion_length=6,
+        prompts_per_step=2,
+        reward_funcs=["tests.compare.rewards:length"],
+        methods=["superhf"],
+        sampled_token_budget=BUDGET,
+        seeds=[0, 1],
+        sweep_seeds=[0],
+        learning_rates=[1e-4, 3e-2],
+        superhf_betas=[0.35],
+        method_settings={"superhf": {"num_eval_prompts": 2, "eval_steps": 1}},
+        meteor_pairs=10,
+        output_dir=str(tmp_path / "out"),
+        isolate_runs=False,
+    )
+    try:
+        result = run_comparison(cfg)
+    finally:
+        torch.set_num_threads(threads)
+    ran = {(r["seed"], r["learning_rate"]): r for r in result["runs"]}
+    sweep = {lr: ran[(0, lr)] for lr in (1e-4, 3e-2)}
+    scores = {
+        lr: [p["eval_reward"] for p in r["progress"] if p.get("eval_reward") is not None][-1]
+        for lr, r in sweep.items()
+    }
+    best = max(scores, key=scores.get)
+    assert set(ran) == {(0, 1e-4), (0, 3e-2), (1, best)}
+    (headline,) = result["headline"]
+    assert headline["learning_rate"] == best and headline["seeds"] == [0, 1]
+    assert headline["selection_score"] == pytest.approx(scores[best])  # seed 0's alone

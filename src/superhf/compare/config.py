@@ -128,6 +128,13 @@ class CompareConfig(CheckedSettings, TaskSettings, ScheduleSettings, MeteorSetti
         "prompts; never the test RM).",
         "methods",
     )
+    sweep_seeds: list[int] | None = config_field(
+        None,
+        "Seeds at which every learning rate runs. The other seeds run afterwards at each arm's "
+        "chosen rate only (chosen on these seeds' in-run train reward). Unset: every seed at "
+        "every rate.",
+        "methods",
+    )
     superhf_betas: list[float] = config_field(
         [0.0, 0.1, 0.35, 1.0],
         "SuperHF's KL sweep (beta = 0 is the expert-iteration / RAFT ablation).",

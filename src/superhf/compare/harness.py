@@ -180,6 +180,57 @@ def evaluate_run(
     return stored["metrics"]
 
 
+def split_sweep(cfg: CompareConfig, runs: list[MethodRun]) -> tuple[list, list]:
+    """(the runs at the sweep seeds, every rate; the other seeds' runs, every rate: only those
+    at their arm's chosen rate will run). Without sweep_seeds every run is in the first."""
+    if cfg.sweep_seeds is None:
+        return runs, []
+    return (
+        [r for r in runs if r.seed in cfg.sweep_seeds],
+        [r for r in runs if r.seed not in cfg.sweep_seeds],
+    )
+
+
+def arm_of(run: MethodRun | dict[str, Any]) -> tuple:
+    """(method, variant, beta): what shares a chosen learning rate."""
+    get = run.get if isinstance(run, dict) else lambda k: getattr(run, k)
+    return (get("method"), get("variant") or "", get("beta"))
+
+
+def chosen_rates(records: list[dict[str, Any]]) -> dict[tuple, float]:
+    """Each arm's learning rate chosen on `records` (`results.summarize_groups`' rule)."""
+    rows = results.summarize_groups(records, {})
+    return {arm_of(row): row["learning_rate"] for row in rows if row["chosen_learning_rate"]}
+
+
+def run_and_record(
+    cfg: CompareConfig, run: MethodRun, evaluator: evaluation.Evaluator, progress: Any, bar: Any
+) -> dict[str, Any]:
+    """Train the run unless finished (report_only: never), evaluate it; its record."""
+    name = Path(run.output_dir).name
+    done_before = (Path(run.output_dir) / DONE_FILE).is_file()
+    status = {"status": "done", "reason": None}
+    metrics = None
+    if cfg.report_only:
+        metrics = cached_evaluation(run, evaluator) if done_before else None
+        if metrics is None:
+            status = {"status": "pending", "reason": "not finished or not evaluated yet"}
+    else:
+        if not done_before:
+            progress.update(bar, description=f"training {name}")
+            status = train_run(run, cfg.isolate_runs)
+        if status["status"] == "done":
+            progress.update(bar, description=f"evaluating {name}")
+            try:
+                metrics = evaluate_run(run, evaluator, name)
+            except Exception as err:  # recorded; the comparison goes on
+                status = {"status": "failed", "reason": f"evaluation: {err!r}"}
+    record = results.run_record(run, status, metrics, redone=not done_before)
+    progress.console.print(results.headline_line(name, metrics, record), soft_wrap=True)
+    progress.advance(bar)
+    return record
+
+
 def run_comparison(cfg: CompareConfig, console: Console | None = None) -> dict[str, Any]:
     """Prepare the task, run every unfinished run, evaluate, write results; results.json's dict."""
     console = console or make_console(stderr=False)
@@ -208,36 +259,19 @@ def run_comparison(cfg: CompareConfig, console: Console | None = None) -> dict[s
         cfg.eval_seed,
         console,
     )
-    records: list[dict[str, Any]] = []
+    sweep, later = split_sweep(cfg, runs)
     with progress_bar(console) as progress:
-        bar = progress.add_task("comparison", total=len(runs) + 1)
+        bar = progress.add_task("comparison", total=len(sweep) + len(later) + 1)
         progress.update(bar, description="evaluating the start policy")
         start = evaluate_start(out / "start", evaluator, cfg.model_name_or_path)
         progress.console.print(results.headline_line("start", start, None))
         progress.advance(bar)
-        for run in runs:
-            name = Path(run.output_dir).name
-            done_before = (Path(run.output_dir) / DONE_FILE).is_file()
-            status = {"status": "done", "reason": None}
-            metrics = None
-            if cfg.report_only:
-                metrics = cached_evaluation(run, evaluator) if done_before else None
-                if metrics is None:
-                    status = {"status": "pending", "reason": "not finished or not evaluated yet"}
-            else:
-                if not done_before:
-                    progress.update(bar, description=f"training {name}")
-                    status = train_run(run, cfg.isolate_runs)
-                if status["status"] == "done":
-                    progress.update(bar, description=f"evaluating {name}")
-                    try:
-                        metrics = evaluate_run(run, evaluator, name)
-                    except Exception as err:  # recorded; the comparison goes on
-                        status = {"status": "failed", "reason": f"evaluation: {err!r}"}
-            record = results.run_record(run, status, metrics, redone=not done_before)
-            records.append(record)
-            progress.console.print(results.headline_line(name, metrics, record), soft_wrap=True)
-            progress.advance(bar)
+        records = [run_and_record(cfg, run, evaluator, progress, bar) for run in sweep]
+        if later:  # the other seeds, at each arm's rate chosen on the sweep's seeds
+            chosen = chosen_rates(records)
+            later = [r for r in later if chosen.get(arm_of(r)) == r.learning_rate]
+            progress.update(bar, total=len(sweep) + len(later) + 1)
+            records += [run_and_record(cfg, run, evaluator, progress, bar) for run in later]
         progress.update(bar, description="comparison")
     result = results.build_results(cfg, task, evaluator, start, records, started)
     write_outputs(result, out, console)

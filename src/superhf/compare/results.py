@@ -234,9 +234,15 @@ def selection_score(members: list[dict[str, Any]]) -> tuple[float | None, str]:
     return None, "none"
 
 
-def summarize_groups(records: list[dict[str, Any]], start: dict[str, Any]) -> list[dict]:
+def summarize_groups(
+    records: list[dict[str, Any]],
+    start: dict[str, Any],
+    selection_seeds: list[int] | None = None,
+) -> list[dict]:
     """Mean and standard error across seeds per (method, beta, lr); the chosen lr marked.
-    `start`: the start policy's numbers, for the divergence rate. `records`: `with_gains`'."""
+    `start`: the start policy's numbers, for the divergence rate. `records`: `with_gains`'.
+    `selection_seeds`: the seeds the rate is chosen on (a sweep's; later seeds ran only at
+    the chosen rate and must not move the choice). None: every seed."""
     start_test = start.get("test_reward")
     groups: dict[tuple, list[dict[str, Any]]] = {}
     for r in records:
@@ -264,7 +270,9 @@ def summarize_groups(records: list[dict[str, Any]], start: dict[str, Any]) -> li
             row["divergence_rate"] = sum(t < start_test for t in tests) / len(tests)
         else:
             row["divergence_rate"] = None
-        row["selection_score"], row["selection_source"] = selection_score(members)
+        row["selection_score"], row["selection_source"] = selection_score(
+            [m for m in members if selection_seeds is None or m["seed"] in selection_seeds]
+        )
         row["reward_hacking_runs"] = sum(bool(m["reward_hacking"]) for m in members)
         row["monitored_runs"] = sum(bool(m.get("monitored")) for m in members)
         rows.append(row)
@@ -326,7 +334,7 @@ def build_results(
 ) -> dict[str, Any]:
     start_numbers = {k: _value(start, w) for k, w in METRICS.items()}
     records = [with_gains(r, start_numbers) for r in records]
-    groups = summarize_groups(records, start_numbers)
+    groups = summarize_groups(records, start_numbers, cfg.sweep_seeds)
     headline = [g for g in groups if g["chosen_learning_rate"]]
     return json_safe(
         {
