@@ -127,6 +127,8 @@ def test_every_method_ran_and_results_and_plots_are_written(comparison):
             assert r["optimizer_steps"] == r["steps"] >= 2, r["name"]
             assert r["update_settings"]["optimizer_steps_per_round"] == 1, r["name"]
             assert r["numbers"]["kl_exact_per_token"] >= 0, r["name"]  # the frontier's x
+            for stage in ("sampling", "scoring", "update"):  # time per stage, per method
+                assert r[f"seconds_{stage}_per_step"] > 0, (r["name"], stage)
     assert on_disk["update_settings"]["mismatches"] == []
     assert "## What shapes each update" in report and "Matched: every checked run" in report
     # SuperHF's default against every other arm, paired by seed and prompt, worded

@@ -94,6 +94,10 @@ def test_stops_at_the_token_budget_and_writes_the_run(method, tmp_path, tiny_mod
     assert records[-1]["sampled_tokens"] >= run.sampled_token_budget > records[-2]["sampled_tokens"]
     assert all(r["train_reward"] > 0 and r["peak_memory_mb"] > 0 for r in records)
     assert records[0]["wall_time_s"] < records[1]["wall_time_s"]
+    for r, before in zip(records, [0.0, records[0]["wall_time_s"]], strict=True):
+        stages = r["seconds_sampling"] + r["seconds_scoring"] + r["seconds_update"]
+        assert r["seconds_sampling"] > 0 and r["seconds_scoring"] > 0
+        assert stages == pytest.approx(r["wall_time_s"] - before, rel=1e-6)
 
     done = json.loads((out / DONE_FILE).read_text())
     assert done["stop_reason"] == "sampled_token_budget" and done["sampled_tokens"] == 32

@@ -164,6 +164,8 @@ class BaselineReward:
         before cutting them at a stop sequence (the TRL baselines)."""
         self.step_rewards: list[float] = []
         """Totals since the last `take_step_rewards`."""
+        self.stage_seconds = {"sampling": 0.0, "scoring": 0.0}
+        """Seconds since the last `take_stage_seconds` (sampling: timed by the trainer)."""
         self.last_samples: list[tuple[int, list[int]]] = []
         """The latest call's (prompt index, sampled completion ids), for tests and debugging."""
 
@@ -175,6 +177,7 @@ class BaselineReward:
 
     def score_ids(self, prompt_indices: Sequence[int], completion_ids: Sequence[Sequence[int]]):
         """Score sampled id rows of the prompts `prompt_indices` (indices into `prompts`)."""
+        started = time.perf_counter()
         completions = [
             self.completion(ids, int(i))
             for i, ids in zip(prompt_indices, completion_ids, strict=True)
@@ -194,6 +197,7 @@ class BaselineReward:
             [p.prompt for p in sample_prompts], [c.text for c in completions], columns
         )
         self.step_rewards += scores.total
+        self.stage_seconds["scoring"] += time.perf_counter() - started
         return scores.total
 
     def __call__(
@@ -211,6 +215,10 @@ class BaselineReward:
         """Add sampled id rows to `sampled_tokens`: every id through the stop token, as
         `Completion.num_tokens` counts SuperHF's."""
         self.sampled_tokens += sum(len(ids) for ids in completion_ids)
+
+    def take_stage_seconds(self) -> dict[str, float]:
+        seconds, self.stage_seconds = self.stage_seconds, {"sampling": 0.0, "scoring": 0.0}
+        return seconds
 
     def take_step_rewards(self) -> list[float]:
         rewards, self.step_rewards = self.step_rewards, []
@@ -295,14 +303,17 @@ class ProgressLog:
         rewards: Sequence[float],
         evaluation: dict[str, float] | None = None,
         eval_time_s: float = 0.0,
+        stages: dict[str, float] | None = None,
     ) -> ProgressRecord:
         """One update's line. `evaluation`: the in-run held-out numbers of this step
         (`InRunEvaluation`); their `eval_time_s` is left out of wall_time_s from here on, as
-        SuperHF's progress leaves out its evaluations (training time only)."""
+        SuperHF's progress leaves out its evaluations (training time only). `stages`: this
+        update's sampling and scoring seconds; the rest of its time is the update's."""
         self.start += eval_time_s
         mean = sum(rewards) / len(rewards) if rewards else float("nan")
         wall = time.perf_counter() - self.start
-        return self._append(step, sampled_tokens, mean, wall, evaluation)
+        record = self._append(step, sampled_tokens, mean, wall, evaluation, stages)
+        return record
 
     def record_start(self, evaluation: dict[str, float], eval_time_s: float) -> ProgressRecord:
         """Step 0: the start policy's in-run evaluation (nothing sampled for training yet)."""
@@ -316,8 +327,18 @@ class ProgressLog:
         train_reward: float | None,
         wall_time_s: float,
         evaluation: dict[str, float] | None,
+        stages: dict[str, float] | None = None,
     ) -> ProgressRecord:
         evaluation = evaluation or {}
+        previous = self.records[-1].wall_time_s if self.records else 0.0
+        timed = {}
+        if stages is not None:
+            rest = wall_time_s - previous - stages["sampling"] - stages["scoring"]
+            timed = {
+                "seconds_sampling": stages["sampling"],
+                "seconds_scoring": stages["scoring"],
+                "seconds_update": max(rest, 0.0),
+            }
         record = ProgressRecord(
             step=step,
             sampled_tokens=sampled_tokens,
@@ -326,6 +347,7 @@ class ProgressLog:
             peak_memory_mb=peak_memory_mb(),
             eval_reward=evaluation.get("reward"),
             eval_test_reward=evaluation.get("test_reward"),
+            **timed,
         )
         with self.path.open("a", encoding="utf-8") as f:
             f.write(json.dumps(json_safe(asdict(record))) + "\n")

@@ -138,6 +138,9 @@ def superhf_progress(folder: Path) -> list[dict[str, Any]]:
                 "eval_reward": metrics.get("eval_reward"),
                 "eval_test_reward": metrics.get("eval_test_reward"),
                 "reward_hacking": metrics.get("reward_hacking") or None,
+                "seconds_sampling": metrics.get("time/generate"),
+                "seconds_scoring": metrics.get("time/score"),
+                "seconds_update": metrics.get("time/fine_tune"),
             }
         )
     return records

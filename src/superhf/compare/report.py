@@ -41,7 +41,8 @@ OUTCOME_COLUMNS = [
     ("test reward", _column("test_reward", 3)),
     ("train reward", _column("reward", 3)),
     ("METEOR", _column("meteor", 3)),
-    ("KL/token", _column("kl_per_token", 4)),
+    ("exact KL/token", _column("kl_exact_per_token", 4)),
+    ("KL est./token (k1)", _column("kl_per_token", 4)),
     ("entropy", _column("entropy", 2)),
     ("tokens/answer", _column("length_tokens", 1)),
     ("distinct-2", _column("distinct_2", 3)),
@@ -57,6 +58,9 @@ COST_COLUMNS = [
     ("s/step", _column("seconds_per_step", 1)),
     ("sampled tokens/step", _column("tokens_per_step", 0)),
     ("s per 1k sampled tokens", _column("seconds_per_1k_tokens", 2)),
+    ("sampling s/step", _column("seconds_sampling_per_step", 2)),
+    ("scoring s/step", _column("seconds_scoring_per_step", 2)),
+    ("update s/step", _column("seconds_update_per_step", 2)),
     ("train reward gained per 1k tokens", _column("reward_gain_per_1k_tokens", 4)),
     ("test reward gained per 1k tokens", _column("test_reward_gain_per_1k_tokens", 4)),
 ]
@@ -186,7 +190,10 @@ def write_report(result: dict[str, Any], plots: list[str], out: Path) -> Path:
         "Median wall seconds and sampled completion tokens per update (SuperHF: per "
         "iteration; the median leaves out steps with an in-run evaluation); held-out reward "
         "gained over the start policy per 1,000 sampled tokens. Best-of-n and SFT sample "
-        "nothing to train on.",
+        "nothing to train on. The stage times (median per update: drawing the samples, "
+        "scoring them, and the rest of the update) compare implementations, not algorithms: "
+        "SuperHF samples with its own merged, KV-shared sampler, TRL with `generate` on the "
+        "unmerged LoRA model.",
         "",
         *_table(
             [g for g in result["headline"] if g["method"] not in ("best_of_n", "sft")],

@@ -67,14 +67,33 @@ def step_costs(progress: list[dict[str, Any]]) -> dict[str, float | None]:
     walls = [p.get("wall_time_s") for p in progress]
     tokens = [p.get("sampled_tokens") for p in progress]
     if len(progress) < 2 or None in walls or None in tokens:
-        return {"seconds_per_step": None, "tokens_per_step": None, "seconds_per_1k_tokens": None}
+        return {
+            "seconds_per_step": None,
+            "tokens_per_step": None,
+            "seconds_per_1k_tokens": None,
+            **stage_costs(progress),
+        }
     seconds = statistics.median(b - a for a, b in zip(walls, walls[1:], strict=False))
     per_step = statistics.median(b - a for a, b in zip(tokens, tokens[1:], strict=False))
     return {
         "seconds_per_step": seconds,
         "tokens_per_step": per_step,
         "seconds_per_1k_tokens": 1000 * seconds / per_step if per_step else None,
+        **stage_costs(progress),
     }
+
+
+STAGES = ("sampling", "scoring", "update")
+
+
+def stage_costs(progress: list[dict[str, Any]]) -> dict[str, float | None]:
+    """Median seconds per update of each stage (progress.jsonl's seconds_<stage>): what the
+    implementations spend where (superhf's own sampler, TRL's `generate`)."""
+    out = {}
+    for stage in STAGES:
+        values = [p[f"seconds_{stage}"] for p in progress if p.get(f"seconds_{stage}") is not None]
+        out[f"seconds_{stage}_per_step"] = statistics.median(values) if values else None
+    return out
 
 
 def gains_per_token(
@@ -199,6 +218,9 @@ PER_RUN = [
     "seconds_per_step",
     "tokens_per_step",
     "seconds_per_1k_tokens",
+    "seconds_sampling_per_step",
+    "seconds_scoring_per_step",
+    "seconds_update_per_step",
     "reward_gain_per_1k_tokens",
     "test_reward_gain_per_1k_tokens",
 ]

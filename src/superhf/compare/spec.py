@@ -64,3 +64,10 @@ class ProgressRecord:
     """Train reward of the in-run held-out answers, at evaluation steps only (else None)."""
     eval_test_reward: float | None = None
     """Test reward of the same answers: the held-out curve along the run."""
+    seconds_sampling: float | None = None
+    """This update's seconds drawing its training samples."""
+    seconds_scoring: float | None = None
+    """This update's seconds scoring them with the train reward."""
+    seconds_update: float | None = None
+    """The rest of the update's training time: log-probabilities, loss, backward, optimizer
+    (the in-run evaluation left out)."""

@@ -33,6 +33,7 @@ warnings go to monitor.jsonl, which `superhf monitor RUN_DIR` replays and result
 from __future__ import annotations
 
 import math
+import time
 from pathlib import Path
 from typing import Any
 
@@ -86,7 +87,9 @@ def stopping_at_sequences(trainer_cls: type, reward: BaselineReward) -> type:
 
     class StoppingTrainer(trainer_cls):
         def _generate(self, prompts: list) -> tuple:
+            started = time.perf_counter()
             out = list(super()._generate(prompts))
+            reward.stage_seconds["sampling"] += time.perf_counter() - started
             sampled = out[1]  # completion ids, one list per sample (GRPO and RLOO alike)
             reward.count(sampled)
             keep = [len(reward.completion(ids).token_ids or ids) for ids in sampled]
@@ -299,6 +302,7 @@ def budget_callback(
                 reward.take_step_rewards(),
                 numbers,
                 seconds,
+                reward.take_stage_seconds(),
             )
             if progress.budget_reached(reward.sampled_tokens):
                 control.should_training_stop = True
