@@ -111,3 +111,16 @@ def test_the_rate_is_chosen_on_the_training_splits_held_out_prompts_not_the_repo
     chosen = [r for r in summarize_groups(records, {}) if r["chosen_learning_rate"]]
     assert [r["learning_rate"] for r in chosen] == [1e-3]
     assert chosen[0]["selection_source"].startswith("final train reward")
+
+
+def test_a_run_diverged_only_when_below_the_start_by_more_than_its_noise():
+    from superhf.compare.results import diverged
+
+    def run(end, se):
+        return {"numbers": {"test_reward": end}, "eval": {"test_reward": {"mean": end, "se": se}}}
+
+    start = {"test_reward": 0.30, "test_reward_se": 0.03}
+    assert diverged(run(0.28, 0.03), start) is False  # 0.02 below: within the noise
+    assert diverged(run(0.15, 0.03), start) is True  # 0.15 below: 3.5 standard errors
+    assert diverged(run(0.35, 0.03), start) is False
+    assert diverged({"numbers": {"test_reward": None}}, start) is None

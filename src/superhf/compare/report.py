@@ -181,7 +181,8 @@ def write_report(result: dict[str, Any], plots: list[str], out: Path) -> Path:
         "Mean ± standard error across seeds of each run's held-out mean. The learning rate is "
         "the one with the best train reward on the training split's held-out prompts (the "
         "last in-run evaluation; never the test RM). Diverged: share of "
-        "seeds whose test reward ends below the start's.",
+        "seeds whose test reward ends below the start's by more than two standard errors of "
+        "the difference.",
         "",
         *_table(result["headline"], OUTCOME_COLUMNS),
         "",

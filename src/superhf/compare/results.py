@@ -6,12 +6,14 @@ metric is the mean over seeds of each run's evaluation mean, with the standard e
 seeds. Each (method, variant, beta) reports the learning rate with the best mean train reward
 on the training split's held-out prompts, read at the run's last in-run evaluation
 (`selection_score`: never the test RM, never the prompts the comparison reports on).
-A run diverged when its test reward ends below the start policy's.
+A run diverged when its test reward ends below the start policy's by more than two standard
+errors of the difference (each one's standard error over the held-out prompts, `diverged`).
 """
 
 from __future__ import annotations
 
 import json
+import math
 import os
 import platform
 import statistics
@@ -256,6 +258,19 @@ def selection_score(members: list[dict[str, Any]]) -> tuple[float | None, str]:
     return None, "none"
 
 
+def diverged(record: dict[str, Any], start: dict[str, Any]) -> bool | None:
+    """Whether the run's final test reward is below the start's by more than 2 standard errors
+    of the difference (`start["test_reward_se"]` and the run's own, over the held-out prompts);
+    None when either reward is unknown. A run 0.02 below the start with a per-prompt standard
+    error of 0.03 has not diverged."""
+    end, begin = record["numbers"].get("test_reward"), start.get("test_reward")
+    if end is None or begin is None:
+        return None
+    se = ((record.get("eval") or {}).get("test_reward") or {}).get("se") or 0.0
+    se_start = start.get("test_reward_se") or 0.0
+    return end < begin - 2 * math.sqrt(se**2 + se_start**2)
+
+
 def summarize_groups(
     records: list[dict[str, Any]],
     start: dict[str, Any],
@@ -265,7 +280,6 @@ def summarize_groups(
     `start`: the start policy's numbers, for the divergence rate. `records`: `with_gains`'.
     `selection_seeds`: the seeds the rate is chosen on (a sweep's; later seeds ran only at
     the chosen rate and must not move the choice). None: every seed."""
-    start_test = start.get("test_reward")
     groups: dict[tuple, list[dict[str, Any]]] = {}
     for r in records:
         if r["status"] == "done":
@@ -287,11 +301,8 @@ def summarize_groups(
             if key in ("test_reward", "reward") and len(members) == 1 and row[key]:
                 # one seed: the standard error over the eval prompts is the only interval
                 row[key]["se_over_prompts"] = ((members[0]["eval"] or {}).get(key) or {}).get("se")
-        tests = [m["numbers"]["test_reward"] for m in members]
-        if start_test is not None and all(t is not None for t in tests):
-            row["divergence_rate"] = sum(t < start_test for t in tests) / len(tests)
-        else:
-            row["divergence_rate"] = None
+        flags = [diverged(m, start) for m in members]
+        row["divergence_rate"] = sum(flags) / len(flags) if flags and None not in flags else None
         row["selection_score"], row["selection_source"] = selection_score(
             [m for m in members if selection_seeds is None or m["seed"] in selection_seeds]
         )
@@ -356,7 +367,10 @@ def build_results(
 ) -> dict[str, Any]:
     start_numbers = {k: _value(start, w) for k, w in METRICS.items()}
     records = [with_gains(r, start_numbers) for r in records]
-    groups = summarize_groups(records, start_numbers, cfg.sweep_seeds)
+    start_se = (start.get("test_reward") or {}).get("se") if isinstance(start, dict) else None
+    groups = summarize_groups(
+        records, {**start_numbers, "test_reward_se": start_se}, cfg.sweep_seeds
+    )
     headline = [g for g in groups if g["chosen_learning_rate"]]
     return json_safe(
         {
