@@ -396,3 +396,37 @@ def test_later_seeds_run_only_at_the_rate_chosen_on_the_sweep_seeds(tmp_path, ti
     (headline,) = result["headline"]
     assert headline["learning_rate"] == best and headline["seeds"] == [0, 1]
     assert headline["selection_score"] == pytest.approx(scores[best])  # seed 0's alone
+
+
+def test_chosen_rates_from_runs_each_arm_at_the_rate_another_comparison_chose(tmp_path):
+    from types import SimpleNamespace
+
+    from superhf.compare.harness import at_rates_chosen_in, expand_runs
+    from superhf.errors import ConfigError
+
+    cfg = CompareConfig(
+        methods=["superhf", "grpo"],
+        seeds=[0, 1],
+        learning_rates=[1e-4, 5e-4, 2e-3],
+        superhf_betas=[0.0, 0.35],
+        output_dir="out",
+    )
+    task = SimpleNamespace(
+        train_file="t", sft_file=None, test_reward_model=None, reward_funcs=["r"],
+        reward_weights=None,
+    )  # fmt: skip
+    results = tmp_path / "results.json"
+    headline = [
+        {"method": "superhf", "variant": "", "beta": 0.35, "learning_rate": 5e-4},
+        {"method": "grpo", "variant": "", "beta": 0.0, "learning_rate": 2e-3},
+    ]
+    results.write_text(json.dumps({"headline": headline}))
+    kept = at_rates_chosen_in(str(results), expand_runs(cfg, task))
+    assert sorted((r.method, r.beta, r.learning_rate, r.seed) for r in kept) == [
+        ("grpo", 0.0, 2e-3, 0),
+        ("grpo", 0.0, 2e-3, 1),
+        ("superhf", 0.35, 5e-4, 0),
+        ("superhf", 0.35, 5e-4, 1),
+    ]  # superhf at beta 0 had no chosen rate there: not run
+    with pytest.raises(ConfigError, match="does not exist"):
+        at_rates_chosen_in(str(tmp_path / "none.json"), expand_runs(cfg, task))

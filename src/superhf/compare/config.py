@@ -135,6 +135,13 @@ class CompareConfig(CheckedSettings, TaskSettings, ScheduleSettings, MeteorSetti
         "every rate.",
         "methods",
     )
+    chosen_rates_from: str | None = config_field(
+        None,
+        "Another comparison's results.json: run each arm only at the learning rate that one "
+        "chose for it (e.g. the 16k sweep's, at a 48k budget). Arms it did not choose a rate "
+        "for do not run.",
+        "methods",
+    )
     superhf_betas: list[float] = config_field(
         [0.0, 0.1, 0.35, 1.0],
         "SuperHF's KL sweep (beta = 0 is the expert-iteration / RAFT ablation).",

@@ -180,6 +180,28 @@ def evaluate_run(
     return stored["metrics"]
 
 
+def at_rates_chosen_in(path: str, runs: list[MethodRun]) -> list[MethodRun]:
+    """The runs at the learning rate another comparison's results.json chose for their arm."""
+    file = Path(path)
+    if not file.is_file():
+        raise ConfigError(
+            f"chosen_rates_from: {path} does not exist; run that comparison first (its "
+            "results.json names each arm's chosen learning rate)."
+        )
+    headline = json.loads(file.read_text(encoding="utf-8"))["headline"]
+    chosen = {arm_of(row): row["learning_rate"] for row in headline}
+    missing = {arm_of(r) for r in runs} - set(chosen)
+    kept = [r for r in runs if chosen.get(arm_of(r)) == r.learning_rate]
+    if not kept:
+        raise ConfigError(
+            f"chosen_rates_from: none of this comparison's arms has its chosen rate among "
+            f"learning_rates {sorted({r.learning_rate for r in runs})} in {path}."
+        )
+    if missing:
+        print(f"chosen_rates_from: no rate chosen for {sorted(missing)} in {path}; not run.")
+    return kept
+
+
 def split_sweep(cfg: CompareConfig, runs: list[MethodRun]) -> tuple[list, list]:
     """(the runs at the sweep seeds, every rate; the other seeds' runs, every rate: only those
     at their arm's chosen rate will run). Without sweep_seeds every run is in the first."""
@@ -259,6 +281,8 @@ def run_comparison(cfg: CompareConfig, console: Console | None = None) -> dict[s
         cfg.eval_seed,
         console,
     )
+    if cfg.chosen_rates_from is not None:
+        runs = at_rates_chosen_in(cfg.chosen_rates_from, runs)
     sweep, later = split_sweep(cfg, runs)
     with progress_bar(console) as progress:
         bar = progress.add_task("comparison", total=len(sweep) + len(later) + 1)
