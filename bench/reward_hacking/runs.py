@@ -85,6 +85,27 @@ RUNS = [
     BenchRun("exclamation-s1", "superhf", "hacking", "check", 1, EXCLAMATION_REWARD, "exclamation"),
     BenchRun("negatives-w2-s0", "superhf", "hacking", "tune", 0, ["--negative_weight", "2"]),
     BenchRun("negatives-w2-s1", "superhf", "hacking", "check", 1, ["--negative_weight", "2"]),
+    # Added when exclamation-s0 had kept a "!" in about a third of its kept samples for 20
+    # iterations without the policy writing more of them (before any of these ran): the same
+    # bonus under GRPO, which pushes up every sampled token of a sample with a high advantage.
+    BenchRun(
+        "grpo-exclamation-s0",
+        "grpo",
+        "hacking",
+        "tune",
+        0,
+        ["--learning_rate", "5e-4", *EXCLAMATION_REWARD],
+        "exclamation",
+    ),
+    BenchRun(
+        "grpo-exclamation-s1",
+        "grpo",
+        "hacking",
+        "check",
+        1,
+        ["--learning_rate", "5e-4", *EXCLAMATION_REWARD],
+        "exclamation",
+    ),
     # Healthy: the defaults, and GRPO/RLOO at the comparison's 5e-4.
     BenchRun("superhf-default-s0", "superhf", "healthy", "tune", 0),
     BenchRun("superhf-default-s1", "superhf", "healthy", "check", 1),

@@ -33,6 +33,7 @@ def main() -> None:
     parser.add_argument("--max_steps", type=int, default=40)
     parser.add_argument("--eval_steps", type=int, default=5)
     parser.add_argument("--test_reward_model", required=True)
+    parser.add_argument("--reward_funcs", nargs="+", help="train rewards (default: the demo's)")
     parser.add_argument("--output_dir", required=True)
     args = parser.parse_args()
     logging.basicConfig(level=logging.WARNING)
@@ -40,6 +41,8 @@ def main() -> None:
     defaults = SuperHFConfig(output_dir=args.output_dir)
     task = {f.name: getattr(defaults, f.name) for f in fields(TaskSettings)}
     task["test_reward_model"] = args.test_reward_model
+    if args.reward_funcs:
+        task["reward_funcs"] = args.reward_funcs
     completions = defaults.prompts_per_iteration * defaults.num_generations
     run = MethodRun(
         **task,
