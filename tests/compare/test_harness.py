@@ -139,6 +139,7 @@ def test_every_method_ran_and_results_and_plots_are_written(comparison):
         assert c["word"] in ("better", "level", "worse", "inconclusive")
         assert c["interval"][0] <= c["difference"] <= c["interval"][1]
     assert "## Claims, worded by their intervals" in report
+    assert "## Every run" in report and "| superhf b=0.35 | 0 | 0.001 |" in report
     variant = next(g for g in result["headline"] if g["variant"] == "negatives")
     assert variant["label"] == "superhf[negatives] b=0.35" and variant["seeds"] == [0]
     settings = json.loads(

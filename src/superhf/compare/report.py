@@ -8,6 +8,8 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+from superhf.compare.results import label
+
 
 def _stat(stat: dict[str, Any] | None, digits: int = 3) -> str:
     if not stat or stat.get("mean") is None:
@@ -147,6 +149,41 @@ def _update_settings(checked: dict[str, Any] | None) -> list[str]:
     return [*lines, ""]
 
 
+def _every_run(runs: list[dict[str, Any]]) -> list[str]:
+    """One line per finished run, seed by seed: the sweep is shown whole, not only its pick."""
+    done = [r for r in runs if r["status"] == "done"]
+    if not done:
+        return []
+    header = [
+        "run", "seed", "lr", "test reward", "train reward", "exact KL/token", "k1 KL est./token",
+        "sampled tokens", "optimizer steps", "hacking warnings",
+    ]  # fmt: skip
+    lines = [
+        "## Every run",
+        "Each run's own numbers (exact KL: own answers at temperature 1; k1: the evaluation's "
+        "answers).",
+        "",
+        "| " + " | ".join(header) + " |",
+        "|" + "---|" * len(header),
+    ]
+    for r in done:
+        n = r["numbers"]
+        cells = [
+            label(r["method"], r["beta"], r.get("variant", "")),
+            str(r["seed"]),
+            f"{r['learning_rate']:g}",
+            _num(n.get("test_reward")),
+            _num(n.get("reward")),
+            _num(n.get("kl_exact_per_token"), 4),
+            _num(n.get("kl_per_token"), 4),
+            str(r.get("sampled_tokens") if r.get("sampled_tokens") is not None else "n/a"),
+            str(r.get("optimizer_steps") if r.get("optimizer_steps") is not None else "n/a"),
+            str(len(r.get("reward_hacking") or [])),
+        ]
+        lines.append("| " + " | ".join(cells) + " |")
+    return [*lines, ""]
+
+
 def write_report(result: dict[str, Any], plots: list[str], out: Path) -> Path:
     s, task, m = result["settings"], result["task"], result["machine"]
     start = result["start"]["numbers"]
@@ -206,6 +243,7 @@ def write_report(result: dict[str, Any], plots: list[str], out: Path) -> Path:
         *_table(result["summary"], OUTCOME_COLUMNS),
         "",
     ]
+    lines += _every_run(result["runs"])
     lines += _monitor_lines(result["runs"])
     short = [r for r in result["runs"] if r.get("budget_reached") is False]
     if short:
