@@ -115,14 +115,8 @@ def kl_estimate(
     tempered samples. Pass `reference=policy` for a PEFT policy: the reference is then the
     same model with its adapter disabled (no second copy in memory).
     """
-    adapter = reference is policy and hasattr(policy, "disable_adapter")
-    per_sequence = [0.0] * len(completions)
-    num_tokens = [0] * len(completions)
-    was_training = policy.training
-    policy.eval()
-    reference.eval()
-    device = next(policy.parameters()).device
-    for rows, batch in completion_batches(tokenizer, prompt_texts, completions, batch_size, device):
+
+    def measure(batch: TrainingBatch, adapter: bool) -> tuple[list[float], list[int]]:
         logp = _completion_log_probs(policy, batch, batch.labels)
         if adapter:
             with policy.disable_adapter():
@@ -130,13 +124,12 @@ def kl_estimate(
         else:
             ref_batch = batch.to(next(reference.parameters()).device)
             ref_logp = _completion_log_probs(reference, ref_batch, ref_batch.labels)
-        diff = (logp - ref_logp.to(logp.device)).sum(-1).tolist()
-        counts = (batch.labels[:, 1:] != IGNORE_INDEX).sum(-1).tolist()
-        for r, i in enumerate(rows):
-            per_sequence[i], num_tokens[i] = diff[r], counts[r]
-        advance(len(rows))
-    policy.train(was_training)
-    return KLEstimate(per_sequence, num_tokens)
+        sums = (logp - ref_logp.to(logp.device)).sum(-1).tolist()
+        return sums, (batch.labels[:, 1:] != IGNORE_INDEX).sum(-1).tolist()
+
+    return _over_answers(
+        policy, reference, tokenizer, prompt_texts, completions, batch_size, advance, measure
+    )
 
 
 def answer_log_softmax(
@@ -170,14 +163,8 @@ def exact_kl(
     """KL(pi || pi_ref) summed over the vocabulary at every answer position (EXACT_KL), on
     `completions` that should be pi's own samples at EXACT_KL_SAMPLING. `reference=policy`
     for a PEFT policy: its start is the same model with the adapter disabled."""
-    adapter = reference is policy and hasattr(policy, "disable_adapter")
-    per_sequence = [0.0] * len(completions)
-    num_tokens = [0] * len(completions)
-    was_training = policy.training
-    policy.eval()
-    reference.eval()
-    device = next(policy.parameters()).device
-    for rows, batch in completion_batches(tokenizer, prompt_texts, completions, batch_size, device):
+
+    def measure(batch: TrainingBatch, adapter: bool) -> tuple[list[float], list[int]]:
         logp, where = answer_log_softmax(policy, batch)
         if adapter:
             ref_logp, _ = answer_log_softmax(policy, batch, adapter_off=True)
@@ -186,10 +173,41 @@ def exact_kl(
                 reference, batch.to(next(reference.parameters()).device)
             )
         kl = (logp.exp() * (logp - ref_logp.to(logp.device))).sum(-1)
-        sums = torch.zeros(len(rows), device=kl.device).index_add(0, where.to(kl.device), kl)
-        counts = torch.bincount(where, minlength=len(rows))
+        rows = batch.labels.shape[0]
+        sums = torch.zeros(rows, device=kl.device).index_add(0, where.to(kl.device), kl)
+        return sums.tolist(), torch.bincount(where, minlength=rows).tolist()
+
+    estimate = _over_answers(
+        policy, reference, tokenizer, prompt_texts, completions, batch_size, advance, measure
+    )
+    estimate.estimator = EXACT_KL
+    return estimate
+
+
+def _over_answers(
+    policy: PreTrainedModel,
+    reference: PreTrainedModel,
+    tokenizer: PreTrainedTokenizerBase,
+    prompt_texts: Sequence[str],
+    completions: Sequence[Completion],
+    batch_size: int,
+    advance: Callable[[int], None],
+    measure: Callable[[TrainingBatch, bool], tuple[list[float], list[int]]],
+) -> KLEstimate:
+    """`measure`'s per-answer sums and token counts over `completions` in batches, both models
+    in eval mode (the policy's mode restored after); `measure` gets each batch and whether the
+    reference is the policy with its adapter disabled."""
+    adapter = reference is policy and hasattr(policy, "disable_adapter")
+    per_sequence = [0.0] * len(completions)
+    num_tokens = [0] * len(completions)
+    was_training = policy.training
+    policy.eval()
+    reference.eval()
+    device = next(policy.parameters()).device
+    for rows, batch in completion_batches(tokenizer, prompt_texts, completions, batch_size, device):
+        sums, counts = measure(batch, adapter)
         for r, i in enumerate(rows):
-            per_sequence[i], num_tokens[i] = float(sums[r]), int(counts[r])
+            per_sequence[i], num_tokens[i] = sums[r], counts[r]
         advance(len(rows))
     policy.train(was_training)
-    return KLEstimate(per_sequence, num_tokens, EXACT_KL)
+    return KLEstimate(per_sequence, num_tokens)
