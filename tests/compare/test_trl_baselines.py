@@ -101,7 +101,7 @@ def test_stops_at_the_token_budget_and_writes_the_run(method, tmp_path, tiny_mod
 
     done = json.loads((out / DONE_FILE).read_text())
     assert done["stop_reason"] == "sampled_token_budget" and done["sampled_tokens"] == 32
-    assert done["optimizer_steps"] == 2  # one optimizer step per generation round
+    assert done["optimizer_steps"] == done["generation_rounds"] == 2  # one step per round
     settings = json.loads((out / SETTINGS_FILE).read_text())
     trl_config = settings["trl_config"]
     expected = {

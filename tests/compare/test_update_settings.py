@@ -120,3 +120,12 @@ def test_the_table_shows_every_arm_and_the_measured_steps():
     assert "| superhf | 1 |" in table and "| ppo | 1 |" in table
     assert "PPO takes num_ppo_epochs" in table and "| 4 | PPO" in table  # measured 32 / 8
     assert update_settings.mismatches(runs) == []  # PPO is shown, not checked
+
+
+def test_measured_steps_per_round_count_trls_rounds_apart_from_its_steps():
+    # TRL's progress has a line per optimizer step: with num_iterations 2, 8 steps are 4 rounds
+    trl = {"optimizer_steps": 8, "steps": 8, "done": {"generation_rounds": 4}}
+    assert update_settings.measured_steps_per_round(trl) == 2
+    superhf = {"optimizer_steps": 8, "steps": 8, "done": {}}  # a line per iteration
+    assert update_settings.measured_steps_per_round(superhf) == 1
+    assert update_settings.measured_steps_per_round({"steps": 3, "done": {}}) is None

@@ -166,6 +166,8 @@ class BaselineReward:
         """Totals since the last `take_step_rewards`."""
         self.stage_seconds = {"sampling": 0.0, "scoring": 0.0}
         """Seconds since the last `take_stage_seconds` (sampling: timed by the trainer)."""
+        self.generation_rounds = 0
+        """Sampling rounds so far (counted by the trainer): an update may reuse a round."""
         self.last_samples: list[tuple[int, list[int]]] = []
         """The latest call's (prompt index, sampled completion ids), for tests and debugging."""
 
@@ -378,6 +380,7 @@ def write_run_files(
     progress: ProgressLog,
     stop_reason: str,
     optimizer_steps: int | None = None,
+    generation_rounds: int | None = None,
 ) -> None:
     """The policy (a PEFT adapter) and tokenizer, config.yaml, settings.json, then done.json
     (with the optimizer steps the run took)."""
@@ -394,6 +397,7 @@ def write_run_files(
             "method": run.method,
             "steps": last.step if last else 0,
             "optimizer_steps": optimizer_steps,
+            "generation_rounds": generation_rounds,
             "sampled_tokens": last.sampled_tokens if last else 0,
             "sampled_token_budget": run.sampled_token_budget,
             "wall_time_s": last.wall_time_s if last else 0.0,

@@ -90,6 +90,7 @@ def stopping_at_sequences(trainer_cls: type, reward: BaselineReward) -> type:
             started = time.perf_counter()
             out = list(super()._generate(prompts))
             reward.stage_seconds["sampling"] += time.perf_counter() - started
+            reward.generation_rounds += 1
             sampled = out[1]  # completion ids, one list per sample (GRPO and RLOO alike)
             reward.count(sampled)
             keep = [len(reward.completion(ids).token_ids or ids) for ids in sampled]
@@ -360,4 +361,5 @@ def run_trl_baseline(run: MethodRun) -> None:
         progress,
         "sampled_token_budget" if reached else "max_steps",
         optimizer_steps=trainer.state.global_step,  # transformers counts optimizer steps
+        generation_rounds=reward.generation_rounds,
     )

@@ -133,8 +133,11 @@ def effective(method: str, settings: dict[str, Any] | None) -> dict[str, Any] | 
 
 
 def measured_steps_per_round(record: dict[str, Any]) -> float | None:
-    """optimizer_steps / rounds of a finished run's record, as it ran (None if unknown)."""
-    steps, rounds = record.get("optimizer_steps"), record.get("steps")
+    """optimizer_steps / generation rounds of a finished run's record, as it ran (None if
+    unknown). TRL counts a step per optimizer step, so its rounds are counted apart."""
+    done = record.get("done") or {}
+    steps = record.get("optimizer_steps")
+    rounds = done.get("generation_rounds") or record.get("steps")
     return steps / rounds if steps is not None and rounds else None
 
 
