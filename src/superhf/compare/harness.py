@@ -263,8 +263,14 @@ def run_comparison(cfg: CompareConfig, console: Console | None = None) -> dict[s
     task = prepare_task(cfg, console)
     runs = expand_runs(cfg, task)
     check_updates(cfg, runs)
+    planned = (
+        f"{len(runs)} runs"
+        if cfg.sweep_seeds is None
+        else f"{sum(r.seed in cfg.sweep_seeds for r in runs)} sweep runs, then the other seeds "
+        "at each arm's chosen rate"
+    )
     console.print(
-        f"superhf compare: {len(runs)} runs ({', '.join(cfg.methods)}), "
+        f"superhf compare: {planned} ({', '.join(cfg.methods)}), "
         f"{task.info['num_eval_prompts']} eval prompts, budget {cfg.sampled_token_budget} "
         f"sampled tokens per run -> {out}"
     )

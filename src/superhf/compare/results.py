@@ -189,7 +189,8 @@ def headline_line(name: str, metrics: dict[str, Any] | None, record: dict[str, A
 
     text = (
         f"{name}: test reward {num('test_reward')} | train reward {num('reward')} | "
-        f"METEOR {num('meteor')} | KL/token {num('kl_per_token', 4)} | "
+        f"METEOR {num('meteor')} | exact KL/token {num('kl_exact_per_token', 4)} | "
+        f"k1 KL est. {num('kl_per_token', 4)} | "
         f"entropy {num('entropy', 2)}"
     )
     if record is not None:
