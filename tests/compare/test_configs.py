@@ -56,3 +56,18 @@ def test_configs_sharing_an_output_dir_share_the_task():
             # the same method settings where both run a method (a run's folder name omits them)
             for method in set(cfg.method_settings) & set(first.method_settings):
                 assert cfg.method_settings[method] == first.method_settings[method], (name, method)
+
+
+@pytest.mark.parametrize("path", CONFIGS, ids=lambda p: p.name)
+def test_every_shipped_config_matches_the_methods_updates(path):
+    """No shipped comparison is refused by the matched-updates check (planned settings)."""
+    from types import SimpleNamespace
+
+    from superhf.compare.harness import check_updates, expand_runs
+
+    cfg = parse_compare_args(["--config", str(path)])
+    task = SimpleNamespace(
+        train_file="t", sft_file="s", test_reward_model=None, reward_funcs=["r"],
+        reward_weights=None,
+    )  # fmt: skip
+    check_updates(cfg, expand_runs(cfg, task))
