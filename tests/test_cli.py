@@ -158,6 +158,7 @@ def test_eval_table_prints_whole_numbers_off_a_terminal(capsys):
         "reward": {"mean": -0.123456, "se": 0.045678},
         "test_reward": {"mean": 0.654321, "se": 0.012345},
         "kl": {"per_sequence": {"mean": 12.3456, "se": 0.5}, "per_token": {"mean": 0.1234}},
+        "kl_exact": {"per_token": {"mean": 0.0567, "se": 0.0012}},
         "meteor": {"mean": 0.2, "ci_low": 0.18, "ci_high": 0.22},
         "length": {"mean_tokens": 40.0, "clipped_fraction": 0.125},
         "distinct_1": 0.5,
@@ -166,7 +167,7 @@ def test_eval_table_prints_whole_numbers_off_a_terminal(capsys):
     result = {"models": {"runs/a-rather-long-run-folder-name/beta-0.35": metrics}}
     make_console().print(results_table(result))
     printed = capsys.readouterr().err
-    for figure in ("-0.123 ± 0.046", "+0.654 ± 0.012", "12.35 ± 0.50", "0.1234", "0.200 [0.180"):
+    for figure in ("-0.123 ± 0.046", "+0.654 ± 0.012", "0.0567 ± 0.0012", "0.1234", "0.200 [0.180"):
         assert figure in printed
     assert "…" not in printed
 

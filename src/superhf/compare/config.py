@@ -168,8 +168,8 @@ class CompareConfig(CheckedSettings, TaskSettings, ScheduleSettings, MeteorSetti
 
     level_margin: float = config_field(
         0.05,
-        "Two methods' held-out rewards count as level when the 95% paired-bootstrap interval "
-        "of their difference lies within +-this (reward units); stated before the runs.",
+        "Two methods' held-out rewards count as level when the 95 percent paired-bootstrap "
+        "interval of their difference lies within +-this (reward units); set before the runs.",
         "methods",
     )
     allow_mismatched_updates: bool = config_field(
