@@ -219,7 +219,7 @@ class BaselineReward:
         self.sampled_tokens += sum(len(ids) for ids in completion_ids)
 
     def take_stage_seconds(self) -> dict[str, float]:
-        seconds, self.stage_seconds = self.stage_seconds, {"sampling": 0.0, "scoring": 0.0}
+        seconds, self.stage_seconds = self.stage_seconds, dict.fromkeys(self.stage_seconds, 0.0)
         return seconds
 
     def take_step_rewards(self) -> list[float]:
@@ -314,8 +314,7 @@ class ProgressLog:
         self.start += eval_time_s
         mean = sum(rewards) / len(rewards) if rewards else float("nan")
         wall = time.perf_counter() - self.start
-        record = self._append(step, sampled_tokens, mean, wall, evaluation, stages)
-        return record
+        return self._append(step, sampled_tokens, mean, wall, evaluation, stages)
 
     def record_start(self, evaluation: dict[str, float], eval_time_s: float) -> ProgressRecord:
         """Step 0: the start policy's in-run evaluation (nothing sampled for training yet)."""

@@ -214,9 +214,11 @@ def split_sweep(cfg: CompareConfig, runs: list[MethodRun]) -> tuple[list, list]:
 
 
 def arm_of(run: MethodRun | dict[str, Any]) -> tuple:
-    """(method, variant, beta): what shares a chosen learning rate."""
-    get = run.get if isinstance(run, dict) else lambda k: getattr(run, k)
-    return (get("method"), get("variant") or "", get("beta"))
+    """(method, variant, beta): what shares a chosen learning rate (`results.arm_key` less the
+    rate, for a run spec or a results row)."""
+    if isinstance(run, dict):
+        return results.arm_key(run)[:3]
+    return (run.method, run.variant, run.beta)
 
 
 def chosen_rates(records: list[dict[str, Any]]) -> dict[tuple, float]:

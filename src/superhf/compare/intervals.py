@@ -92,42 +92,29 @@ def per_prompt(record: dict[str, Any], key: str) -> list[float] | None:
 
 
 def claims(
-    records: list[dict[str, Any]], headline: list[dict[str, Any]], margin: float
+    arms: list[tuple[dict[str, Any], list[dict[str, Any]]]], margin: float
 ) -> list[dict[str, Any]]:
     """For every headline arm other than SuperHF's default (its default beta, no variant, at
     its chosen rate): SuperHF's default minus that arm, on the test and the train reward,
-    paired by seed and prompt. Best-of-n is one policy: each SuperHF seed is paired with it."""
-
-    def arm_runs(row: dict[str, Any]) -> list[dict[str, Any]]:
-        return [
-            r
-            for r in records
-            if r["method"] == row["method"]
-            and (r.get("variant") or "") == (row.get("variant") or "")
-            and r["beta"] == row["beta"]
-            and r["learning_rate"] == row["learning_rate"]
-        ]
-
-    base = [
-        row
-        for row in headline
-        if row["method"] == "superhf"
-        and not row.get("variant")
-        and row["beta"] == SUPERHF_DEFAULT_BETA
+    paired by seed and prompt. `arms`: each headline row with its runs. Best-of-n is one
+    policy: each SuperHF seed is paired with it."""
+    keys = ("test_reward", "reward")
+    values = [  # each arm's per-prompt rewards by seed, read once
+        (row, {key: {r["seed"]: v for r in runs if (v := per_prompt(r, key))} for key in keys})
+        for row, runs in arms
     ]
     out = []
-    for ours in base:
-        mine = arm_runs(ours)
-        for other in headline:
+    for ours, mine in values:
+        default = ours["method"] == "superhf" and not ours.get("variant")
+        if not default or ours["beta"] != SUPERHF_DEFAULT_BETA:
+            continue
+        for other, theirs in values:
             if other is ours:
                 continue
-            theirs = arm_runs(other)
-            for key in ("test_reward", "reward"):
-                a = {r["seed"]: v for r in mine if (v := per_prompt(r, key)) is not None}
-                b = {r["seed"]: v for r in theirs if (v := per_prompt(r, key)) is not None}
+            for key in keys:
+                a, b = mine[key], theirs[key]
                 if other["method"] == "best_of_n" and b:  # one policy: pair it with every seed
-                    only = next(iter(b.values()))
-                    b = {s: only for s in a}
+                    b = dict.fromkeys(a, next(iter(b.values())))
                 claim = paired_claim(a, b, margin)
                 if claim is not None:
                     out.append({"a": ours["label"], "b": other["label"], "metric": key, **claim})

@@ -391,7 +391,10 @@ def build_results(
             "start": {"numbers": start_numbers, "eval": start},
             "summary": groups,
             "headline": headline,
-            "claims": intervals.claims(records, headline, cfg.level_margin),
+            "claims": intervals.claims(
+                [(row, [r for r in records if arm_key(r) == arm_key(row)]) for row in headline],
+                cfg.level_margin,
+            ),
             "update_settings": {
                 "matched": update_settings.MATCHED,
                 "mismatches": update_settings.mismatches(records, cfg.superhf_variants),
