@@ -92,6 +92,26 @@ def test_callable_from_import_path(tmp_path, monkeypatch):
     sys.modules.pop("my_rewards", None)
 
 
+def test_callable_imports_from_the_working_directory(tmp_path, monkeypatch):
+    """`superhf compare` run from a folder imports its `pkg.module:function` rewards, as the
+    configs' `bench.length_reward:target_length` needs: a console script's path lacks it."""
+    (tmp_path / "cwd_rewards").mkdir()
+    (tmp_path / "cwd_rewards" / "__init__.py").write_text("")
+    (tmp_path / "cwd_rewards" / "words.py").write_text(
+        "def count(prompts, completions, **kw):\n"
+        "    return [float(len(c.split())) for c in completions]\n"
+    )
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setattr(sys, "path", [p for p in sys.path if p not in ("", str(tmp_path))])
+    try:
+        assert load_reward_func("cwd_rewards.words:count")(["p"], ["a b c"]) == [3.0]
+        with pytest.raises(RewardError, match="cannot import"):
+            load_reward_func("no_such_module_here:count")
+    finally:
+        for name in ("cwd_rewards", "cwd_rewards.words"):
+            sys.modules.pop(name, None)
+
+
 def test_weighted_sum_columns_and_length_penalty():
     def first(prompts, completions, **kw):
         return [1.0] * len(completions)

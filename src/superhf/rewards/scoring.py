@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import importlib
 import math
+import os
+import sys
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -144,10 +146,25 @@ class RewardModel:
         return scores
 
 
+def _import_from_here(module_name: str) -> Any:
+    """Import a module, also from the working directory, as `python -m` and uvicorn do.
+
+    A console script's path does not hold the directory it was started in, so a reward in
+    `bench/` or the user's own folder would not import otherwise."""
+    try:
+        return importlib.import_module(module_name)
+    except ModuleNotFoundError:
+        here = os.getcwd()
+        if here in sys.path:
+            raise
+        sys.path.insert(0, here)
+        return importlib.import_module(module_name)
+
+
 def _import_callable(spec: str) -> RewardFunc:
     module_name, _, attr = spec.partition(":") if ":" in spec else spec.rpartition(".")
     try:
-        module = importlib.import_module(module_name)
+        module = _import_from_here(module_name)
         obj = getattr(module, attr)
     except (ImportError, AttributeError, ValueError) as err:
         raise RewardError(
