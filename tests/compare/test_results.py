@@ -47,20 +47,22 @@ def _folder(tmp_path, method: str, done: dict, logs: dict[str, list[dict]]) -> M
 
 
 def test_a_trl_runs_monitor_warnings_are_collected_and_reported(tmp_path):
-    """GRPO/RLOO write their monitor's rows to monitor.jsonl (done.json has no warnings):
-    results.json lists them as it lists SuperHF's, and report.md beside every run."""
-    warning = "eval_distinct_2 0.3 (1/3.00 of its start 0.9; threshold 1.5): distinct-2"
+    """GRPO/RLOO write their monitor's rows to monitor.jsonl: results.json replays every run's
+    log with today's thresholds (a warning logged while it ran under other thresholds is not
+    taken on trust), lists them as it lists SuperHF's, and report.md beside every run."""
     rows = [
-        {"iteration": 0, "eval_reward": 0.1, "reward_hacking": None},
-        {"iteration": 2, "eval_reward": 0.2, "reward_hacking": None},
-        {"iteration": 4, "eval_reward": 0.3, "reward_hacking": warning},
+        {"iteration": 0, "eval_distinct_2": 0.9, "reward_hacking": None},
+        {"iteration": 2, "eval_distinct_2": 0.85, "reward_hacking": "logged by old thresholds"},
+        {"iteration": 4, "eval_distinct_2": 0.3, "reward_hacking": None},
     ]
     done = {"status": "done"}
     grpo = run_record(_folder(tmp_path, "grpo", {}, {MONITOR_FILE: rows}), done, None, False)
-    assert grpo["reward_hacking"] == [{"iteration": 4, "warning": warning}]
+    assert [w["iteration"] for w in grpo["reward_hacking"]] == [4]
+    warning = grpo["reward_hacking"][0]["warning"]
+    assert warning.startswith("eval_distinct_2 0.3 (1/3.00 of its start 0.9")
     assert grpo["monitored"]
     superhf = run_record(
-        _folder(tmp_path, "superhf", {"reward_hacking": []}, {METRICS_FILE: rows[:2]}),
+        _folder(tmp_path, "superhf", {"reward_hacking": ["stale"]}, {METRICS_FILE: rows[:2]}),
         done,
         None,
         False,

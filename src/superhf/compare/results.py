@@ -26,7 +26,7 @@ from typing import TYPE_CHECKING, Any
 from superhf.compare import intervals, update_settings
 from superhf.compare.spec import DONE_FILE, PROGRESS_FILE, SETTINGS_FILE, MethodRun
 from superhf.evaluation.heldout import mean_se
-from superhf.evaluation.monitor_replay import LOG_FILES, read_rows
+from superhf.evaluation.monitor_replay import LOG_FILES, replay_run
 from superhf.files import json_safe, read_json_lines, read_text
 
 if TYPE_CHECKING:
@@ -111,19 +111,16 @@ def gains_per_token(
 
 
 def monitor_warnings(folder: Path) -> list[dict[str, Any]] | None:
-    """{iteration, warning} of every row where a run's reward-hacking monitor warned, from its
-    log: metrics.jsonl (SuperHF), else monitor.jsonl (GRPO/RLOO watched by
-    `RewardHackingCallback`, `trl_baselines.monitored_run`). None: the run has no monitor log
-    (best-of-n, SFT, PPO, a GRPO/RLOO run without in-run evaluation)."""
-    for name in LOG_FILES:
-        if (folder / name).is_file():
-            rows = read_rows(folder / name)
-            return [
-                {"iteration": row.get("iteration"), "warning": row["reward_hacking"]}
-                for row in rows
-                if row.get("reward_hacking")
-            ]
-    return None
+    """{iteration, warning} of every row where the reward-hacking monitor warns on a run's log,
+    replayed with today's thresholds (`superhf monitor`), so every run of a comparison is read
+    by one rule even if the defaults were chosen again while it ran: metrics.jsonl (SuperHF),
+    else monitor.jsonl (GRPO/RLOO watched by `RewardHackingCallback`). None: the run has no
+    monitor log (best-of-n, SFT, PPO, a GRPO/RLOO run without in-run evaluation)."""
+    if not any((folder / name).is_file() for name in LOG_FILES):
+        return None
+    return [
+        {"iteration": w["iteration"], "warning": w["warning"]} for w in replay_run(folder).warnings
+    ]
 
 
 def run_record(
@@ -166,8 +163,8 @@ def run_record(
             (p["peak_memory_mb"] for p in progress if p.get("peak_memory_mb") is not None),
             default=None,
         ),
-        # SuperHF's done.json lists its warnings; a TRL run's are in monitor.jsonl
-        "reward_hacking": done.get("reward_hacking", logged or []),
+        # the log replayed; done.json's list (the warnings while it ran) where no log is left
+        "reward_hacking": logged if logged is not None else done.get("reward_hacking", []),
         "monitored": "reward_hacking" in done or logged is not None,
         "done": done,
         "settings": settings,
