@@ -244,6 +244,24 @@ def test_report_only_reports_what_is_finished_and_runs_nothing(comparison):
     assert "Not finished yet" in (out / "report.md").read_text()
 
 
+def test_a_comparison_moved_elsewhere_keeps_its_evaluations(comparison, tmp_path):
+    """A comparison folder copied to another place (another machine, a backup) is reported
+    from its cached evaluations: its eval prompts' path changed, the file in it did not."""
+    import shutil
+    from dataclasses import replace
+
+    cfg, first, out = comparison
+    moved = tmp_path / "elsewhere"
+    shutil.copytree(out, moved)
+    cached = [p for p in moved.rglob("compare_eval.json")]
+    mtimes = {p: p.stat().st_mtime_ns for p in cached}
+    report = run_comparison(replace(cfg, output_dir=str(moved), report_only=True))
+    assert not report["pending"]
+    done = {r["name"]: r["numbers"] for r in report["runs"] if r["status"] == "done"}
+    assert done == {r["name"]: r["numbers"] for r in first["runs"] if r["status"] == "done"}
+    assert {p: p.stat().st_mtime_ns for p in cached} == mtimes  # nothing evaluated again
+
+
 def test_a_run_in_its_own_process_records_done_or_skipped(tmp_path):
     from superhf.compare.harness import train_run
     from superhf.compare.spec import MethodRun

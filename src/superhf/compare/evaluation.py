@@ -52,7 +52,10 @@ class Evaluator:
         meteor_pairs: int,
         seed: int,
         console: Console,
+        root: str | Path | None = None,
     ):
+        self.root = root
+        """The comparison folder: paths inside it match a cached evaluation by their place in it."""
         self.config = EvalConfig(
             dataset_name=eval_file,
             dataset_split="train",
@@ -186,22 +189,37 @@ class Evaluator:
         }
 
 
-def same_settings(stored: dict[str, Any] | None, current: dict[str, Any]) -> bool:
+def same_settings(
+    stored: dict[str, Any] | None, current: dict[str, Any], root: str | Path | None = None
+) -> bool:
     """Whether a stored evaluation was made with `current`'s settings. Paths compare by the file
-    they name, so `--output_dir runs/x` and `--output_dir /abs/runs/x` share their cache."""
-
-    def canonical(value: Any) -> Any:
-        if isinstance(value, list):
-            return [canonical(v) for v in value]
-        if isinstance(value, str) and value and Path(value).exists():
-            return str(Path(value).resolve())
-        return value
-
-    if stored is None:
+    they name, so `--output_dir runs/x` and `--output_dir /abs/runs/x` share their cache; a
+    path inside the comparison folder `root` (its eval prompts, its reward models) compares by
+    its place in that folder, so a comparison moved or copied elsewhere keeps its evaluations."""
+    if stored is None or set(stored) != set(current):
         return False
-    return {k: canonical(v) for k, v in stored.items()} == {
-        k: canonical(v) for k, v in current.items()
-    }
+    return all(_same_value(stored[k], current[k], root) for k in current)
+
+
+def _same_value(old: Any, new: Any, root: str | Path | None) -> bool:
+    if isinstance(old, list) and isinstance(new, list):
+        return len(old) == len(new) and all(
+            _same_value(a, b, root) for a, b in zip(old, new, strict=True)
+        )
+    if old == new:
+        return True
+    if not (isinstance(old, str) and isinstance(new, str) and new and Path(new).exists()):
+        return False
+    here = Path(new).resolve()
+    if old and Path(old).exists() and Path(old).resolve() == here:
+        return True
+    if root is None:
+        return False
+    try:
+        inside = here.relative_to(Path(root).resolve()).parts
+    except ValueError:  # not in the comparison folder: only the same file will do
+        return False
+    return bool(inside) and Path(old).parts[-len(inside) :] == inside
 
 
 def cached(folder: Path) -> dict[str, Any] | None:
