@@ -142,6 +142,14 @@ def test_every_method_ran_and_results_and_plots_are_written(comparison):
     assert "## Every run" in report and "| superhf b=0.35 | 0 | 0.001 |" in report
     variant = next(g for g in result["headline"] if g["variant"] == "negatives")
     assert variant["label"] == "superhf[negatives] b=0.35" and variant["seeds"] == [0]
+    if any(r["method"] == "grpo" and r["status"] == "done" for r in result["runs"]):
+        # every SuperHF arm against GRPO's reward-KL frontier, read from the runs' exact KLs
+        placed = {(p["arm"]["label"], p["method"]) for p in on_disk["frontier"]}
+        assert ("superhf b=0.35", "grpo") in placed and (
+            "superhf[negatives] b=0.35",
+            "grpo",
+        ) in placed
+        assert "## Where SuperHF sits on the reward-KL frontier" in report
     settings = json.loads(
         (out / "runs/superhf_negatives-lr0.001-b0.35-s0/settings.json").read_text()
     )

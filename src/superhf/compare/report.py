@@ -8,6 +8,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+from superhf.compare import frontier
 from superhf.compare.results import label
 
 
@@ -184,6 +185,36 @@ def _every_run(runs: list[dict[str, Any]]) -> list[str]:
     return [*lines, ""]
 
 
+def _frontier(rows: list[dict[str, Any]] | None) -> list[str]:
+    """Each SuperHF arm against each RL method's reward-KL frontier (`frontier.py`)."""
+    if not rows:
+        return []
+    lines = [
+        "## Where SuperHF sits on the reward-KL frontier",
+        "A method's frontier at an exact KL x: the best final test reward of its points (each "
+        "(method, beta, learning rate) group's mean over its seeds, every swept rate) with a KL "
+        "of at most x. Point estimates: the best of many noisy points favours the method with "
+        "more of them; the claims above carry the intervals. `frontier_kl.png` draws them.",
+        "",
+        *frontier.summary(rows),
+        "",
+        "| SuperHF arm | lr | seeds | exact KL/token | test reward | distinct-2 | vs | its best at "
+        "this KL or lower | its KL | its test reward | gap | position |",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|",
+    ]
+    for r in rows:
+        a, b = r["arm"], r["frontier_point"] or {}
+        where = f"{b['label']} lr {b['learning_rate']:g}" if b else "-"
+        lines.append(
+            f"| {a['label']} | {a['learning_rate']:g} | {a['seeds']} | {a['kl']:.4f} | "
+            f"{a['test_reward']:+.3f} | {_num(a['distinct_2'])} | {r['method']} | "
+            f"{where} | "
+            f"{_num(b.get('kl'), 4)} | {_num(b.get('test_reward'))} | {_num(r['gap'])} | "
+            f"{r['position']} |"
+        )
+    return [*lines, ""]
+
+
 def write_report(result: dict[str, Any], plots: list[str], out: Path) -> Path:
     s, task, m = result["settings"], result["task"], result["machine"]
     start = result["start"]["numbers"]
@@ -224,6 +255,7 @@ def write_report(result: dict[str, Any], plots: list[str], out: Path) -> Path:
         *_table(result["headline"], OUTCOME_COLUMNS),
         "",
         *_claims(result.get("claims"), s.get("level_margin")),
+        *_frontier(result.get("frontier")),
         "## Cost and reward per sampled token",
         "Median wall seconds and sampled completion tokens per update (SuperHF: per "
         "iteration; the median leaves out steps with an in-run evaluation); held-out reward "

@@ -23,7 +23,7 @@ from importlib import metadata
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from superhf.compare import intervals, update_settings
+from superhf.compare import frontier, intervals, update_settings
 from superhf.compare.spec import DONE_FILE, PROGRESS_FILE, SETTINGS_FILE, MethodRun
 from superhf.evaluation.heldout import mean_se
 from superhf.evaluation.monitor_replay import LOG_FILES, replay_run
@@ -392,6 +392,7 @@ def build_results(
                 [(row, [r for r in records if arm_key(r) == arm_key(row)]) for row in headline],
                 cfg.level_margin,
             ),
+            "frontier": frontier.positions(groups),
             "update_settings": {
                 "matched": update_settings.MATCHED,
                 "mismatches": update_settings.mismatches(records, cfg.superhf_variants),
