@@ -82,6 +82,13 @@ class Evaluator:
     def settings(self) -> dict[str, Any]:
         return {**self.config.to_dict(), "reward_names": self.scorer.names}
 
+    def cached(self, folder: Path) -> dict[str, Any] | None:
+        """The metrics stored in `folder` when they were made with these settings, else None."""
+        hit = cached(folder)
+        if hit is not None and same_settings(hit.get("settings"), self.settings(), self.root):
+            return hit["metrics"]
+        return None
+
     def evaluate_policy(
         self, path: str, name: str, out_dir: Path, reference_model: str | None = None
     ) -> dict[str, Any]:

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from superhf.compare.config import SUPERHF_DEFAULT_BETA
+from superhf.compare.config import is_superhf_default
 
 FRONTIER_METHODS = ("grpo", "rloo", "ppo")
 """The RL methods SuperHF is placed against."""
@@ -39,15 +39,6 @@ def _point(group: dict[str, Any]) -> dict[str, Any] | None:
     }
 
 
-def is_default(group: dict[str, Any]) -> bool:
-    """SuperHF at its default beta, no option set."""
-    return (
-        group["method"] == "superhf"
-        and not group.get("variant")
-        and group["beta"] == SUPERHF_DEFAULT_BETA
-    )
-
-
 def positions(groups: list[dict[str, Any]]) -> list[dict[str, Any]]:
     """For every SuperHF arm at its chosen rate and every RL method with points: the method's
     best point at the arm's KL or lower, the gap (arm minus it) and "above" / "below"; "left"
@@ -70,7 +61,7 @@ def positions(groups: list[dict[str, Any]]) -> list[dict[str, Any]]:
             out.append(
                 {
                     "arm": ours,
-                    "default": is_default(g),
+                    "default": is_superhf_default(g),
                     "method": method,
                     "frontier_point": best,
                     "gap": gap,

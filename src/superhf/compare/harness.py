@@ -156,12 +156,7 @@ def train_run(run: MethodRun, isolate: bool) -> dict[str, Any]:
 
 def cached_evaluation(run: MethodRun, evaluator: evaluation.Evaluator) -> dict[str, Any] | None:
     """The run's stored evaluation when it was made with the evaluator's settings."""
-    hit = evaluation.cached(Path(run.output_dir))
-    if hit is not None and evaluation.same_settings(
-        hit.get("settings"), evaluator.settings(), evaluator.root
-    ):
-        return hit["metrics"]
-    return None
+    return evaluator.cached(Path(run.output_dir))
 
 
 def evaluate_run(
@@ -321,11 +316,9 @@ def run_comparison(cfg: CompareConfig, console: Console | None = None) -> dict[s
 
 def evaluate_start(folder: Path, evaluator: evaluation.Evaluator, model: str) -> dict[str, Any]:
     """The start policy, evaluated like every run (its KL to itself is 0)."""
-    hit = evaluation.cached(folder)
-    if hit is not None and evaluation.same_settings(
-        hit.get("settings"), evaluator.settings(), evaluator.root
-    ):
-        return hit["metrics"]
+    hit = evaluator.cached(folder)
+    if hit is not None:
+        return hit
     metrics = evaluator.evaluate_policy(model, "start", folder, reference_model=model)
     return evaluation.store(folder, {"settings": evaluator.settings(), "metrics": metrics})[
         "metrics"

@@ -22,7 +22,7 @@ from typing import Any
 
 import numpy as np
 
-from superhf.compare.config import SUPERHF_DEFAULT_BETA
+from superhf.compare.config import is_superhf_default
 
 RESAMPLES = 4000
 LEVEL = 0.95
@@ -105,8 +105,7 @@ def claims(
     ]
     out = []
     for ours, mine in values:
-        default = ours["method"] == "superhf" and not ours.get("variant")
-        if not default or ours["beta"] != SUPERHF_DEFAULT_BETA:
+        if not is_superhf_default(ours):
             continue
         for other, theirs in values:
             if other is ours:
