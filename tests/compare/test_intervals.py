@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import json
+from pathlib import Path
+
 import numpy as np
 import pytest
 
-from superhf.compare.intervals import paired_claim, word
+from superhf.compare.intervals import claims, paired_claim, word
 
 
 def test_words_follow_the_interval_and_the_margin():
@@ -46,3 +49,36 @@ def test_few_noisy_seeds_are_inconclusive_and_unshared_seeds_are_left_out():
     assert paired_claim(a, b, margin=0.05)["word"] == "inconclusive"
     b = {s + 10: v for s, v in b.items()}
     assert paired_claim(a, b, margin=0.05) is None
+
+
+def _run(folder: Path, name: str, seed: int, rewards: list[float]) -> dict:
+    """A finished run whose evaluation answered each prompt once, train and test reward alike."""
+    (folder / name).mkdir()
+    rows = [{"prompt_index": i, "reward": r, "test_reward": r} for i, r in enumerate(rewards)]
+    (folder / name / "eval.jsonl").write_text("\n".join(json.dumps(r) for r in rows))
+    return {
+        "status": "done",
+        "folder": str(folder / name),
+        "seed": seed,
+        "eval": {"completions_file": "eval.jsonl"},
+    }
+
+
+def test_claims_read_each_runs_answers_and_one_reward_gives_one_claim(tmp_path):
+    ours = {"method": "superhf", "variant": None, "beta": 0.35, "label": "superhf b=0.35"}
+    grpo = {"method": "grpo", "variant": None, "beta": 0.0, "label": "grpo b=0"}
+    rng = np.random.default_rng(0)
+    base = rng.normal(0, 1, 32)
+    arms = [
+        (ours, [_run(tmp_path, f"s{s}", s, list(base + 1)) for s in range(3)]),
+        (grpo, [_run(tmp_path, f"g{s}", s, list(base)) for s in range(3)]),
+    ]
+    both = claims(arms, margin=0.1)
+    assert [(c["b"], c["metric"]) for c in both] == [
+        ("grpo b=0", "test_reward"),
+        ("grpo b=0", "reward"),
+    ]
+    assert both[0]["word"] == "better" and both[0]["difference"] == pytest.approx(1.0)
+    assert both[0]["seeds"] == [0, 1, 2] and both[0]["num_prompts"] == 32
+    one = claims(arms, margin=0.1, keys=("test_reward",))  # a reward known exactly
+    assert [c["metric"] for c in one] == ["test_reward"]

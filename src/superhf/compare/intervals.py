@@ -92,13 +92,15 @@ def per_prompt(record: dict[str, Any], key: str) -> list[float] | None:
 
 
 def claims(
-    arms: list[tuple[dict[str, Any], list[dict[str, Any]]]], margin: float
+    arms: list[tuple[dict[str, Any], list[dict[str, Any]]]],
+    margin: float,
+    keys: tuple[str, ...] = ("test_reward", "reward"),
 ) -> list[dict[str, Any]]:
     """For every headline arm other than SuperHF's default (its default beta, no variant, at
-    its chosen rate): SuperHF's default minus that arm, on the test and the train reward,
-    paired by seed and prompt. `arms`: each headline row with its runs. Best-of-n is one
-    policy: each SuperHF seed is paired with it."""
-    keys = ("test_reward", "reward")
+    its chosen rate): SuperHF's default minus that arm, on each reward of `keys` (the test
+    and the train reward; only the test reward where they are one function), paired by seed
+    and prompt. `arms`: each headline row with its runs. Best-of-n is one policy: each
+    SuperHF seed is paired with it."""
     values = [  # each arm's per-prompt rewards by seed, read once
         (row, {key: {r["seed"]: v for r in runs if (v := per_prompt(r, key))} for key in keys})
         for row, runs in arms

@@ -106,6 +106,9 @@ def _monitor_lines(runs: list[dict[str, Any]]) -> list[str]:
     return [*lines, ""]
 
 
+_REWARD_NAMES = {"test_reward": "test reward", "reward": "train reward"}
+
+
 def _claims(claims: list[dict[str, Any]] | None, margin: float | None) -> list[str]:
     """Each claim of SuperHF's default against another arm, worded by its interval."""
     if not claims:
@@ -122,8 +125,9 @@ def _claims(claims: list[dict[str, Any]] | None, margin: float | None) -> list[s
     ]
     for c in claims:
         low, high = c["interval"]
+        reward = _REWARD_NAMES.get(c["metric"], c["metric"])
         lines.append(
-            f"| {c['b']} | {c['metric']} | {c['difference']:+.3f} | [{low:+.3f}, {high:+.3f}] "
+            f"| {c['b']} | {reward} | {c['difference']:+.3f} | [{low:+.3f}, {high:+.3f}] "
             f"| {len(c['seeds'])} | {c['num_prompts']} | **{c['word']}** |"
         )
     return [*lines, ""]

@@ -391,6 +391,10 @@ def build_results(
             "claims": intervals.claims(
                 [(row, [r for r in records if arm_key(r) == arm_key(row)]) for row in headline],
                 cfg.level_margin,
+                # one reward for training and testing (a reward known exactly): one claim each
+                ("test_reward",)
+                if task.reward_funcs == [task.test_reward_model]
+                else ("test_reward", "reward"),
             ),
             "frontier": frontier.positions(groups),
             "update_settings": {
