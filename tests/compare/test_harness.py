@@ -139,6 +139,10 @@ def test_every_method_ran_and_results_and_plots_are_written(comparison):
         assert c["word"] in ("better", "level", "worse", "inconclusive")
         assert c["interval"][0] <= c["difference"] <= c["interval"][1]
     assert "## Claims, worded by their intervals" in report
+    # every arm against the start it trained from, on the start's own evaluation answers
+    gains = {(g["arm"], g["metric"]): g for g in on_disk["gains_over_start"]}
+    assert ("superhf b=0.35", "test_reward") in gains and ("sft", "reward") in gains
+    assert "## Gain over the start policy, worded by its interval" in report
     assert "## Every run" in report and "| superhf b=0.35 | 0 | 0.001 |" in report
     variant = next(g for g in result["headline"] if g["variant"] == "negatives")
     assert variant["label"] == "superhf[negatives] b=0.35" and variant["seeds"] == [0]

@@ -8,7 +8,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from superhf.compare.intervals import claims, paired_claim, word
+from superhf.compare.intervals import claims, gains_over_start, paired_claim, word
 
 
 def test_words_follow_the_interval_and_the_margin():
@@ -82,3 +82,28 @@ def test_claims_read_each_runs_answers_and_one_reward_gives_one_claim(tmp_path):
     assert both[0]["seeds"] == [0, 1, 2] and both[0]["num_prompts"] == 32
     one = claims(arms, margin=0.1, keys=("test_reward",))  # a reward known exactly
     assert [c["metric"] for c in one] == ["test_reward"]
+
+
+def test_each_arm_against_the_start_pairs_every_seed_with_the_one_start_policy(tmp_path):
+    """n = 1 (nothing to select from) ending where it began is "level"; a clear gain "better"."""
+    start_values = list(np.random.default_rng(1).normal(0, 1, 40))
+    start = _run(tmp_path, "start", 0, start_values)
+    n1 = {"method": "superhf", "variant": "n1", "beta": 0.35, "label": "superhf[n1] b=0.35"}
+    ours = {"method": "superhf", "variant": None, "beta": 0.35, "label": "superhf b=0.35"}
+    noise = np.random.default_rng(2)
+    arms = [
+        (
+            n1,
+            [
+                _run(tmp_path, f"n{s}", s, list(start_values + noise.normal(0, 0.01, 40)))
+                for s in range(3)
+            ],
+        ),
+        (ours, [_run(tmp_path, f"o{s}", s, [v + 0.5 for v in start_values]) for s in range(2)]),
+    ]
+    gains = {g["arm"]: g for g in gains_over_start(arms, start, 0.05, ("test_reward",))}
+    assert gains["superhf[n1] b=0.35"]["word"] == "level"
+    assert gains["superhf[n1] b=0.35"]["seeds"] == [0, 1, 2]
+    assert gains["superhf b=0.35"]["word"] == "better"
+    assert gains["superhf b=0.35"]["difference"] == pytest.approx(0.5)
+    assert gains_over_start(arms, {"status": "running"}, 0.05) == []  # no start answers yet

@@ -76,7 +76,9 @@ def test_a_trl_runs_monitor_warnings_are_collected_and_reported(tmp_path):
     assert [by_method[m]["reward_hacking_runs"] for m in ("grpo", "superhf", "sft")] == [1, 0, 0]
     assert [by_method[m]["monitored_runs"] for m in ("grpo", "superhf", "sft")] == [1, 1, 0]
     lines = _monitor_lines([grpo, superhf, sft])
-    assert f"- grpo-s0: 1 warning. iteration 4: {warning}" in lines
+    assert grpo["reward_hacking"][0]["signals"] == ["eval_distinct_2"]
+    first = "- grpo-s0: warned at 1 iteration, first at iteration 4: "
+    assert f"{first}{warning}. Signals: eval_distinct_2." in lines
     assert "- superhf-s0: no warning" in lines and "- sft-s0: not monitored" in lines
 
 

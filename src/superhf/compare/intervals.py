@@ -120,3 +120,26 @@ def claims(
                 if claim is not None:
                     out.append({"a": ours["label"], "b": other["label"], "metric": key, **claim})
     return out
+
+
+def gains_over_start(
+    arms: list[tuple[dict[str, Any], list[dict[str, Any]]]],
+    start: dict[str, Any],
+    margin: float,
+    keys: tuple[str, ...] = ("test_reward", "reward"),
+) -> list[dict[str, Any]]:
+    """Every headline arm minus the start policy it trained from, on each reward of `keys`,
+    paired by prompt: did training gain anything? (The paper says SuperHF at n = 1, with
+    nothing to select from, does not.) `start`: a record of the start's evaluation (status,
+    folder, eval), one policy, so each seed of the arm is paired with it, as best-of-n is."""
+    out = []
+    for key in keys:
+        begin = per_prompt(start, key)
+        if begin is None:
+            continue
+        for row, runs in arms:
+            mine = {r["seed"]: v for r in runs if (v := per_prompt(r, key))}
+            claim = paired_claim(mine, dict.fromkeys(mine, begin), margin)
+            if claim is not None:
+                out.append({"arm": row["label"], "metric": key, **claim})
+    return out

@@ -86,17 +86,23 @@ def _monitor_lines(runs: list[dict[str, Any]]) -> list[str]:
     lines = [
         "## Reward-hacking monitor",
         "",
-        "Each signal against the run's own start (`superhf monitor RUN_DIR` replays a run's "
-        "log and prints the table). SuperHF runs and GRPO/RLOO runs that evaluate along the "
-        "run are monitored; best-of-n, SFT and PPO are not.",
+        "Each signal against the run's own start. Per run: the iterations that warned, the "
+        "first warning in full and every signal that fired; `superhf monitor RUN_DIR` replays "
+        "a run's log and prints each warning. SuperHF runs and GRPO/RLOO runs that evaluate "
+        "along the run are monitored; best-of-n, SFT and PPO are not.",
         "",
     ]
     for r in runs:
         warnings = r.get("reward_hacking") or []
         if warnings:
-            where = ", ".join(f"iteration {w['iteration']}: {w['warning']}" for w in warnings)
-            count = f"{len(warnings)} warning" + ("s" if len(warnings) > 1 else "")
-            lines.append(f"- {r['name']}: {count}. {where}")
+            first = warnings[0]
+            count = f"{len(warnings)} iteration" + ("s" if len(warnings) > 1 else "")
+            fired = sorted({s for w in warnings for s in w.get("signals", [])})
+            signals = f" Signals: {', '.join(fired)}." if fired else ""
+            lines.append(
+                f"- {r['name']}: warned at {count}, first at iteration {first['iteration']}: "
+                f"{first['warning']}.{signals}"
+            )
         elif r.get("monitored", r["method"] == "superhf"):
             lines.append(f"- {r['name']}: no warning")
         elif r["status"] == "done":
@@ -129,6 +135,30 @@ def _claims(claims: list[dict[str, Any]] | None, margin: float | None) -> list[s
         lines.append(
             f"| {c['b']} | {reward} | {c['difference']:+.3f} | [{low:+.3f}, {high:+.3f}] "
             f"| {len(c['seeds'])} | {c['num_prompts']} | **{c['word']}** |"
+        )
+    return [*lines, ""]
+
+
+def _gains(gains: list[dict[str, Any]] | None, margin: float | None) -> list[str]:
+    """Each arm against the start policy it trained from, worded by its interval."""
+    if not gains:
+        return []
+    lines = [
+        "## Gain over the start policy, worded by its interval",
+        "Each arm minus the start policy, held-out reward per prompt (the start is one policy: "
+        "each seed is paired with it); the same bootstrap, margin and words as the claims. "
+        "SuperHF with `num_generations` 1 has nothing to select from: the paper says it gains "
+        "nothing.",
+        "",
+        "| arm | reward | gain | 95% interval | seeds | prompts | claim |",
+        "|---|---|---|---|---|---|---|",
+    ]
+    for g in gains:
+        low, high = g["interval"]
+        reward = _REWARD_NAMES.get(g["metric"], g["metric"])
+        lines.append(
+            f"| {g['arm']} | {reward} | {g['difference']:+.3f} | [{low:+.3f}, {high:+.3f}] "
+            f"| {len(g['seeds'])} | {g['num_prompts']} | **{g['word']}** |"
         )
     return [*lines, ""]
 
@@ -259,6 +289,7 @@ def write_report(result: dict[str, Any], plots: list[str], out: Path) -> Path:
         *_table(result["headline"], OUTCOME_COLUMNS),
         "",
         *_claims(result.get("claims"), s.get("level_margin")),
+        *_gains(result.get("gains_over_start"), s.get("level_margin")),
         *_frontier(result.get("frontier")),
         "## Cost and reward per sampled token",
         "Median wall seconds and sampled completion tokens per update (SuperHF: per "

@@ -111,15 +111,17 @@ def gains_per_token(
 
 
 def monitor_warnings(folder: Path) -> list[dict[str, Any]] | None:
-    """{iteration, warning} of every row where the reward-hacking monitor warns on a run's log,
-    replayed with today's thresholds (`superhf monitor`), so every run of a comparison is read
-    by one rule even if the defaults were chosen again while it ran: metrics.jsonl (SuperHF),
-    else monitor.jsonl (GRPO/RLOO watched by `RewardHackingCallback`). None: the run has no
-    monitor log (best-of-n, SFT, PPO, a GRPO/RLOO run without in-run evaluation)."""
+    """{iteration, signals, warning} of every row where the reward-hacking monitor warns on a
+    run's log, replayed with today's thresholds (`superhf monitor`), so every run of a
+    comparison is read by one rule even if the defaults were chosen again while it ran:
+    metrics.jsonl (SuperHF), else monitor.jsonl (GRPO/RLOO watched by `RewardHackingCallback`).
+    None: the run has no monitor log (best-of-n, SFT, PPO, a GRPO/RLOO run without in-run
+    evaluation)."""
     if not any((folder / name).is_file() for name in LOG_FILES):
         return None
     return [
-        {"iteration": w["iteration"], "warning": w["warning"]} for w in replay_run(folder).warnings
+        {"iteration": w["iteration"], "signals": w["signals"], "warning": w["warning"]}
+        for w in replay_run(folder).warnings
     ]
 
 
@@ -370,6 +372,10 @@ def build_results(
         records, {**start_numbers, "test_reward_se": start_se}, cfg.sweep_seeds
     )
     headline = [g for g in groups if g["chosen_learning_rate"]]
+    arms = [(row, [r for r in records if arm_key(r) == arm_key(row)]) for row in headline]
+    # one reward for training and testing (a reward known exactly): one claim each
+    same = task.reward_funcs == [task.test_reward_model]
+    rewards = ("test_reward",) if same else ("test_reward", "reward")
     return json_safe(
         {
             "created": datetime.now(UTC).isoformat(timespec="seconds"),
@@ -388,13 +394,12 @@ def build_results(
             "start": {"numbers": start_numbers, "eval": start},
             "summary": groups,
             "headline": headline,
-            "claims": intervals.claims(
-                [(row, [r for r in records if arm_key(r) == arm_key(row)]) for row in headline],
+            "claims": intervals.claims(arms, cfg.level_margin, rewards),
+            "gains_over_start": intervals.gains_over_start(
+                arms,
+                {"status": "done", "folder": str(Path(cfg.output_dir) / "start"), "eval": start},
                 cfg.level_margin,
-                # one reward for training and testing (a reward known exactly): one claim each
-                ("test_reward",)
-                if task.reward_funcs == [task.test_reward_model]
-                else ("test_reward", "reward"),
+                rewards,
             ),
             "frontier": frontier.positions(groups),
             "update_settings": {
