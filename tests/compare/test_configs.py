@@ -71,3 +71,29 @@ def test_every_shipped_config_matches_the_methods_updates(path):
         reward_weights=None,
     )  # fmt: skip
     check_updates(cfg, expand_runs(cfg, task))
+
+
+def test_a_sweep_runs_every_method_before_superhfs_options_and_seed_by_seed():
+    """fair_hh.yaml cut short after its main arms' first seed still compares the methods."""
+    from types import SimpleNamespace
+
+    from superhf.compare.harness import expand_runs
+
+    cfg = parse_compare_args(["--config", "configs/compare/fair_hh.yaml"])
+    task = SimpleNamespace(
+        train_file="t", sft_file="s", test_reward_model=None, reward_funcs=["r"],
+        reward_weights=None,
+    )  # fmt: skip
+    runs = expand_runs(cfg, task)
+    first = [r for r in runs if r.seed == 0]
+    assert runs[: len(first)] == first  # seed-major
+    kinds = [bool(r.variant) for r in first]
+    assert kinds == sorted(kinds)  # the methods (no option), then the options
+    assert {r.method for r in first if not r.variant} == {"superhf", "grpo", "rloo"}
+    assert {r.variant for r in first if r.variant} == {
+        "negatives",
+        "advantage",
+        "rank",
+        "epochs",
+        "n1",
+    }

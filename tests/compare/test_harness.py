@@ -329,15 +329,15 @@ def test_runs_go_seed_by_seed_and_the_kl_sweep_may_have_fewer_seeds():
         "superhf-lr0.0005-b0-s0",
         "superhf-lr0.0005-b0.1-s0",
         "superhf-lr0.0005-b0.35-s0",
-        "superhf_epochs-lr0.0005-b0.35-s0",
-        "superhf_n1-lr0.0005-b0.35-s0",
         "best_of_n-s0",
         "grpo-lr0.0005-b0-s0",
+        "superhf_epochs-lr0.0005-b0.35-s0",  # SuperHF's options after every method
+        "superhf_n1-lr0.0005-b0.35-s0",
         "superhf-lr0.0005-b0-s1",
         "superhf-lr0.0005-b0.35-s1",
-        "superhf_epochs-lr0.0005-b0.35-s1",
         "best_of_n-s1",
         "grpo-lr0.0005-b0-s1",
+        "superhf_epochs-lr0.0005-b0.35-s1",
     ]
 
 

@@ -109,10 +109,10 @@ def expand_runs(cfg: CompareConfig, task: Task) -> list[MethodRun]:
                             variant=variant,
                         )
                     )
-    # Seed-major: every method's first seed finishes before any second seed starts, so a
-    # comparison cut short still has every method.
+    # Seed-major, and within a seed the methods before SuperHF's options: a comparison cut
+    # short has every method's first seed before any second seed, and before any option.
     order = {seed: i for i, seed in enumerate(dict.fromkeys(r.seed for r in runs))}
-    return sorted(runs, key=lambda r: order[r.seed])
+    return sorted(runs, key=lambda r: (order[r.seed], bool(r.variant)))
 
 
 def check_updates(cfg: CompareConfig, runs: list[MethodRun]) -> None:
