@@ -107,3 +107,18 @@ def test_each_arm_against_the_start_pairs_every_seed_with_the_one_start_policy(t
     assert gains["superhf b=0.35"]["word"] == "better"
     assert gains["superhf b=0.35"]["difference"] == pytest.approx(0.5)
     assert gains_over_start(arms, {"status": "running"}, 0.05) == []  # no start answers yet
+
+
+def test_a_prompt_one_run_left_unanswered_is_left_out_not_shifted(tmp_path):
+    """An empty answer is dropped from a run's answers: the pairs stay prompt by prompt."""
+    values = list(np.random.default_rng(3).normal(0, 1, 20))
+    ours = {"method": "superhf", "variant": None, "beta": 0.35, "label": "superhf b=0.35"}
+    other = {"method": "superhf", "variant": None, "beta": 0.0, "label": "superhf b=0"}
+    same = _run(tmp_path, "a0", 0, values)
+    gap = _run(tmp_path, "b0", 0, values)
+    path = Path(gap["folder"]) / "eval.jsonl"  # prompt 5 answered empty: no row
+    path.write_text(
+        "\n".join(x for x in path.read_text().splitlines() if '"prompt_index": 5,' not in x)
+    )
+    (claim,) = claims([(ours, [same]), (other, [gap])], 0.05, ("test_reward",))
+    assert claim["num_prompts"] == 19 and claim["difference"] == 0.0 and claim["word"] == "level"

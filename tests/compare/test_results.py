@@ -7,7 +7,7 @@ import json
 
 import pytest
 
-from superhf.compare.report import _monitor_lines
+from superhf.compare.report import _edges, _monitor_lines
 from superhf.compare.results import gains_per_token, run_record, step_costs, summarize_groups
 from superhf.compare.spec import DONE_FILE, PROGRESS_FILE, MethodRun
 from superhf.files import METRICS_FILE, MONITOR_FILE
@@ -80,6 +80,8 @@ def test_a_trl_runs_monitor_warnings_are_collected_and_reported(tmp_path):
     first = "- grpo-s0: warned at 1 iteration, first at iteration 4: "
     assert f"{first}{warning}. Signals: eval_distinct_2." in lines
     assert "- superhf-s0: no warning" in lines and "- sft-s0: not monitored" in lines
+    running = {**superhf, "name": "superhf-s1", "status": "pending"}  # report_only, mid-run
+    assert not any("superhf-s1" in line for line in _monitor_lines([running]))
 
 
 def test_the_rate_is_chosen_on_the_training_splits_held_out_prompts_not_the_reported_ones():
@@ -115,6 +117,14 @@ def test_the_rate_is_chosen_on_the_training_splits_held_out_prompts_not_the_repo
     chosen = [r for r in summarize_groups(records, {}) if r["chosen_learning_rate"]]
     assert [r["learning_rate"] for r in chosen] == [1e-3]
     assert chosen[0]["selection_source"].startswith("final train reward")
+    # 1e-3 is the highest rate swept: a rate beyond it might win, and the report says so
+    assert chosen[0]["chosen_at_sweep_edge"] == "highest"
+    lines = _edges(chosen)
+    assert lines[0].startswith("Chosen at the edge of the sweep: grpo b=0 (0.001, the highest)")
+    records += [record(2e-3, s, in_run=0.0, final=0.0) for s in (0, 1)]
+    chosen = [r for r in summarize_groups(records, {}) if r["chosen_learning_rate"]]
+    assert chosen[0]["learning_rate"] == 1e-3 and chosen[0]["chosen_at_sweep_edge"] is None
+    assert _edges(chosen) == []
 
 
 def test_a_run_diverged_only_when_below_the_start_by_more_than_its_noise():

@@ -74,9 +74,10 @@ def paired_claim(
     }
 
 
-def per_prompt(record: dict[str, Any], key: str) -> list[float] | None:
-    """A finished run's `key` ("reward" or "test_reward") per held-out prompt, in prompt
-    order, from the answers its evaluation wrote (one answer per prompt)."""
+def per_prompt(record: dict[str, Any], key: str) -> dict[int, float] | None:
+    """A finished run's `key` ("reward" or "test_reward") by held-out prompt index, from the
+    answers its evaluation wrote (one per prompt; an empty answer is dropped, so its prompt
+    is missing)."""
     name = (record.get("eval") or {}).get("completions_file")
     if record.get("status") != "done" or not name:
         return None
@@ -88,7 +89,22 @@ def per_prompt(record: dict[str, Any], key: str) -> list[float] | None:
     for row in rows:
         if row.get(key) is not None:
             values.setdefault(row["prompt_index"], []).append(float(row[key]))
-    return [float(np.mean(values[i])) for i in sorted(values)] or None
+    return {i: float(np.mean(values[i])) for i in sorted(values)} or None
+
+
+def aligned(
+    a: dict[int, dict[int, float]], b: dict[int, dict[int, float]]
+) -> tuple[dict[int, list[float]], dict[int, list[float]]]:
+    """{seed: {prompt: value}} of two arms as {seed: [value]} over the prompts every shared
+    seed of both answered, in prompt order: a difference is only ever taken on one prompt."""
+    seeds = sorted(set(a) & set(b))
+    if not seeds:
+        return {}, {}
+    prompts = sorted(set.intersection(*(set(a[s]) & set(b[s]) for s in seeds)))
+    return (
+        {s: [a[s][p] for p in prompts] for s in seeds},
+        {s: [b[s][p] for p in prompts] for s in seeds},
+    )
 
 
 def claims(
@@ -116,7 +132,7 @@ def claims(
                 a, b = mine[key], theirs[key]
                 if other["method"] == "best_of_n" and b:  # one policy: pair it with every seed
                     b = dict.fromkeys(a, next(iter(b.values())))
-                claim = paired_claim(a, b, margin)
+                claim = paired_claim(*aligned(a, b), margin)
                 if claim is not None:
                     out.append({"a": ours["label"], "b": other["label"], "metric": key, **claim})
     return out
@@ -139,7 +155,7 @@ def gains_over_start(
             continue
         for row, runs in arms:
             mine = {r["seed"]: v for r in runs if (v := per_prompt(r, key))}
-            claim = paired_claim(mine, dict.fromkeys(mine, begin), margin)
+            claim = paired_claim(*aligned(mine, dict.fromkeys(mine, begin)), margin)
             if claim is not None:
                 out.append({"arm": row["label"], "metric": key, **claim})
     return out

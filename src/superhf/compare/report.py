@@ -94,6 +94,8 @@ def _monitor_lines(runs: list[dict[str, Any]]) -> list[str]:
     ]
     for r in runs:
         warnings = r.get("reward_hacking") or []
+        if r["status"] == "pending":  # not finished: its log is read when it is
+            continue
         if warnings:
             first = warnings[0]
             count = f"{len(warnings)} iteration" + ("s" if len(warnings) > 1 else "")
@@ -112,6 +114,21 @@ def _monitor_lines(runs: list[dict[str, Any]]) -> list[str]:
     return [*lines, ""]
 
 
+def _edges(headline: list[dict[str, Any]]) -> list[str]:
+    """The arms whose chosen rate is the sweep's highest or lowest: one beyond it may win."""
+    at_edge = [g for g in headline if g.get("chosen_at_sweep_edge")]
+    if not at_edge:
+        return []
+    named = ", ".join(
+        f"{g['label']} ({g['learning_rate']:g}, the {g['chosen_at_sweep_edge']})" for g in at_edge
+    )
+    return [
+        f"Chosen at the edge of the sweep: {named}. A rate beyond it was not run and may "
+        "do better; the arm is read at the best rate swept.",
+        "",
+    ]
+
+
 _REWARD_NAMES = {"test_reward": "test reward", "reward": "train reward"}
 
 
@@ -124,7 +141,8 @@ def _claims(claims: list[dict[str, Any]] | None, margin: float | None) -> list[s
         "SuperHF's default (at its chosen learning rate) minus each other arm, held-out reward "
         "per prompt, paired by seed and prompt; 95% interval of a two-level bootstrap "
         f"(seeds, then prompts). Level: the interval within +-{margin}; better / worse: "
-        "entirely above / below that margin; otherwise inconclusive.",
+        "entirely above / below that margin; otherwise inconclusive. Prompts: those both arms "
+        "answered in every shared seed (an empty answer is dropped from a run's evaluation).",
         "",
         "| SuperHF default vs | reward | difference | 95% interval | seeds | prompts | claim |",
         "|---|---|---|---|---|---|---|",
@@ -288,6 +306,7 @@ def write_report(result: dict[str, Any], plots: list[str], out: Path) -> Path:
         "",
         *_table(result["headline"], OUTCOME_COLUMNS),
         "",
+        *_edges(result["headline"]),
         *_claims(result.get("claims"), s.get("level_margin")),
         *_gains(result.get("gains_over_start"), s.get("level_margin")),
         *_frontier(result.get("frontier")),

@@ -319,8 +319,19 @@ def summarize_groups(
             and score > (held["selection_score"] if held["selection_score"] is not None else -1e30)
         ):
             best[key] = row
+    rates: dict[tuple, set[float]] = {}
+    for row in rows:
+        rates.setdefault(arm_key(row)[:3], set()).add(row["learning_rate"])
     for row in rows:
         row["chosen_learning_rate"] = best[arm_key(row)[:3]] is row
+        swept = rates[arm_key(row)[:3]]
+        edge = None  # a choice at the sweep's edge may be beaten by a rate beyond it
+        if row["chosen_learning_rate"] and len(swept) > 1:
+            if row["learning_rate"] == max(swept):
+                edge = "highest"
+            elif row["learning_rate"] == min(swept):
+                edge = "lowest"
+        row["chosen_at_sweep_edge"] = edge
     return rows
 
 
