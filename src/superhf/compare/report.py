@@ -132,6 +132,16 @@ def _edges(headline: list[dict[str, Any]]) -> list[str]:
 _REWARD_NAMES = {"test_reward": "test reward", "reward": "train reward"}
 
 
+def _interval_row(name: str, c: dict[str, Any]) -> str:
+    """One table row of a difference worded by its interval (`intervals.paired_claim`)."""
+    low, high = c["interval"]
+    reward = _REWARD_NAMES.get(c["metric"], c["metric"])
+    return (
+        f"| {name} | {reward} | {c['difference']:+.3f} | [{low:+.3f}, {high:+.3f}] "
+        f"| {len(c['seeds'])} | {c['num_prompts']} | **{c['word']}** |"
+    )
+
+
 def _claims(claims: list[dict[str, Any]] | None, margin: float | None) -> list[str]:
     """Each claim of SuperHF's default against another arm, worded by its interval."""
     if not claims:
@@ -147,14 +157,7 @@ def _claims(claims: list[dict[str, Any]] | None, margin: float | None) -> list[s
         "| SuperHF default vs | reward | difference | 95% interval | seeds | prompts | claim |",
         "|---|---|---|---|---|---|---|",
     ]
-    for c in claims:
-        low, high = c["interval"]
-        reward = _REWARD_NAMES.get(c["metric"], c["metric"])
-        lines.append(
-            f"| {c['b']} | {reward} | {c['difference']:+.3f} | [{low:+.3f}, {high:+.3f}] "
-            f"| {len(c['seeds'])} | {c['num_prompts']} | **{c['word']}** |"
-        )
-    return [*lines, ""]
+    return [*lines, *(_interval_row(c["b"], c) for c in claims), ""]
 
 
 def _gains(gains: list[dict[str, Any]] | None, margin: float | None) -> list[str]:
@@ -171,14 +174,7 @@ def _gains(gains: list[dict[str, Any]] | None, margin: float | None) -> list[str
         "| arm | reward | gain | 95% interval | seeds | prompts | claim |",
         "|---|---|---|---|---|---|---|",
     ]
-    for g in gains:
-        low, high = g["interval"]
-        reward = _REWARD_NAMES.get(g["metric"], g["metric"])
-        lines.append(
-            f"| {g['arm']} | {reward} | {g['difference']:+.3f} | [{low:+.3f}, {high:+.3f}] "
-            f"| {len(g['seeds'])} | {g['num_prompts']} | **{g['word']}** |"
-        )
-    return [*lines, ""]
+    return [*lines, *(_interval_row(g["arm"], g) for g in gains), ""]
 
 
 def _update_settings(checked: dict[str, Any] | None) -> list[str]:
