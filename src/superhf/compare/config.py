@@ -33,6 +33,8 @@ SUPERHF_DEFAULT_BETA = SuperHFConfig.beta
 METHODS = ("superhf", "best_of_n", "sft", "grpo", "rloo", "ppo")
 HALF_SPLITS = ("first-half", "second-half")
 DEFAULT_BETAS = {"grpo": 0.0, "rloo": 0.05, "ppo": 0.05, "sft": 0.0, "best_of_n": 0.0}
+"""The KL coefficient of each non-SuperHF method unless `method_settings[m].beta` says
+otherwise: TRL 1.16's GRPO and RLOO defaults, and RLOO's for PPO. SFT and best-of-n have none."""
 
 
 def is_superhf_default(arm: dict[str, Any]) -> bool:
@@ -43,10 +45,6 @@ def is_superhf_default(arm: dict[str, Any]) -> bool:
         and not arm.get("variant")
         and arm["beta"] == SUPERHF_DEFAULT_BETA
     )
-
-
-"""The KL coefficient of each non-SuperHF method unless `method_settings[m].beta` says
-otherwise: TRL 1.16's GRPO and RLOO defaults, and RLOO's for PPO. SFT and best-of-n have none."""
 
 
 @dataclass

@@ -154,17 +154,12 @@ def train_run(run: MethodRun, isolate: bool) -> dict[str, Any]:
     return {"status": "failed", "reason": f"exit code {code}; see {folder / 'log.txt'}"}
 
 
-def cached_evaluation(run: MethodRun, evaluator: evaluation.Evaluator) -> dict[str, Any] | None:
-    """The run's stored evaluation when it was made with the evaluator's settings."""
-    return evaluator.cached(Path(run.output_dir))
-
-
 def evaluate_run(
     run: MethodRun, evaluator: evaluation.Evaluator, name: str
 ) -> dict[str, Any] | None:
     """The run's evaluation, from its cache when the evaluation settings are the same."""
     folder = Path(run.output_dir)
-    hit = cached_evaluation(run, evaluator)
+    hit = evaluator.cached(Path(run.output_dir))
     if hit is not None:
         return hit
     if run.method == "best_of_n":
@@ -233,7 +228,7 @@ def run_and_record(
     status = {"status": "done", "reason": None}
     metrics = None
     if cfg.report_only:
-        metrics = cached_evaluation(run, evaluator) if done_before else None
+        metrics = evaluator.cached(Path(run.output_dir)) if done_before else None
         if metrics is None:
             status = {"status": "pending", "reason": "not finished or not evaluated yet"}
     else:

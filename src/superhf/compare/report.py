@@ -93,9 +93,9 @@ def _monitor_lines(runs: list[dict[str, Any]]) -> list[str]:
         "",
     ]
     for r in runs:
-        warnings = r.get("reward_hacking") or []
         if r["status"] == "pending":  # not finished: its log is read when it is
             continue
+        warnings = r.get("reward_hacking") or []
         if warnings:
             first = warnings[0]
             count = f"{len(warnings)} iteration" + ("s" if len(warnings) > 1 else "")
@@ -160,7 +160,7 @@ def _claims(claims: list[dict[str, Any]] | None, margin: float | None) -> list[s
     return [*lines, *(_interval_row(c["b"], c) for c in claims), ""]
 
 
-def _gains(gains: list[dict[str, Any]] | None, margin: float | None) -> list[str]:
+def _gains(gains: list[dict[str, Any]] | None) -> list[str]:
     """Each arm against the start policy it trained from, worded by its interval."""
     if not gains:
         return []
@@ -304,7 +304,7 @@ def write_report(result: dict[str, Any], plots: list[str], out: Path) -> Path:
         "",
         *_edges(result["headline"]),
         *_claims(result.get("claims"), s.get("level_margin")),
-        *_gains(result.get("gains_over_start"), s.get("level_margin")),
+        *_gains(result.get("gains_over_start")),
         *_frontier(result.get("frontier")),
         "## Cost and reward per sampled token",
         "Median wall seconds and sampled completion tokens per update (SuperHF: per "
