@@ -67,15 +67,19 @@ def train(ctx: typer.Context) -> None:
 
     trainer = SuperHFTrainer(args=config)
     trainer.train()
-    trainer.processes.finish()  # many processes: wait for all, leave the group, then exit
-    sys.stdout.flush()
+    trainer.processes.finish()  # many processes: wait for all, leave the group
+    code = 0
     if trainer.stop_signal is not None:  # stopped by SIGINT/SIGTERM after saving
-        raise typer.Exit(128 + trainer.stop_signal)
-    if trainer.stop_reason is not None:  # stop_on_reward_hacking: saved, not finished
-        raise typer.Exit(3)
-    if trainer.accelerator.is_main_process:
+        code = 128 + trainer.stop_signal
+    elif trainer.stop_reason is not None:  # stop_on_reward_hacking: saved, not finished
+        code = 3
+    elif trainer.accelerator.is_main_process:
         where = config.output_dir
         console.print(f"Done. Model, metrics.jsonl and completions.jsonl are in {where}")
+    sys.stdout.flush()
+    trainer.processes.exit(code)  # many processes: end here, before Python's shutdown
+    if code:
+        raise typer.Exit(code)
 
 
 reward_app = typer.Typer(help="Reward models: train one on human preference pairs.")

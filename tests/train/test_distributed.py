@@ -221,6 +221,24 @@ def _processes(rank: int, size: int) -> Processes:
     return Processes(accelerator, "runs/x")
 
 
+def test_a_finished_process_of_many_ends_with_its_code_before_pythons_shutdown(monkeypatch, capsys):
+    """Many processes: gloo's worker threads outlive destroy_process_group (the policy's DDP
+    reducer or FSDP2 mesh holds the group), and one dropping its last collective while Python
+    finalizes aborts the process; so the process flushes and leaves by os._exit. Alone: it
+    returns, and Python ends as usual."""
+    ended = []
+
+    def fake_exit(code: int) -> None:
+        ended.append((code, capsys.readouterr().out))
+
+    monkeypatch.setattr(os, "_exit", fake_exit)
+    _processes(0, 1).exit(0)
+    assert ended == []
+    print("Done.", end="")  # written before the exit, flushed by it
+    _processes(1, 2).exit(143)
+    assert ended == [(143, "Done.")]
+
+
 @pytest.mark.parametrize("count", [0, 1, 5, 8])
 def test_blocks_are_contiguous_whole_and_in_rank_order(count):
     blocks = [list(_processes(r, 3).block(count)) for r in range(3)]

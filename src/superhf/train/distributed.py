@@ -35,8 +35,10 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import datetime
+import logging
 import os
 import signal
+import sys
 import threading
 import warnings
 from collections.abc import Callable, Iterator, Sequence
@@ -254,6 +256,22 @@ class Processes:
         if self.size > 1 and dist.is_initialized():
             self.barrier("finishing")
             dist.destroy_process_group()
+
+    def exit(self, code: int) -> None:
+        """After `finish`: end this process with `code` without Python's shutdown (with one
+        process, return and let Python end as usual).
+
+        The policy's DDP reducer or FSDP2 device mesh keeps the process group, and so gloo's
+        worker threads, alive past `destroy_process_group`. A worker that drops its last
+        finished collective after Python began finalizing needs the GIL, cannot take it, and
+        the process aborts (SIGABRT, "terminate called without an active exception") after a
+        run that succeeded (docs/DISTRIBUTED.md). Everything is written by now; flush, leave."""
+        if self.size == 1:
+            return
+        sys.stdout.flush()
+        sys.stderr.flush()
+        logging.shutdown()
+        os._exit(code)
 
 
 def prompt_seeds(seed: int, iteration: int | str, first: int, count: int) -> list[int]:
