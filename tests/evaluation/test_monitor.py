@@ -126,6 +126,10 @@ def test_stop_on_reward_hacking_saves_and_stops(tmp_path, tiny_model_dir, monkey
         return real(*args, **kwargs) | {"meteor": 0.9}
 
     monkeypatch.setattr(superhf.train.trainer, "summarize_eval", collapsed)
+    from accelerate.tracking import TensorBoardTracker
+
+    finished = []  # report_to's run is closed on the stop too (a process of many ends by _exit)
+    monkeypatch.setattr(TensorBoardTracker, "finish", lambda self: finished.append(self))
     config = SuperHFConfig(
         model_name_or_path=str(tiny_model_dir),
         num_generations=4,
@@ -138,6 +142,7 @@ def test_stop_on_reward_hacking_saves_and_stops(tmp_path, tiny_model_dir, monkey
         stop_on_reward_hacking=True,
         output_dir=str(tmp_path / "run"),
         eval_on_start=False,
+        report_to=["tensorboard"],
     )
     rows = [{"prompt": f"Question {i}: what about topic {i}?"} for i in range(64)]
     trainer = SuperHFTrainer(
@@ -152,6 +157,7 @@ def test_stop_on_reward_hacking_saves_and_stops(tmp_path, tiny_model_dir, monkey
     assert (tmp_path / "run" / "checkpoints" / "checkpoint-2").is_dir()
     logged = [json.loads(x) for x in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
     assert logged[1]["reward_hacking"] == history[1]["reward_hacking"]
+    assert len(finished) == 1
 
 
 # --- signals against the run's own start ---------------------------------------------------
