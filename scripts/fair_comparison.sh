@@ -12,6 +12,9 @@
 # bench/, the HH data read from ../shared); a frozen `git worktree` keeps edits to the tree
 # out of runs in flight.
 set -euo pipefail
+# This tree's code, ahead of the editable install (which points at the main checkout, where
+# edits would otherwise reach the runs still to start).
+export PYTHONPATH="$PWD/src${PYTHONPATH:+:$PYTHONPATH}"
 out="${1:-runs}"
 out="$(mkdir -p "$out" && cd "$out" && pwd)"
 compare() { superhf compare --config "configs/compare/$1.yaml" "${@:2}"; }

@@ -16,6 +16,7 @@ ROOT = Path(__file__).resolve().parents[2]
 
 STAND_IN = """#!/bin/sh
 echo "$OMP_NUM_THREADS $*" >> {calls}
+echo "$PYTHONPATH" >> {calls}.path
 # like superhf compare: the start policy's evaluation lands in <output_dir>/start first
 while [ $# -gt 0 ]; do
   [ "$1" = --output_dir ] && mkdir -p "$2/start" && echo {{}} > "$2/start/compare_eval.json"
@@ -36,6 +37,9 @@ def test_each_lane_runs_its_sweep_then_its_longer_runs_and_the_timing_runs_come_
     subprocess.run(["bash", "scripts/fair_comparison.sh", str(out)], cwd=ROOT, env=env, check=True)
     lines = calls.read_text().splitlines()
     assert len(lines) == 8
+    # every run imports this tree's code, not the editable install's (another checkout's)
+    paths = set(Path(f"{calls}.path").read_text().splitlines())
+    assert {p.split(os.pathsep)[0] for p in paths} == {str(ROOT / "src")}
     lanes, report, timing = lines[:5], lines[5], lines[6:]
     hh_48k = (
         f"--output_dir {out}/compare-fair-hh-48k "

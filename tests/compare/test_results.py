@@ -121,6 +121,10 @@ def test_the_rate_is_chosen_on_the_training_splits_held_out_prompts_not_the_repo
     assert chosen[0]["chosen_at_sweep_edge"] == "highest"
     lines = _edges(chosen)
     assert lines[0].startswith("Chosen at the edge of the sweep: grpo b=0 (0.001, the highest)")
+    queued = [{**record(2e-3, 0, in_run=0.0, final=0.0), "status": "pending"}]
+    chosen = [r for r in summarize_groups(records + queued, {}) if r["chosen_learning_rate"]]
+    assert chosen[0]["learning_rate"] == 1e-3  # mid-sweep: 2e-3 is queued, so not the edge
+    assert chosen[0]["chosen_at_sweep_edge"] is None
     records += [record(2e-3, s, in_run=0.0, final=0.0) for s in (0, 1)]
     chosen = [r for r in summarize_groups(records, {}) if r["chosen_learning_rate"]]
     assert chosen[0]["learning_rate"] == 1e-3 and chosen[0]["chosen_at_sweep_edge"] is None

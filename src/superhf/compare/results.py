@@ -319,9 +319,9 @@ def summarize_groups(
             and score > (held["selection_score"] if held["selection_score"] is not None else -1e30)
         ):
             best[key] = row
-    rates: dict[tuple, set[float]] = {}
-    for row in rows:
-        rates.setdefault(arm_key(row)[:3], set()).add(row["learning_rate"])
+    rates: dict[tuple, set[float]] = {}  # every rate planned, finished or not: a report made
+    for r in records:  # mid-sweep must not call a choice its edge while higher rates are queued
+        rates.setdefault(arm_key(r)[:3], set()).add(r["learning_rate"])
     for row in rows:
         row["chosen_learning_rate"] = best[arm_key(row)[:3]] is row
         swept = rates[arm_key(row)[:3]]
