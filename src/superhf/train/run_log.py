@@ -142,10 +142,14 @@ class RunLogger:
         output_dir: str | Path,
         resumed_metrics: list[dict[str, Any]] | None = None,
         resume_sizes: dict[str, int] | None = None,
+        trackers: Sequence[Any] = (),
     ):
         """`resume_sizes`: None for a new run; else {file name: bytes to keep}. A file the
-        checkpoint did not record (one from before superhf logged it) is kept as it is."""
+        checkpoint did not record (one from before superhf logged it) is kept as it is.
+        `trackers`: accelerate's trackers (`report_to`), whose runs `close` ends, finished or
+        stopped (a process of many ends without Python's exit hooks)."""
         self.output_dir = Path(output_dir)
+        self._trackers = list(trackers)
         self.output_dir.mkdir(parents=True, exist_ok=True)
         self._metrics = open(self.output_dir / METRICS_FILE, "w", encoding="utf-8")  # noqa: SIM115
         for metrics in resumed_metrics or []:
@@ -193,6 +197,8 @@ class RunLogger:
         self._metrics.close()
         for f in self._files.values():
             f.close()
+        for tracker in self._trackers:
+            tracker.finish()
 
 
 class SilentRunLogger(RunLogger):
@@ -233,12 +239,15 @@ def open_run_log(
     eval_prompts: list[Prompt],
 ) -> RunLogger:
     """The run's logger, with the held-out prompts and the run's settings (config.yaml, which
-    `superhf train --resume` reads) written and accelerate's trackers started. Only the main
-    process writes; the others get a `SilentRunLogger` (they hold the same numbers)."""
+    `superhf train --resume` reads) written and accelerate's trackers started (the logger's
+    close ends them). Only the main process writes; the others get a `SilentRunLogger` (they
+    hold the same numbers)."""
     main = accelerator.is_main_process
     if main:
         accelerator.init_trackers("superhf", config=tracker_config(args))
-    logger = (RunLogger if main else SilentRunLogger)(args.output_dir, history, resume_sizes)
+        logger = RunLogger(args.output_dir, history, resume_sizes, accelerator.trackers)
+    else:
+        logger = SilentRunLogger(args.output_dir, history, resume_sizes)
     if eval_prompts:
         logger.write_rows(
             EVAL_PROMPTS_FILE, [{"prompt": p.prompt, "text": p.text} for p in eval_prompts]

@@ -174,8 +174,6 @@ class SuperHFTrainer:
                 f"{self.num_iterations}; saved{where}. Continue with: "
                 f"superhf train --resume {args.output_dir}"
             )
-            for tracker in self.accelerator.trackers:  # report_to: close the tracker's run
-                tracker.finish()
             return history
         for line in run_summary(history, len(self.eval_prompts)):
             self.console.print(line)
