@@ -16,7 +16,6 @@ A `SuperHFError` from any command is one red line and its exit code (`_ErrorBoun
 
 from __future__ import annotations
 
-import sys
 from typing import Any
 
 import click
@@ -76,7 +75,6 @@ def train(ctx: typer.Context) -> None:
     elif trainer.accelerator.is_main_process:
         where = config.output_dir
         console.print(f"Done. Model, metrics.jsonl and completions.jsonl are in {where}")
-    sys.stdout.flush()
     trainer.processes.exit(code)  # many processes: end here, before Python's shutdown
     if code:
         raise typer.Exit(code)

@@ -159,7 +159,7 @@ def evaluate_run(
 ) -> dict[str, Any] | None:
     """The run's evaluation, from its cache when the evaluation settings are the same."""
     folder = Path(run.output_dir)
-    hit = evaluator.cached(Path(run.output_dir))
+    hit = evaluator.cached(folder)
     if hit is not None:
         return hit
     if run.method == "best_of_n":
