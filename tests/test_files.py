@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import math
+import threading
 
 import pytest
 
@@ -16,6 +17,7 @@ from superhf.files import (
     json_safe,
     read_json_lines,
     read_text,
+    write_text_atomic,
 )
 
 
@@ -86,3 +88,29 @@ def test_judge_answers_with_a_bad_byte_name_the_line(tmp_path):
     bad.write_bytes(b'{"prompt": "p", "completion": "caf\xe9", "model": "b"}\n')
     with pytest.raises(DatasetError, match="answers: line 1 of .*b.jsonl.* is not valid UTF-8"):
         load_answer_files([good, bad])
+
+
+def test_writers_of_one_file_never_trip_on_each_others_temporary(tmp_path):
+    """Comparisons sharing a folder write its data and records at once: every write lands whole
+    (a shared temporary name made one writer's rename fail, or publish another's half file)."""
+    path = tmp_path / "eval.jsonl"
+    texts = [f"{i}\n" * 20_000 for i in range(8)]
+    barrier = threading.Barrier(len(texts))
+    errors: list[BaseException] = []
+
+    def write(text: str) -> None:
+        barrier.wait()
+        try:
+            for _ in range(20):
+                write_text_atomic(path, text)
+        except BaseException as err:
+            errors.append(err)
+
+    threads = [threading.Thread(target=write, args=(text,)) for text in texts]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert errors == []
+    assert path.read_text(encoding="utf-8") in texts
+    assert [p.name for p in tmp_path.iterdir()] == ["eval.jsonl"]  # no temporary left behind

@@ -11,6 +11,8 @@ from __future__ import annotations
 import gzip
 import json
 import math
+import os
+import threading
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -59,6 +61,24 @@ def json_safe(value: Any) -> Any:
     if isinstance(value, list | tuple):
         return [json_safe(v) for v in value]
     return value
+
+
+def temporary_beside(path: Path) -> Path:
+    """A temporary name next to `path`, this process's and thread's own: two writers of one
+    file (comparisons sharing a folder) never write into or rename each other's temporary."""
+    return path.with_name(f".{path.name}.{os.getpid()}.{threading.get_ident()}.tmp")
+
+
+def write_text_atomic(path: str | Path, text: str) -> None:
+    """Write `text` to `path` whole or not at all (a temporary beside it, renamed into place):
+    a reader, or a run killed mid-write, never leaves half a file."""
+    path = Path(path)
+    tmp = temporary_beside(path)
+    try:
+        tmp.write_text(text, encoding="utf-8")
+        tmp.replace(path)
+    finally:
+        tmp.unlink(missing_ok=True)
 
 
 def read_text(path: str | Path, setting: str) -> str:

@@ -25,65 +25,82 @@ done
 """
 
 
-def test_each_lane_runs_its_sweep_then_its_longer_runs_and_the_timing_runs_come_last(tmp_path):
+def stand_in(tmp_path: Path, script: str) -> tuple[Path, dict[str, str]]:
+    """A `superhf` on PATH that records its calls in calls.txt, and the environment to find it."""
     calls = tmp_path / "calls.txt"
     fake = tmp_path / "bin" / "superhf"
     fake.parent.mkdir()
-    fake.write_text(STAND_IN.format(calls=calls))
+    fake.write_text(script.format(calls=calls))
     fake.chmod(fake.stat().st_mode | stat.S_IEXEC)
     env = {**os.environ, "PATH": f"{fake.parent}{os.pathsep}{os.environ['PATH']}"}
     env.pop("OMP_NUM_THREADS", None)
+    return calls, env
+
+
+def longer_runs(out: Path, task: str) -> str:
+    """The arguments of a task's 48k comparison: its folder, and the sweep whose rates it uses."""
+    return (
+        f"compare --config configs/compare/fair_{task}_48k.yaml --output_dir "
+        f"{out}/compare-fair-{task}-48k --chosen_rates_from {out}/compare-fair-{task}/results.json"
+    )
+
+
+def test_each_lane_runs_its_sweep_then_its_longer_runs_and_the_timing_runs_come_last(tmp_path):
+    calls, env = stand_in(tmp_path, STAND_IN)
     out = tmp_path / "runs"
     subprocess.run(["bash", "scripts/fair_comparison.sh", str(out)], cwd=ROOT, env=env, check=True)
     lines = calls.read_text().splitlines()
-    assert len(lines) == 8
+    assert len(lines) == 16, lines
     # every run imports this tree's code, not the editable install's (another checkout's)
     paths = set(Path(f"{calls}.path").read_text().splitlines())
     assert {p.split(os.pathsep)[0] for p in paths} == {str(ROOT / "src")}
-    lanes, report, timing = lines[:5], lines[5], lines[6:]
-    hh_48k = (
-        f"--output_dir {out}/compare-fair-hh-48k "
-        f"--chosen_rates_from {out}/compare-fair-hh/results.json"
-    )
+    lanes, reports, timing = lines[:12], lines[12:14], lines[14:]
     for task in ("length", "hh"):
-        mine = [line for line in lanes if f"fair_{task}" in line]
-        sweep, *longer = mine  # the sweep first: the longer runs read the rates it chose
-        config = f"--config configs/compare/fair_{task}.yaml"
-        assert sweep == f"1 compare {config} --output_dir {out}/compare-fair-{task}"
-        for line in longer:
-            assert line.startswith(f"1 compare --config configs/compare/fair_{task}_48k.yaml")
-            assert f"--chosen_rates_from {out}/compare-fair-{task}/results.json" in line
-    # the HH 48k seeds split between the lanes, the length lane's share after its own runs and
-    # after the HH lane's 48k start evaluation exists; then one report over all five seeds
-    hh_longer = [line for line in lanes if "fair_hh_48k" in line]
-    assert sorted(line.split(hh_48k)[1] for line in hh_longer) == [" --seeds 0 1 2", " --seeds 3 4"]
-    assert lanes.index(next(x for x in lanes if "--seeds 3 4" in x)) > lanes.index(
-        next(x for x in lanes if "fair_length_48k" in x)
-    )
-    assert report == f"1 compare --config configs/compare/fair_hh_48k.yaml {hh_48k} --report_only"
+        sweep = f"1 compare --config configs/compare/fair_{task}.yaml"
+        sweep += f" --output_dir {out}/compare-fair-{task}"
+        first = f"1 {longer_runs(out, task)} --seeds 0"  # it evaluates the start: alone
+        assert lanes.count(sweep) == 1 and lanes.count(first) == 1
+        assert lanes.index(sweep) < lanes.index(first)  # the 48k runs read the rates it chose
+        for seed in (1, 2, 3, 4):  # each other seed once, in either lane, after the start
+            line = f"1 {longer_runs(out, task)} --seeds {seed}"
+            assert lanes.count(line) == 1 and lanes.index(line) > lanes.index(first)
+        # each 48k process reported its own seed; one more report reads all five
+        assert f"1 {longer_runs(out, task)} --report_only" in reports
     for task, line in zip(("length", "hh"), timing, strict=True):  # alone: all threads
         assert line.startswith(f" compare --config configs/compare/fair_{task}_48k.yaml")
         assert "--sampled_token_budget 16000 --seeds 0" in line
         assert line.endswith(f"--output_dir {out}/compare-fair-{task}-timing")
 
 
-def test_the_length_lane_waits_for_the_hh_lanes_48k_start_before_sharing_its_folder(tmp_path):
-    """No stand-in start evaluation: the length lane must still be waiting when stopped."""
-    calls = tmp_path / "calls.txt"
-    fake = tmp_path / "bin" / "superhf"
-    fake.parent.mkdir()
-    fake.write_text(f'#!/bin/sh\necho "$*" >> {calls}\n')
-    fake.chmod(fake.stat().st_mode | stat.S_IEXEC)
-    env = {**os.environ, "PATH": f"{fake.parent}{os.pathsep}{os.environ['PATH']}"}
+WITHOUT_HH_START = """#!/bin/sh
+echo "$*" >> {calls}
+# the length task's comparisons evaluate their start; the HH task's never get that far
+while [ $# -gt 0 ]; do
+  case "$1$2" in
+    --output_dir*length*) mkdir -p "$2/start" && echo {{}} > "$2/start/compare_eval.json";;
+  esac
+  shift
+done
+"""
+
+
+def test_a_free_lane_takes_any_task_with_its_start_evaluated_and_waits_for_the_rest(tmp_path):
+    """The HH start never appears: both lanes share the length task's seeds, and none of the
+    HH task's (a second process in its folder before its start) runs; the script waits."""
+    calls, env = stand_in(tmp_path, WITHOUT_HH_START)
+    out = tmp_path / "runs"
     process = subprocess.Popen(
-        ["bash", "scripts/fair_comparison.sh", str(tmp_path / "runs")],
-        cwd=ROOT, env=env, start_new_session=True,
-    )  # fmt: skip
+        ["bash", "scripts/fair_comparison.sh", str(out)], cwd=ROOT, env=env, start_new_session=True
+    )
     try:
         with pytest.raises(subprocess.TimeoutExpired):
-            process.wait(timeout=3)
+            process.wait(timeout=4)
     finally:
         os.killpg(process.pid, signal.SIGKILL)
         process.wait()
     lines = calls.read_text().splitlines()
-    assert len(lines) == 4 and not any("--seeds 3 4" in line for line in lines), lines
+    for seed in (0, 1, 2, 3, 4):
+        assert lines.count(f"{longer_runs(out, 'length')} --seeds {seed}") == 1, lines
+    hh_48k = [line for line in lines if "fair_hh_48k" in line]
+    assert hh_48k == [f"{longer_runs(out, 'hh')} --seeds 0"], lines
+    assert len(lines) == 8, lines  # and the two sweeps

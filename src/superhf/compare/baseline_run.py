@@ -18,7 +18,6 @@ baseline imports it in an environment with another TRL version):
 from __future__ import annotations
 
 import json
-import os
 import random
 import resource
 import time
@@ -40,7 +39,7 @@ from superhf.compare.spec import (
 from superhf.config import EvalConfig, SuperHFConfig
 from superhf.data import Prompt, load_prompt_dataset, prepare_prompts
 from superhf.errors import ConfigError
-from superhf.files import CONFIG_FILE, json_safe
+from superhf.files import CONFIG_FILE, json_safe, write_text_atomic
 from superhf.generation import Completion, trim_completion
 from superhf.rewards.scoring import RewardScorer, load_reward_funcs
 
@@ -366,9 +365,7 @@ def max_updates(run: MethodRun, completions_per_update: int) -> int:
 
 
 def write_json_atomic(path: Path, data: Any) -> None:
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(json.dumps(json_safe(data), indent=2, default=str) + "\n", encoding="utf-8")
-    os.replace(tmp, path)
+    write_text_atomic(path, json.dumps(json_safe(data), indent=2, default=str) + "\n")
 
 
 def write_run_files(

@@ -26,7 +26,7 @@ from superhf.evaluation.entropy import entropy_estimate
 from superhf.evaluation.evaluate import evaluate_one, summarize
 from superhf.evaluation.heldout import mean_se, meteor_across_prompts, score_completions
 from superhf.evaluation.kl import KL_ESTIMATOR
-from superhf.files import json_safe
+from superhf.files import json_safe, write_text_atomic
 from superhf.generation import generate_completions
 from superhf.models import inspect_model, load_policy
 from superhf.rewards.scoring import RewardScorer, load_reward_funcs
@@ -236,7 +236,5 @@ def cached(folder: Path) -> dict[str, Any] | None:
 
 def store(folder: Path, metrics: dict[str, Any]) -> dict[str, Any]:
     metrics = json_safe(metrics)
-    tmp = folder / (EVAL_RESULT_FILE + ".tmp")
-    tmp.write_text(json.dumps(metrics, indent=2) + "\n", encoding="utf-8")
-    tmp.replace(folder / EVAL_RESULT_FILE)
+    write_text_atomic(folder / EVAL_RESULT_FILE, json.dumps(metrics, indent=2) + "\n")
     return metrics

@@ -24,7 +24,14 @@ import yaml
 
 from superhf.compare.spec import DONE_FILE, PROGRESS_FILE, SETTINGS_FILE, MethodRun
 from superhf.errors import ConfigError
-from superhf.files import CONFIG_FILE, METRICS_FILE, json_safe, read_json_lines, read_text
+from superhf.files import (
+    CONFIG_FILE,
+    METRICS_FILE,
+    json_safe,
+    read_json_lines,
+    read_text,
+    write_text_atomic,
+)
 
 RUN_FILE = "run.json"
 """The MethodRun of a run folder, as the harness wrote it."""
@@ -41,17 +48,12 @@ class MethodUnavailable(Exception):
 
 def write_json(path: Path, value: Any) -> None:
     """Write JSON atomically (a temporary file renamed into place)."""
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(json.dumps(json_safe(value), indent=2) + "\n", encoding="utf-8")
-    tmp.replace(path)
+    write_text_atomic(path, json.dumps(json_safe(value), indent=2) + "\n")
 
 
 def write_progress(folder: Path, records: list[dict[str, Any]]) -> None:
-    tmp = folder / (PROGRESS_FILE + ".tmp")
-    with tmp.open("w", encoding="utf-8") as f:
-        for record in records:
-            f.write(json.dumps(json_safe(record)) + "\n")
-    tmp.replace(folder / PROGRESS_FILE)
+    lines = (json.dumps(json_safe(record)) + "\n" for record in records)
+    write_text_atomic(folder / PROGRESS_FILE, "".join(lines))
 
 
 def write_run_files(run: MethodRun, settings: dict[str, Any]) -> None:

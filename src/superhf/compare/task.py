@@ -30,7 +30,7 @@ from superhf.data import (
     question_text,
 )
 from superhf.errors import ConfigError, DatasetError
-from superhf.files import json_safe
+from superhf.files import json_safe, write_text_atomic
 
 BUILD_FILE = "compare_build.json"
 """Written into a reward model folder the comparison built: its settings and build time."""
@@ -90,11 +90,8 @@ def chosen_answer(row: dict[str, Any]) -> tuple[str, str] | None:
 
 def _write_rows(path: Path, rows: list[dict[str, Any]]) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(".tmp")
-    with tmp.open("w", encoding="utf-8") as f:
-        for row in rows:
-            f.write(json.dumps(json_safe(row), ensure_ascii=False) + "\n")
-    tmp.replace(path)
+    lines = (json.dumps(json_safe(row), ensure_ascii=False) + "\n" for row in rows)
+    write_text_atomic(path, "".join(lines))
 
 
 def prepare_prompts(cfg: CompareConfig, out: Path) -> dict[str, Any]:

@@ -39,6 +39,7 @@ from nltk.stem.porter import PorterStemmer
 from nltk.tokenize import TreebankWordTokenizer
 from nltk.translate.meteor_score import single_meteor_score
 
+from superhf.files import temporary_beside
 from superhf.models import cache_dir
 
 logger = logging.getLogger(__name__)
@@ -146,7 +147,7 @@ def install_wordnet(source: Path = WORDNET_SOURCE, root: Path | None = None) -> 
         if dst.is_symlink():
             dst.unlink()
         if not dst.is_file() or dst.stat().st_size != src.stat().st_size:
-            tmp = dst.with_suffix(dst.suffix + ".tmp")
+            tmp = temporary_beside(dst)
             shutil.copyfile(src, tmp)
             tmp.replace(dst)
     (target / "lexnames").write_text(lexnames_text(), encoding="ascii")
