@@ -287,7 +287,8 @@ def peak_memory_mb() -> float:
 
 
 class ProgressLog:
-    """progress.jsonl, one line per update; started afresh (a baseline run restarts whole)."""
+    """progress.jsonl, one line per update; started afresh, or from a checkpoint's lines
+    (`load_state_dict`)."""
 
     def __init__(self, output_dir: str | Path, sampled_token_budget: int):
         self.path = Path(output_dir) / PROGRESS_FILE
@@ -296,6 +297,18 @@ class ProgressLog:
         self.budget = sampled_token_budget
         self.start = time.perf_counter()
         self.records: list[ProgressRecord] = []
+
+    def state_dict(self) -> dict[str, Any]:
+        """The lines so far, for a checkpoint (`superhf.compare.baseline_checkpoint`)."""
+        return {"records": [json_safe(asdict(record)) for record in self.records]}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        """Go on from a checkpoint's lines: the file holds them again, and the wall time goes
+        on from the last one's (the time lost to the stop is not the run's)."""
+        self.records = [ProgressRecord(**record) for record in state["records"]]
+        lines = (json.dumps(json_safe(asdict(r))) + "\n" for r in self.records)
+        write_text_atomic(self.path, "".join(lines))
+        self.start = time.perf_counter() - (self.records[-1].wall_time_s if self.records else 0)
 
     def record(
         self,
@@ -377,9 +390,10 @@ def write_run_files(
     stop_reason: str,
     optimizer_steps: int | None = None,
     generation_rounds: int | None = None,
+    resumed_from_step: int | None = None,
 ) -> None:
     """The policy (a PEFT adapter) and tokenizer, config.yaml, settings.json, then done.json
-    (with the optimizer steps the run took)."""
+    (with the optimizer steps the run took, and the update it last resumed from, if any)."""
     out = Path(run.output_dir)
     model.save_pretrained(out)
     tokenizer.save_pretrained(out)
@@ -399,6 +413,7 @@ def write_run_files(
             "wall_time_s": last.wall_time_s if last else 0.0,
             "peak_memory_mb": last.peak_memory_mb if last else peak_memory_mb(),
             "stop_reason": stop_reason,
+            "resumed_from_step": resumed_from_step,
         },
     )
 

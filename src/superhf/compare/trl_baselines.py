@@ -19,8 +19,8 @@ num_iterations = 1), accumulated over micro-batches of at most `MAX_MICRO_BATCH`
 (per_device_train_batch_size x gradient_accumulation_steps = the product, so TRL's
 steps_per_generation = gradient_accumulation_steps): the whole batch in one pass held 10.9 GB
 for SmolLM2-135M at 4 x 8 x 48 tokens. The run stops after the update whose
-sampled completion tokens reach `sampled_token_budget`. A killed run is redone whole (no
-done.json), never resumed half-way.
+sampled completion tokens reach `sampled_token_budget`. A stopped run resumes from its last
+checkpoint, taken every few minutes (`superhf.compare.baseline_checkpoint`).
 
 A run that evaluates along the way (`extra["eval_steps"]` > 0, at least 2 held-out prompts)
 is watched by the reward-hacking monitor SuperHF runs have (`RewardHackingCallback`): it
@@ -37,6 +37,13 @@ import time
 from pathlib import Path
 from typing import Any
 
+from superhf.compare.baseline_checkpoint import (
+    checkpoint_callback,
+    checkpoint_step,
+    last_checkpoint,
+    read_state,
+    remove_checkpoints,
+)
 from superhf.compare.baseline_run import (
     BaselineReward,
     InRunEvaluation,
@@ -286,7 +293,7 @@ def budget_callback(
 
     class SampledTokenBudget(TrainerCallback):
         def on_train_begin(self, args: Any, state: Any, control: Any, **kwargs: Any) -> Any:
-            if evaluation.every:
+            if evaluation.every and not progress.records:  # not when resumed
                 progress.record_start(*held_out(kwargs["model"], state.global_step))
             return control
 
@@ -330,7 +337,25 @@ def run_trl_baseline(run: MethodRun) -> None:
     trainer.add_callback(
         budget_callback(reward, progress, evaluation, trainer.processing_class, monitor)
     )
-    trainer.train()
+
+    def state() -> dict[str, Any]:  # superhf's part of a checkpoint, at the end of an update
+        return {
+            "sampled_tokens": reward.sampled_tokens,
+            "generation_rounds": reward.generation_rounds,
+            "progress": progress.state_dict(),
+            "monitor": None if monitor is None else monitor.state_dict(),
+        }
+
+    trainer.add_callback(checkpoint_callback(state))  # last: after the budget may stop the run
+    checkpoint = last_checkpoint(run.output_dir)
+    if checkpoint is not None:
+        saved = read_state(checkpoint)
+        reward.sampled_tokens = saved["sampled_tokens"]
+        reward.generation_rounds = saved["generation_rounds"]
+        progress.load_state_dict(saved["progress"])
+        if monitor is not None:
+            monitor.load_state_dict(saved["monitor"])
+    trainer.train(resume_from_checkpoint=None if checkpoint is None else str(checkpoint))
     reached = progress.budget_reached(reward.sampled_tokens)
     settings = {
         "method": run.method,
@@ -362,4 +387,6 @@ def run_trl_baseline(run: MethodRun) -> None:
         "sampled_token_budget" if reached else "max_steps",
         optimizer_steps=trainer.state.global_step,  # transformers counts optimizer steps
         generation_rounds=reward.generation_rounds,
+        resumed_from_step=None if checkpoint is None else checkpoint_step(checkpoint),
     )
+    remove_checkpoints(run.output_dir)

@@ -21,6 +21,7 @@ import logging
 import math
 import time
 from collections.abc import Callable, Sequence
+from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
@@ -92,6 +93,49 @@ class RewardHackingCallback(TrainerCallback):
         self._samples: list[tuple[str, str, int]] = []
         self._sampled_tokens = 0
         self._pending: dict[str, Any] | None = None
+        self._resumed = False
+
+    # --- resuming with a trainer checkpoint ----------------------------------------------
+    def state_dict(self) -> dict[str, Any]:
+        """What a resumed run needs to monitor on as if never stopped (JSON-able): the
+        monitor's history, the rows so far and the warnings. Taken at the end of an update."""
+        return {
+            "monitor": asdict(self.monitor),
+            "rows": self.rows,
+            "pending": self._pending,
+            "warnings": self.warnings,
+            "sampled_tokens": self._sampled_tokens,
+        }
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        """Go on from `state_dict()`'s update: training then begins without the start's
+        evaluation, and the run's files keep only the rows up to that update."""
+        saved = dict(state["monitor"])
+        saved["eval_test_reward"] = [tuple(pair) for pair in saved["eval_test_reward"]]
+        self.monitor = RewardHackingMonitor(**saved)
+        self.rows = list(state["rows"])
+        self._pending = state["pending"]
+        self.warnings = list(state["warnings"])
+        self._sampled_tokens = state["sampled_tokens"]
+        self._resumed = True
+
+    def _truncate_files(self) -> None:
+        """monitor.jsonl and eval_completions.jsonl as they were at the resumed update."""
+        last = max((row["iteration"] for row in [*self.rows, self._pending] if row), default=-1)
+        assert self.output_dir is not None
+        (self.output_dir / MONITOR_FILE).write_text("", encoding="utf-8")
+        self._append(MONITOR_FILE, self.rows)
+        answers = self.output_dir / EVAL_COMPLETIONS_FILE
+        kept = (
+            [
+                line
+                for line in answers.read_text(encoding="utf-8").splitlines(keepends=True)
+                if line.strip() and json.loads(line).get("iteration", last + 1) <= last
+            ]
+            if answers.is_file()
+            else []
+        )
+        answers.write_text("".join(kept), encoding="utf-8")
 
     # --- the training samples, read where the reward reads them ---------------------------
     def watch(self, reward_func: Callable[..., Any]) -> Callable[..., Any]:
@@ -123,6 +167,9 @@ class RewardHackingCallback(TrainerCallback):
         if self.output_dir is None:
             self.output_dir = Path(args.output_dir)
         self.output_dir.mkdir(parents=True, exist_ok=True)
+        if self._resumed:  # the start was evaluated before the stop
+            self._truncate_files()
+            return control
         for name in (MONITOR_FILE, EVAL_COMPLETIONS_FILE):
             (self.output_dir / name).write_text("", encoding="utf-8")
         self._feed(state.global_step, self.evaluate(kwargs["model"], kwargs, state.global_step))
