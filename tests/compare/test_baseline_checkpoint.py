@@ -77,6 +77,8 @@ def test_a_stopped_run_resumes_as_if_it_never_stopped(tmp_path, tiny_model_dir, 
     assert not (out / DONE_FILE).exists()
     assert [r["step"] for r in _lines(out / PROGRESS_FILE)] == [0, 1, 2, 3, 4]
     assert [c.name for c in baseline_checkpoint.complete_checkpoints(out)] == ["checkpoint-3"]
+    with (out / "eval_completions.jsonl").open("a", encoding="utf-8") as f:
+        f.write('{"iteration": 4, "prompt": "How do')  # a line the stop tore
 
     _stopping_at(None, monkeypatch)
     trl_baselines.run_trl_baseline(stopped)  # the comparison calls it again: it resumes

@@ -32,7 +32,7 @@ from superhf.data import Prompt
 from superhf.evaluation.heldout import answer_rows, sample_and_score, summarize_eval
 from superhf.evaluation.monitor import RewardHackingMonitor
 from superhf.evaluation.signals import policy_signals, text_signals
-from superhf.files import EVAL_COMPLETIONS_FILE, MONITOR_FILE
+from superhf.files import EVAL_COMPLETIONS_FILE, MONITOR_FILE, read_json_lines
 from superhf.generation import Completion
 from superhf.rewards.scoring import RewardScorer, load_reward_funcs
 
@@ -120,22 +120,18 @@ class RewardHackingCallback(TrainerCallback):
         self._resumed = True
 
     def _truncate_files(self) -> None:
-        """monitor.jsonl and eval_completions.jsonl as they were at the resumed update."""
+        """monitor.jsonl and eval_completions.jsonl as they were at the resumed update (a line
+        torn by the stop, written after it, goes too)."""
         last = max((row["iteration"] for row in [*self.rows, self._pending] if row), default=-1)
         assert self.output_dir is not None
         (self.output_dir / MONITOR_FILE).write_text("", encoding="utf-8")
         self._append(MONITOR_FILE, self.rows)
         answers = self.output_dir / EVAL_COMPLETIONS_FILE
-        kept = (
-            [
-                line
-                for line in answers.read_text(encoding="utf-8").splitlines(keepends=True)
-                if line.strip() and json.loads(line).get("iteration", last + 1) <= last
-            ]
-            if answers.is_file()
-            else []
-        )
-        answers.write_text("".join(kept), encoding="utf-8")
+        text = answers.read_text(encoding="utf-8") if answers.is_file() else ""
+        lines = read_json_lines(text, str(answers), EVAL_COMPLETIONS_FILE, skip_bad=True)
+        kept = [x.value for x in lines if x.value and x.value.get("iteration", last + 1) <= last]
+        answers.write_text("", encoding="utf-8")
+        self._append(EVAL_COMPLETIONS_FILE, kept)
 
     # --- the training samples, read where the reward reads them ---------------------------
     def watch(self, reward_func: Callable[..., Any]) -> Callable[..., Any]:
