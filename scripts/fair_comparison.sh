@@ -2,7 +2,10 @@
 # The fair comparison (docs/COMPARE.md, "The fair comparison"), every step in order. Each
 # command resumes, so run this again after a stop and nothing finished is redone.
 #
-#   bash scripts/fair_comparison.sh [RUNS_DIR]    # default runs/
+#   bash scripts/fair_comparison.sh [RUNS_DIR [RECORD_DIR]]    # default runs/
+#
+# RECORD_DIR: the finished runs saved by `scripts/keep_fair_runs.sh` (committed, without
+# weights), restored into RUNS_DIR first, so a new machine goes on where the last one stopped.
 #
 # Two lanes side by side, one thread each: each task's 16,000-token sweep, then its first
 # 48,000-token seed at the rates the sweep chose, then the other 48k seeds of both tasks,
@@ -20,6 +23,9 @@ set -euo pipefail
 export PYTHONPATH="$PWD/src${PYTHONPATH:+:$PYTHONPATH}"
 out="${1:-runs}"
 out="$(mkdir -p "$out" && cd "$out" && pwd)"
+if [ -n "${2:-}" ] && [ -d "$2" ]; then
+    "${PYTHON:-python}" -m superhf.compare.archive restore "$2" "$out"
+fi
 compare() { superhf compare --config "configs/compare/$1.yaml" "${@:2}"; }
 
 longer() {  # a task's 48,000-token runs at the rates its sweep chose

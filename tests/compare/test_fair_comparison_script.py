@@ -104,3 +104,31 @@ def test_a_free_lane_takes_any_task_with_its_start_evaluated_and_waits_for_the_r
     hh_48k = [line for line in lines if "fair_hh_48k" in line]
     assert hh_48k == [f"{longer_runs(out, 'hh')} --seeds 0"], lines
     assert len(lines) == 8, lines  # and the two sweeps
+
+
+def test_the_saved_record_is_restored_before_any_comparison_starts(tmp_path):
+    """With RECORD_DIR (what scripts/keep_fair_runs.sh commits), its runs are back in RUNS_DIR
+    before the first `superhf compare`: the stand-in sees them when it starts."""
+    import sys
+
+    checks = tmp_path / "seen.txt"
+    script = STAND_IN.replace(
+        "#!/bin/sh\n",
+        f"#!/bin/sh\nls {tmp_path}/runs/compare-fair-hh/runs/grpo-s0 >> {checks} 2>&1\n",
+    )
+    calls, env = stand_in(tmp_path, script)
+    env["PYTHON"] = sys.executable  # the restore's; `superhf` stays the stand-in
+    saved = tmp_path / "record" / "compare-fair-hh"
+    for name in ("compare_config.json", "runs/grpo-s0/done.json", "runs/grpo-s0/compare_eval.json"):
+        (saved / name).parent.mkdir(parents=True, exist_ok=True)
+        (saved / name).write_text("{}\n")
+    out = tmp_path / "runs"
+    subprocess.run(
+        ["bash", "scripts/fair_comparison.sh", str(out), str(tmp_path / "record")],
+        cwd=ROOT,
+        env=env,
+        check=True,
+    )
+    seen = checks.read_text().splitlines()
+    assert seen[:2] == ["compare_eval.json", "done.json"], seen
+    assert (out / "compare-fair-hh" / "runs" / "grpo-s0" / "done.json").is_file()

@@ -274,6 +274,31 @@ def test_a_comparison_moved_elsewhere_keeps_its_evaluations(comparison, tmp_path
     assert {p: p.stat().st_mtime_ns for p in cached} == mtimes  # nothing evaluated again
 
 
+def test_a_comparison_saved_without_weights_resumes_elsewhere_and_redoes_nothing(
+    comparison, tmp_path
+):
+    """Saved (`superhf.compare.archive save`: no weights, no prompt texts) and restored into an
+    empty runs folder on "another machine", the comparison runs again: no finished run is
+    trained or evaluated again, and every number, the paired claims included, is the same."""
+    from dataclasses import replace
+
+    from superhf.compare import archive
+
+    cfg, first, out = comparison
+    archive.main(["save", str(out.parent), str(tmp_path / "kept")])
+    kept = tmp_path / "kept" / out.name
+    assert not list(kept.rglob("*.safetensors"))
+    answers = kept / "runs" / "superhf-lr0.001-b0-s0"
+    rows = [json.loads(line) for p in answers.glob("completions-*.jsonl") for line in p.open()]
+    assert rows and all("prompt" not in r and "test_reward" in r for r in rows)
+    archive.main(["restore", str(tmp_path / "kept"), str(tmp_path / "machine")])
+    again = run_comparison(replace(cfg, output_dir=str(tmp_path / "machine" / out.name)))
+    assert not [r["name"] for r in again["runs"] if r["ran_in_this_invocation"]]
+    done = {r["name"]: r["numbers"] for r in again["runs"] if r["status"] == "done"}
+    assert done == {r["name"]: r["numbers"] for r in first["runs"] if r["status"] == "done"}
+    assert again["claims"] == first["claims"] and again["claims"]
+
+
 def test_a_run_in_its_own_process_records_done_or_skipped(tmp_path):
     from superhf.compare.harness import train_run
     from superhf.compare.spec import MethodRun

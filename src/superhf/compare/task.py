@@ -13,6 +13,7 @@ Derived files go to the run folder only; the preference data itself is read wher
 
 from __future__ import annotations
 
+import hashlib
 import json
 import time
 from dataclasses import dataclass, field
@@ -33,7 +34,9 @@ from superhf.errors import ConfigError, DatasetError
 from superhf.files import json_safe, write_text_atomic
 
 BUILD_FILE = "compare_build.json"
-"""Written into a reward model folder the comparison built: its settings and build time."""
+"""Written into a reward model folder the comparison built: its settings, build time and the
+SHA-256 of its weights."""
+WEIGHTS_HASH_KEY = "weights_sha256"
 
 
 @dataclass
@@ -139,14 +142,32 @@ def prepare_prompts(cfg: CompareConfig, out: Path) -> dict[str, Any]:
     }
 
 
+def weights_sha256(folder: Path) -> dict[str, str]:
+    """SHA-256 of each weights file (.safetensors, .bin) of a model folder, by name."""
+    hashes = {}
+    for path in sorted(folder.iterdir()):
+        if path.is_file() and path.suffix in (".safetensors", ".bin"):
+            digest = hashlib.sha256()
+            with path.open("rb") as f:
+                for block in iter(lambda: f.read(1 << 20), b""):
+                    digest.update(block)
+            hashes[path.name] = digest.hexdigest()
+    return hashes
+
+
 def build_reward_model(
     data: str, split: str, settings: dict[str, Any], folder: Path, console: Console
 ) -> dict[str, Any]:
-    """`superhf reward train` on `data`'s `split` into `folder`, unless it is already there."""
+    """`superhf reward train` on `data`'s `split` into `folder`, unless it is already there.
+
+    A build record without its weights (a comparison restored from its record,
+    `superhf.compare.archive`) is rebuilt, and the new weights must hash as the recorded ones:
+    the finished runs were scored by those."""
     from superhf.rewards.training import RewardTrainingConfig, train_reward_model
 
     wanted = {**settings, "dataset_name": data, "split": split}
     marker = folder / BUILD_FILE
+    recorded = None
     if marker.is_file():
         built = json.loads(marker.read_text(encoding="utf-8"))
         if built["settings"] != wanted:
@@ -154,14 +175,30 @@ def build_reward_model(
                 f"{folder} was built with other settings ({built['settings']}) than asked "
                 f"({wanted}): remove the folder or use another output_dir."
             )
-        return {**built, "reused": True}
+        if weights_sha256(folder):
+            return {**built, "reused": True}
+        recorded = built.get(WEIGHTS_HASH_KEY)
+        marker.unlink()
     config = RewardTrainingConfig(**{**wanted, "output_dir": str(folder)})
     console.print(f"Building the reward model {folder} from {data} ({split}) ...")
     start = time.perf_counter()
     metrics = train_reward_model(config, console=console)
-    built = {"settings": wanted, "seconds": time.perf_counter() - start, "metrics": metrics}
+    hashes = weights_sha256(folder)
+    if recorded and hashes != recorded:
+        raise ConfigError(
+            f"{folder} was rebuilt from its data, but its weights differ from those its record "
+            f"names ({recorded} against {hashes}): the finished runs were scored by the "
+            "recorded ones. Rebuild on the machine and versions that built them, or start "
+            "the comparison in a new output_dir."
+        )
+    built = {
+        "settings": wanted,
+        "seconds": time.perf_counter() - start,
+        "metrics": metrics,
+        WEIGHTS_HASH_KEY: hashes,
+    }
     marker.write_text(json.dumps(json_safe(built), indent=2) + "\n", encoding="utf-8")
-    return {**built, "reused": False}
+    return {**built, "reused": False, "rebuilt_from_record": bool(recorded)}
 
 
 def prepare_task(cfg: CompareConfig, console: Console) -> Task:
