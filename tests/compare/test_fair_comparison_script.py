@@ -132,3 +132,49 @@ def test_the_saved_record_is_restored_before_any_comparison_starts(tmp_path):
     seen = checks.read_text().splitlines()
     assert seen[:2] == ["compare_eval.json", "done.json"], seen
     assert (out / "compare-fair-hh" / "runs" / "grpo-s0" / "done.json").is_file()
+
+
+def _git(repo: Path, *args: str) -> str:
+    return subprocess.run(
+        ["git", "-C", str(repo), *args], check=True, capture_output=True, text=True
+    ).stdout
+
+
+@pytest.mark.parametrize("ignore", ["", "runs/\n"])
+def test_keep_fair_runs_commits_the_record_and_stops_where_git_would_ignore_it(tmp_path, ignore):
+    """scripts/keep_fair_runs.sh in a repository: the finished run's record is committed, and
+    only it; a .gitignore pattern that would silently keep the record's runs/ out stops it."""
+    import sys
+
+    repo = tmp_path / "repo"
+    repo.mkdir()
+    _git(repo, "init", "-q")
+    _git(repo, "config", "user.email", "t@example.com")
+    _git(repo, "config", "user.name", "t")
+    (repo / ".gitignore").write_text(ignore + "/runs/\n")
+    (repo / "other.txt").write_text("staged, not the record's\n")
+    _git(repo, "add", ".gitignore", "other.txt")
+    run = repo / "runs" / "compare-x" / "runs" / "grpo-s0"
+    run.mkdir(parents=True)
+    (repo / "runs" / "compare-x" / "compare_config.json").write_text("{}\n")
+    for name in ("done.json", "compare_eval.json", "adapter_model.safetensors"):
+        (run / name).write_text("{}\n")
+    env = {**os.environ, "PYTHON": sys.executable, "PYTHONPATH": str(ROOT / "src")}
+    keep = subprocess.run(
+        ["bash", str(ROOT / "scripts" / "keep_fair_runs.sh"), "runs", "kept", "0"],
+        cwd=repo,
+        env=env,
+        capture_output=True,
+        text=True,
+    )
+    if ignore:
+        assert keep.returncode == 1 and "git ignores files of kept" in keep.stderr
+        return
+    assert keep.returncode == 0, keep.stderr
+    committed = set(_git(repo, "show", "--name-only", "--format=", "HEAD").split())
+    assert committed == {
+        "kept/compare-x/compare_config.json",
+        "kept/compare-x/runs/grpo-s0/compare_eval.json",
+        "kept/compare-x/runs/grpo-s0/done.json",
+    }
+    assert "other.txt" in _git(repo, "diff", "--cached", "--name-only")  # still only staged
