@@ -29,7 +29,7 @@ from pathlib import Path
 from superhf.compare.evaluation import EVAL_RESULT_FILE
 from superhf.compare.spec import DONE_FILE
 from superhf.compare.task import BUILD_FILE, WEIGHTS_HASH_KEY, weights_sha256
-from superhf.files import write_text_atomic
+from superhf.files import COMPLETIONS_FILE, EVAL_PROMPTS_FILE, write_text_atomic
 
 COMPARISON_FILE = "compare_config.json"
 """What marks a comparison folder (the harness writes it first)."""
@@ -37,8 +37,8 @@ REPORT_FILES = ("results.json", "report.md")
 WEIGHT_SUFFIXES = (".safetensors", ".bin", ".pt", ".pth", ".ckpt", ".gguf")
 LEFT_OUT_NAMES = frozenset(
     {
-        "completions.jsonl",  # every training sample with its prompt: large, and the data's text
-        "eval_prompts.jsonl",  # the held-out prompts themselves
+        COMPLETIONS_FILE,  # every training sample with its prompt: large, and the data's text
+        EVAL_PROMPTS_FILE,  # the held-out prompts themselves
         "log.txt",
         "tokenizer.json",
         "tokenizer_config.json",
