@@ -245,8 +245,10 @@ def test_report_only_reports_what_is_finished_and_runs_nothing(comparison):
     from dataclasses import replace
 
     cfg, first, out = comparison
+    settings = (out / "compare_config.json").read_bytes()
     more = replace(cfg, seeds=[0, 1], report_only=True)
     report = run_comparison(more)
+    assert (out / "compare_config.json").read_bytes() == settings  # the comparison's, untouched
     pending = {r["name"] for r in report["runs"] if r["status"] == "pending"}
     assert pending == {r["name"].replace("-s0", "-s1") for r in first["runs"]}
     assert not any((out / "runs" / name).exists() for name in pending)

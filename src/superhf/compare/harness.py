@@ -253,7 +253,8 @@ def run_comparison(cfg: CompareConfig, console: Console | None = None) -> dict[s
     started = time.perf_counter()
     out = Path(cfg.output_dir)
     out.mkdir(parents=True, exist_ok=True)
-    write_json(out / "compare_config.json", cfg.to_dict())
+    if not cfg.report_only:  # a report leaves the running comparison's settings as they are
+        write_json(out / "compare_config.json", cfg.to_dict())
     task = prepare_task(cfg, console)
     runs = expand_runs(cfg, task)
     check_updates(cfg, runs)
