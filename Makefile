@@ -51,8 +51,8 @@ test-fast: setup
 	$(PY) -m pytest -q -m "not slow"
 
 lint: setup
-	$(VENV)/bin/ruff check src tests bench
-	$(VENV)/bin/ruff format --check src tests bench
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/ruff format --check .
 
 # Sampling against HF generate (fp32; bf16 where native), then a whole iteration against the
 # commit before the sampling work (a git worktree). Run alone: about 25 minutes on 2 cores.
